@@ -1,0 +1,1 @@
+"""WAV folders. Filled in by the audio loader."""

@@ -1,0 +1,1 @@
+"""Image folders (one subfolder per class). Filled in by the images loader."""

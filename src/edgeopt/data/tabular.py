@@ -1,0 +1,174 @@
+"""Array datasets: scikit-learn's digits, MNIST-format IDX files, and ``.npz`` arrays."""
+
+from __future__ import annotations
+
+import gzip
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.data.dataset import Dataset
+from edgeopt.data.dataset import make_dataset
+from edgeopt.errors import InputError
+from edgeopt.registry import register_dataset
+from edgeopt.spec import Spec
+
+# IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
+_IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _existing(path: Path, spec: Spec, what: str) -> Path:
+    if not path.exists():
+        raise InputError(f"{spec.text}: {what} {path} does not exist.")
+    return path
+
+
+@register_dataset("digits")
+def load_digits(spec: Spec) -> Dataset:
+    """scikit-learn's 8x8 handwritten digits (1,797 samples, pixel levels 0..16).
+
+    It has no official test split, so 20% of each class is held out with a fixed seed.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    spec.check_keys(set())
+    bunch = sk_load_digits()
+    x = bunch.images.astype(np.uint8)[:, None, :, :]
+    y = bunch.target.astype(np.int64)
+    return make_dataset(
+        name="digits",
+        spec=spec.text,
+        x=x,
+        y=y,
+        classes=tuple(str(c) for c in range(10)),
+        raw_dtype="uint8",
+    )
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read one IDX file (optionally gzipped); raise InputError naming it when it is corrupt."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            blob = handle.read()
+    except (OSError, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read as IDX ({exc}).") from None
+    if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] not in _IDX_DTYPES:
+        raise InputError(f"{path}: not an IDX file (bad magic number).")
+    dtype = _IDX_DTYPES[blob[2]]
+    ndim = blob[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(blob[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    count = int(np.prod(dims)) if dims else 0
+    if len(blob) < header + count * dtype.itemsize:
+        raise InputError(f"{path}: truncated IDX file ({len(blob)} bytes for shape {dims}).")
+    return np.frombuffer(blob, dtype=dtype, count=count, offset=header).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for suffix in (".gz", ""):
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+@register_dataset("idx")
+def load_idx(spec: Spec) -> Dataset:
+    """MNIST-format folder: ``train-images-idx3-ubyte[.gz]`` and the label / t10k files.
+
+    The official ``t10k`` files are the test split. ``?limit=N`` keeps the first N training
+    samples (a subset named as such in the split rule).
+    """
+    spec.check_keys({"limit"})
+    folder = _existing(Path(spec.body), spec, "folder")
+    parts = {}
+    for key, stem in {
+        "x": "train-images-idx3-ubyte",
+        "y": "train-labels-idx1-ubyte",
+        "x_test": "t10k-images-idx3-ubyte",
+        "y_test": "t10k-labels-idx1-ubyte",
+    }.items():
+        path = _find_idx(folder, stem)
+        if path is None:
+            raise InputError(f"{spec.text}: {folder / stem}[.gz] is missing.")
+        parts[key] = read_idx(path)
+    for images, labels in (("x", "y"), ("x_test", "y_test")):
+        if parts[images].ndim != 3 or len(parts[images]) != len(parts[labels]):
+            raise InputError(
+                f"{spec.text}: {images} has shape {parts[images].shape} but "
+                f"{len(parts[labels])} labels."
+            )
+    limit = spec.pop_int("limit", 0)
+    x, y = parts["x"], parts["y"]
+    rule = "official t10k test split"
+    if limit > 0:
+        x, y = x[:limit], y[:limit]
+        rule += f"; training pool limited to the first {limit} samples"
+    classes = tuple(str(c) for c in range(int(max(y.max(), parts["y_test"].max())) + 1))
+    return make_dataset(
+        name=folder.name,
+        spec=spec.text,
+        x=x[:, None, :, :],
+        y=y.astype(np.int64),
+        x_test=parts["x_test"][:, None, :, :],
+        y_test=parts["y_test"].astype(np.int64),
+        classes=classes,
+        raw_dtype=str(x.dtype),
+        test_rule=rule,
+    )
+
+
+@register_dataset("npz")
+def load_npz(spec: Spec) -> Dataset:
+    """A ``.npz`` with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
+
+    ``x`` is (N, C, H, W), (N, H, W) (one channel added) or (N, F) for flat features.
+    """
+    spec.check_keys(set())
+    path = _existing(Path(spec.body), spec, "file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{path}: cannot be read as .npz ({exc}).") from None
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise InputError(f"{path}: has no array {key!r} (found: {', '.join(arrays)}).")
+    has_test = "x_test" in arrays and "y_test" in arrays
+
+    def shaped(x: np.ndarray, name: str) -> np.ndarray:
+        if x.ndim == 3:  # (N, H, W): one-channel images
+            return x[:, None, :, :]
+        if x.ndim in (2, 4):
+            return x
+        raise InputError(f"{path}: array {name!r} has shape {x.shape}; expected 2 to 4 dims.")
+
+    x, y = shaped(arrays["x"], "x"), arrays["y"]
+    if len(x) != len(y):
+        raise InputError(f"{path}: x has {len(x)} samples but y has {len(y)} labels.")
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"{path}: y must be a 1-D array of integer class labels.")
+    if not np.isfinite(x.astype(np.float64)).all():
+        raise InputError(f"{path}: x contains NaN or infinite values.")
+    x_test = shaped(arrays["x_test"], "x_test") if has_test else None
+    y_test = arrays["y_test"] if has_test else None
+    n_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
+    return make_dataset(
+        name=path.stem,
+        spec=spec.text,
+        x=x,
+        y=y.astype(np.int64),
+        x_test=x_test,
+        y_test=None if y_test is None else y_test.astype(np.int64),
+        classes=tuple(str(c) for c in range(n_classes)),
+        raw_dtype=str(x.dtype),
+    )
