@@ -41,13 +41,21 @@ def register_model(name: str) -> Callable[[F], F]:
     return _register(_ZOO, "zoo model", name)
 
 
+def _load_zoo() -> None:
+    # The built-in architectures register themselves when their package is imported; it is
+    # imported here, on first use, so that ``import edgeopt`` does not load PyTorch.
+    import edgeopt.models.zoo  # noqa: F401
+
+
 def get_model(name: str) -> Callable[..., Any]:
     """Return the zoo entry registered under ``name``."""
+    _load_zoo()
     return _get(_ZOO, "zoo model", name)
 
 
 def list_models() -> list[str]:
     """Names of every registered zoo architecture, sorted."""
+    _load_zoo()
     return sorted(_ZOO)
 
 

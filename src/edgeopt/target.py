@@ -32,7 +32,7 @@ class LayerCost(Protocol):
     """What the estimator needs to know about one layer of the exported graph."""
 
     @property
-    def kind(self) -> str: ...  # conv | depthwise | fc | elementwise | pool | data
+    def kind(self) -> str: ...  # conv | depthwise | fc | elementwise | pool | data | fused
 
     @property
     def dtype(self) -> str: ...  # int8 | float32
@@ -186,6 +186,8 @@ class Target:
     # -- the estimator -------------------------------------------------------------------------
     def layer_cycles(self, layer: LayerCost) -> float:
         """Cycles one layer costs on this device (see the module docstring for the model)."""
+        if layer.kind == "fused":  # an activation folded into the layer before it: free
+            return 0.0
         dtype = layer.dtype if layer.dtype in DTYPES else "float32"
         if layer.kind in MAC_KINDS:
             compute = layer.macs * self.cycles_per_mac[layer.kind][dtype]

@@ -1,0 +1,166 @@
+"""Measure an exported artifact: counts, memory, latency, accuracy, and the target's estimate."""
+
+from __future__ import annotations
+
+import platform
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edgeopt.errors import InputError
+from edgeopt.measure.graph import analyse
+from edgeopt.measure.graph import with_live_bytes
+from edgeopt.measure.memory import plan_memory
+from edgeopt.measure.runtime import make_session
+from edgeopt.measure.runtime import measure_accuracy
+from edgeopt.measure.runtime import measure_latency
+from edgeopt.measure.size import artifact_size
+from edgeopt.metrics import Metrics
+from edgeopt.models import ModelHandle
+from edgeopt.models import load_model
+from edgeopt.models import read_onnx
+
+if TYPE_CHECKING:
+    from edgeopt.data import Dataset
+    from edgeopt.target import Target
+
+__all__ = ["profile", "profile_onnx"]
+
+
+def _check_input(path: Path, model_shape: tuple[int, ...] | None, data: Dataset) -> None:
+    if model_shape is not None and tuple(model_shape) != tuple(data.input_shape):
+        want = "x".join(str(d) for d in model_shape)
+        got = "x".join(str(d) for d in data.input_shape)
+        raise InputError(f"{path}: the model takes input {want} but {data.spec} gives {got}.")
+
+
+def profile_onnx(
+    path: Path,
+    *,
+    data: Dataset | None = None,
+    target: Target | None = None,
+    threads: int = 1,
+    is_latency_measured: bool = True,
+) -> Metrics:
+    """Measure one ONNX file: see :func:`profile`."""
+    import onnxruntime
+
+    proto = read_onnx(path)
+    from edgeopt.models import onnx_input_shape
+
+    model_shape = onnx_input_shape(proto)
+    if data is not None:
+        _check_input(path, model_shape, data)
+    graph, layers = analyse(proto)
+    plan = plan_memory(graph)
+    layers = with_live_bytes(layers, dict(zip(plan.step_names, plan.step_bytes, strict=True)))
+    size_bytes = artifact_size(path)
+    provenance = {
+        "params": "counted on the ONNX file (stored weight elements)",
+        "macs": "counted on the ONNX file (Conv/Gemm/MatMul, batch 1)",
+        "size_bytes": "measured: bytes on disk, external data included",
+        "peak_ram_bytes": "counted: peak of live activation tensors over the graph's node order",
+    }
+    latency = accuracy = None
+    if data is not None or is_latency_measured:
+        session = make_session(path, threads=threads)
+    if is_latency_measured:
+        if data is not None:
+            sample = data.arrays("test")[0][:1]
+        else:
+            arg = session.get_inputs()[0]
+            shape = [1] + [d if isinstance(d, int) else 1 for d in arg.shape[1:]]
+            sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        latency = measure_latency(session, sample, threads=threads)
+        provenance["latency_ms"] = (
+            f"measured: ONNX Runtime {onnxruntime.__version__} {latency.provider}, "
+            f"{threads} thread(s), batch 1, {latency.runs} runs after warm-up, on "
+            f"{platform.machine()} {platform.processor() or platform.system()}"
+        )
+    if data is not None:
+        x_test, y_test = data.arrays("test")
+        accuracy = measure_accuracy(path, x_test, y_test)
+        provenance["accuracy"] = f"measured: top-1 on the test split of {data.spec} ({len(y_test)})"
+    estimate = fits = None
+    if target is not None:
+        estimate = target.estimate(layers)
+        fits = {"flash": size_bytes <= target.flash_bytes, "ram": plan.peak_bytes <= target.ram_bytes}
+        provenance["estimate"] = f"estimated from the {target.name} profile (cycles model)"
+        provenance["fits"] = "size_bytes vs flash_bytes, peak_ram_bytes vs ram_bytes of the target"
+    return Metrics(
+        model=str(path),
+        params=sum(layer.params for layer in layers),
+        macs=sum(layer.macs for layer in layers),
+        size_bytes=size_bytes,
+        peak_ram_bytes=plan.peak_bytes,
+        layers=tuple(layers),
+        latency_ms=latency,
+        accuracy=accuracy,
+        estimate=estimate,
+        target=target.name if target else None,
+        fits=fits,
+        memory_schedule=plan.step_bytes,
+        provenance=provenance,
+    )
+
+
+def profile(
+    model: str | ModelHandle,
+    *,
+    data: str | Dataset | None = None,
+    target: str | Target | None = None,
+    threads: int = 1,
+    weights: str | Path | None = None,
+    is_latency_measured: bool = True,
+) -> Metrics:
+    """Measure a model on its exported ONNX artifact.
+
+    A PyTorch model is exported to ONNX first (into a temporary folder); an ONNX model is measured
+    as it is. Nothing is taken from the PyTorch side.
+
+    Args:
+        model: a model spec (see :func:`edgeopt.load_model`) or a handle.
+        data: when given, accuracy on its test split is measured and latency uses a real sample.
+        target: a profile name, YAML path or :class:`Target`; adds the estimate and the fits.
+        threads: ONNX Runtime intra-op threads for the latency measurement.
+        weights: state dict for a zoo or factory spec.
+        is_latency_measured: time the file with ONNX Runtime (off for quick counts only).
+
+    Returns:
+        The :class:`Metrics` record.
+
+    Raises:
+        InputError: bad model or data spec, an input shape the data does not match, an unknown
+            target.
+
+    Example:
+        >>> m = profile("zoo:lenet5", target="cortex-m4", is_latency_measured=False)
+        >>> m.params, m.macs
+        (61706, 416520)
+    """
+    from edgeopt.data import load_data
+    from edgeopt.target import Target
+
+    if threads < 1:
+        raise InputError(f"threads must be at least 1, got {threads}.")
+    dataset = load_data(data) if data is not None else None
+    resolved = Target.from_name(target) if isinstance(target, str) else target
+    handle = load_model(model, weights=weights, data=dataset)
+    kwargs = {
+        "data": dataset,
+        "target": resolved,
+        "threads": threads,
+        "is_latency_measured": is_latency_measured,
+    }
+    if handle.onnx_path is not None:
+        return profile_onnx(handle.onnx_path, **kwargs)  # type: ignore[arg-type]
+    from edgeopt.export.onnx import export_onnx
+
+    if dataset is not None:
+        _check_input(Path(handle.spec), handle.input_shape, dataset)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-profile-") as scratch:
+        path = export_onnx(handle, Path(scratch) / f"{handle.name}.onnx")
+        metrics = profile_onnx(path, **kwargs)  # type: ignore[arg-type]
+    return metrics

@@ -1,0 +1,355 @@
+"""Read an ONNX graph as layers: op kind, dtype, output shape, parameters, MACs, bytes moved.
+
+Counts are taken on the exported file with the batch fixed to 1. MACs are counted for
+convolutions (``Conv``, ``ConvInteger``, ``QLinearConv``, ``ConvTranspose``) and matrix products
+(``Gemm``, ``MatMul`` and their integer forms) only, as MLPerf Tiny and most papers count them.
+In a QDQ graph (QuantizeLinear / DequantizeLinear around float ops, the form ONNX Runtime runs
+with int8 kernels) a layer whose inputs come from DequantizeLinear is an int8 layer, and the
+Q/DQ nodes themselves are not layers: an int8 runtime fuses them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import InputError
+
+CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
+MATMUL_OPS = {"Gemm": 1, "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
+POOL_OPS = {
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+}
+VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
+# Activations every deployment runtime fuses into the convolution or matrix product before them
+# (TFLite's fused_activation_function, ONNX Runtime's Conv+Relu fusion).
+FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu"}
+INT8_TYPES = {2, 3, 21, 22}  # UINT8, INT8, UINT4, INT4 (onnx.TensorProto)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One operator of the exported graph as the estimator and the reports see it."""
+
+    name: str
+    op_type: str
+    kind: str  # conv | depthwise | fc | pool | elementwise | data | fused
+    dtype: str  # int8 | float32
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+    output_elements: int
+    output_bytes: int
+    bytes_moved: int
+    live_bytes: int = 0  # activation bytes live while this layer runs (filled by memory.py)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op_type": self.op_type,
+            "kind": self.kind,
+            "dtype": self.dtype,
+            "output_shape": list(self.output_shape),
+            "params": self.params,
+            "macs": self.macs,
+            "output_bytes": self.output_bytes,
+            "live_bytes": self.live_bytes,
+        }
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    elem_type: int
+
+    @property
+    def elements(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        import onnx
+
+        if self.elem_type in (21, 22):  # 4-bit types: half a byte, rounded up per tensor below
+            return 1
+        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(self.elem_type)).itemsize)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """An ONNX graph with batch-1 shapes of every tensor and which tensors are constant."""
+
+    model: Any  # onnx.ModelProto, batch fixed to 1 and shapes inferred
+    tensors: dict[str, TensorInfo]
+    constants: set[str]
+    producers: dict[str, Any]
+    consumers: dict[str, list[int]]
+
+    @property
+    def nodes(self) -> list[Any]:
+        return list(self.model.graph.node)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [i.name for i in self.model.graph.input if i.name not in self.constants]
+
+    @property
+    def outputs(self) -> list[str]:
+        return [o.name for o in self.model.graph.output]
+
+
+def _with_batch_one(model: Any) -> Any:
+    import onnx
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    initializers = {init.name for init in fixed.graph.initializer}
+    for value in fixed.graph.input:
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) > 0:
+            dims[0].Clear()
+            dims[0].dim_value = 1
+    del fixed.graph.value_info[:]
+    for value in fixed.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    return fixed
+
+
+def _static(value: Any) -> TensorInfo | None:
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims = tensor_type.shape.dim
+    if not all(d.HasField("dim_value") for d in dims):
+        return None
+    return TensorInfo(tuple(int(d.dim_value) for d in dims), int(tensor_type.elem_type))
+
+
+def _shapes_from_runtime(model: Any, missing: list[str]) -> dict[str, TensorInfo]:
+    """Fill shapes that inference could not derive by running the graph once on zeros."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name in missing:
+        if name not in existing:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for arg in session.get_inputs():
+        shape = [d if isinstance(d, int) else 1 for d in arg.shape]
+        np_type = np.float32 if "float" in arg.type else np.int64
+        feeds[arg.name] = np.zeros(shape, dtype=np_type)
+    names = [o.name for o in session.get_outputs()]
+    values = session.run(names, feeds)
+    found = {}
+    for name, value in zip(names, values, strict=True):
+        array = np.asarray(value)
+        elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+        found[name] = TensorInfo(tuple(array.shape), int(elem))
+    return found
+
+
+def read_graph(model: Any) -> Graph:
+    """Shapes (batch 1), constants and producer/consumer maps of an ONNX model."""
+    import onnx
+
+    fixed = _with_batch_one(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
+    except Exception:  # inference gives up on some custom domains: fall back to the runtime
+        inferred = fixed
+    graph = inferred.graph
+    tensors: dict[str, TensorInfo] = {}
+    for value in list(graph.input) + list(graph.value_info) + list(graph.output):
+        info = _static(value)
+        if info is not None:
+            tensors[value.name] = info
+    constants: set[str] = set()
+    for init in graph.initializer:
+        tensors[init.name] = TensorInfo(tuple(int(d) for d in init.dims), int(init.data_type))
+        constants.add(init.name)
+    producers: dict[str, Any] = {}
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(index)
+        for name in node.output:
+            producers[name] = node
+        inputs = [name for name in node.input if name]
+        if node.op_type == "Constant" or (inputs and all(name in constants for name in inputs)):
+            constants.update(node.output)
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        tensors[node.output[0]] = TensorInfo(
+                            tuple(int(d) for d in attr.t.dims), int(attr.t.data_type)
+                        )
+    missing = [
+        name
+        for node in graph.node
+        for name in node.output
+        if name and name not in tensors and name not in constants
+    ]
+    if missing:
+        try:
+            tensors.update(_shapes_from_runtime(inferred, missing))
+        except Exception as exc:
+            raise InputError(f"cannot determine the tensor shapes of the graph ({exc}).") from None
+    return Graph(inferred, tensors, constants, producers, consumers)
+
+
+def is_fused_activation(graph: Graph, node: Any) -> bool:
+    """An activation applied in place to a convolution's or matrix product's only output."""
+    if node.op_type not in FUSABLE_ACTIVATIONS or not node.input:
+        return False
+    source = node.input[0]
+    producer = graph.producers.get(source)
+    if producer is not None and producer.op_type == "DequantizeLinear":  # QDQ: look past Q/DQ
+        quantize = graph.producers.get(producer.input[0])
+        if quantize is not None and quantize.op_type == "QuantizeLinear":
+            source = quantize.input[0]
+            producer = graph.producers.get(source)
+    if producer is None or producer.op_type not in CONV_OPS | MATMUL_OPS:
+        return False
+    return len(graph.consumers.get(source, [])) == 1
+
+
+def _weight_source(graph: Graph, name: str) -> str:
+    """Follow a constant through DequantizeLinear / Cast / Transpose to its stored tensor."""
+    node = graph.producers.get(name)
+    while node is not None and node.op_type in {"DequantizeLinear", "Cast", "Transpose", "Reshape"}:
+        name = node.input[0]
+        node = graph.producers.get(name)
+    return name
+
+
+def _is_int8_input(graph: Graph, name: str) -> bool:
+    node = graph.producers.get(name)
+    if node is not None and node.op_type == "DequantizeLinear":
+        return graph.tensors[node.input[0]].elem_type in INT8_TYPES
+    info = graph.tensors.get(name)
+    return info is not None and info.elem_type in INT8_TYPES
+
+
+def _kind(node: Any, graph: Graph) -> str:
+    op = node.op_type
+    if is_fused_activation(graph, node):
+        return "fused"
+    if op in CONV_OPS:
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        weight = graph.tensors.get(node.input[CONV_OPS[op]])
+        if groups > 1 and weight is not None and weight.shape[1] == 1:
+            return "depthwise"
+        return "conv"
+    if op in MATMUL_OPS:
+        return "fc"
+    if op in POOL_OPS:
+        return "pool"
+    if op in VIEW_OPS:
+        return "data"
+    return "elementwise"
+
+
+def _macs(node: Any, graph: Graph, out: TensorInfo) -> int:
+    op = node.op_type
+    if op in CONV_OPS:
+        weight = graph.tensors[node.input[CONV_OPS[op]]]
+        kernel = math.prod(weight.shape[2:])
+        if op == "ConvTranspose":
+            source = graph.tensors[node.input[0]]
+            return source.elements * weight.shape[1] * kernel
+        return out.elements * weight.shape[1] * kernel
+    if op in MATMUL_OPS:
+        a = graph.tensors[node.input[0]]
+        trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
+        k = a.shape[-2] if (op == "Gemm" and trans_a) else a.shape[-1]
+        return out.elements * k
+    return 0
+
+
+_SKIP_PARAM_INPUTS = {
+    # operator -> input positions that are quantization parameters or shapes, not weights
+    "QLinearConv": {1, 2, 4, 5, 6, 7},
+    "QLinearMatMul": {1, 2, 4, 5, 6, 7},
+    "ConvInteger": {2, 3},
+    "MatMulInteger": {2, 3},
+    "Reshape": {1},
+    "Resize": {1, 2, 3},
+    "Pad": {1, 2, 3},
+    "Slice": {1, 2, 3, 4},
+    "Clip": set(),
+}
+
+
+def _params(node: Any, graph: Graph) -> tuple[int, int]:
+    """Stored weight elements and their bytes for one layer's constant inputs."""
+    skip = _SKIP_PARAM_INPUTS.get(node.op_type, set())
+    count = 0
+    stored = 0
+    for position, name in enumerate(node.input):
+        if not name or position in skip or name not in graph.constants:
+            continue
+        source = _weight_source(graph, name)
+        info = graph.tensors.get(source)
+        if info is None or info.elem_type in (6, 7) and node.op_type not in CONV_OPS | MATMUL_OPS:
+            continue  # int32/int64 shape or axis tensors
+        count += info.elements
+        bits = 4 if info.elem_type in (21, 22) else info.itemsize * 8
+        stored += math.ceil(info.elements * bits / 8)
+    return count, stored
+
+
+def analyse(model: Any) -> tuple[Graph, list[Layer]]:
+    """Every non-constant, non-Q/DQ node of the graph as a :class:`Layer`, in execution order."""
+    graph = read_graph(model)
+    layers: list[Layer] = []
+    for index, node in enumerate(graph.model.graph.node):
+        if node.op_type in QDQ_OPS or all(o in graph.constants for o in node.output if o):
+            continue
+        out_name = node.output[0]
+        out = graph.tensors.get(out_name, TensorInfo((0,), 1))
+        int8 = node.op_type.startswith("QLinear") or node.op_type.endswith("Integer")
+        int8 = int8 or any(_is_int8_input(graph, name) for name in node.input[:1] if name)
+        params, param_bytes = _params(node, graph)
+        in_bytes = sum(
+            graph.tensors[name].elements * (1 if int8 else graph.tensors[name].itemsize)
+            for name in node.input
+            if name and name not in graph.constants and name in graph.tensors
+        )
+        out_bytes = out.elements * (1 if int8 else out.itemsize)
+        layers.append(
+            Layer(
+                name=node.name or f"{node.op_type}_{index}",
+                op_type=node.op_type,
+                kind=_kind(node, graph),
+                dtype="int8" if int8 else "float32",
+                output_shape=out.shape,
+                params=params,
+                macs=_macs(node, graph, out),
+                output_elements=out.elements,
+                output_bytes=out_bytes,
+                bytes_moved=in_bytes + out_bytes + param_bytes,
+            )
+        )
+    return graph, layers
+
+
+def with_live_bytes(layers: list[Layer], live: dict[str, int]) -> list[Layer]:
+    """Copy of ``layers`` with the live activation bytes of each one's step filled in."""
+    return [replace(layer, live_bytes=live.get(layer.name, 0)) for layer in layers]

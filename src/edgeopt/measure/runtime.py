@@ -1,0 +1,119 @@
+"""ONNX Runtime sessions, latency percentiles and accuracy, measured on the exported file."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import InputError
+
+WARMUP_RUNS = 10
+MIN_RUNS = 50
+MIN_SECONDS = 0.5
+MAX_RUNS = 2000
+MAX_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Wall-clock latency of one inference in milliseconds (measured)."""
+
+    p50: float
+    p90: float
+    p99: float
+    runs: int
+    threads: int
+    batch: int
+    provider: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "p50": self.p50,
+            "p90": self.p90,
+            "p99": self.p99,
+            "runs": self.runs,
+            "threads": self.threads,
+            "batch": self.batch,
+            "provider": self.provider,
+            "method": "measured",
+        }
+
+
+def make_session(
+    path: Path, *, threads: int = 1, provider: str = "CPUExecutionProvider"
+) -> Any:
+    """An ONNX Runtime session with a fixed thread count and all graph optimizations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=[provider])
+    except Exception as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise InputError(f"{path}: ONNX Runtime cannot load the model ({first}).") from None
+
+
+def measure_latency(
+    session: Any, sample: np.ndarray, *, threads: int, batch: int = 1
+) -> Latency:
+    """p50 / p90 / p99 over at least ``MIN_RUNS`` runs and ``MIN_SECONDS``, after warm-up."""
+    name = session.get_inputs()[0].name
+    feed = {name: np.ascontiguousarray(sample[:batch])}
+    for _ in range(WARMUP_RUNS):
+        session.run(None, feed)
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - start
+        if len(times) >= MAX_RUNS or elapsed >= MAX_SECONDS:
+            break
+        if len(times) >= MIN_RUNS and elapsed >= MIN_SECONDS:
+            break
+    ms = np.asarray(times) * 1e3
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    return Latency(
+        p50=p50,
+        p90=p90,
+        p99=p99,
+        runs=len(times),
+        threads=threads,
+        batch=batch,
+        provider=session.get_providers()[0],
+    )
+
+
+def predict(session: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    """Logits for every sample, in batches (one at a time when the file's batch is fixed)."""
+    arg = session.get_inputs()[0]
+    fixed = arg.shape[0] if isinstance(arg.shape[0], int) else None
+    step = fixed or batch_size
+    outputs = []
+    for begin in range(0, len(x), step):
+        chunk = x[begin : begin + step]
+        if fixed is not None and len(chunk) < fixed:
+            pad = np.zeros((fixed - len(chunk), *chunk.shape[1:]), dtype=chunk.dtype)
+            out = session.run(None, {arg.name: np.concatenate([chunk, pad])})[0][: len(chunk)]
+        else:
+            out = session.run(None, {arg.name: chunk})[0]
+        outputs.append(out)
+    return np.concatenate(outputs)
+
+
+def measure_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of the ONNX file on ``x`` (all cores: this is not the latency run)."""
+    session = make_session(path, threads=os.cpu_count() or 1)
+    logits = predict(session, x)
+    return float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=1) == y))

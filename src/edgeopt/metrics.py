@@ -1,0 +1,82 @@
+"""The one record every measurement produces, and how each of its numbers was obtained."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field
+from typing import TYPE_CHECKING
+from typing import Any
+
+if TYPE_CHECKING:
+    from edgeopt.measure.graph import Layer
+    from edgeopt.measure.runtime import Latency
+    from edgeopt.target import Estimate
+    from edgeopt.target import Target
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A budget the artifact breaks: which one, the value, the limit, and by how much."""
+
+    constraint: str
+    value: float
+    limit: float
+
+    @property
+    def excess(self) -> float:
+        return self.value - self.limit
+
+    def __str__(self) -> str:
+        return f"{self.constraint}: {self.value:,.4g} > {self.limit:,.4g} (over by {self.excess:,.4g})"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What the exported artifact costs and how well it does.
+
+    Counted on the file: ``params``, ``macs``, ``size_bytes``, ``peak_ram_bytes`` (tensor
+    liveness). Measured with ONNX Runtime on this machine: ``latency_ms``, ``accuracy`` (test
+    split). Estimated from the target profile: ``estimate`` (latency and energy on the device).
+    ``provenance`` says this in words for every key.
+    """
+
+    model: str
+    params: int
+    macs: int
+    size_bytes: int
+    peak_ram_bytes: int
+    layers: tuple[Layer, ...]
+    latency_ms: Latency | None = None
+    accuracy: float | None = None
+    estimate: Estimate | None = None
+    target: str | None = None
+    fits: dict[str, bool] | None = None
+    memory_schedule: tuple[int, ...] = ()
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    def check(self, target: Target) -> list[Violation]:
+        """Budgets of ``target`` this artifact breaks (flash: file size; RAM: peak activations)."""
+        violations = []
+        if self.size_bytes > target.flash_bytes:
+            violations.append(Violation("flash_bytes", self.size_bytes, target.flash_bytes))
+        if self.peak_ram_bytes > target.ram_bytes:
+            violations.append(Violation("ram_bytes", self.peak_ram_bytes, target.ram_bytes))
+        return violations
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with stable keys (the ``profile --json`` format)."""
+        return {
+            "model": self.model,
+            "params": self.params,
+            "macs": self.macs,
+            "size_bytes": self.size_bytes,
+            "peak_ram_bytes": self.peak_ram_bytes,
+            "latency_ms": self.latency_ms.to_dict() if self.latency_ms else None,
+            "accuracy": self.accuracy,
+            "estimate": self.estimate.to_dict() if self.estimate else None,
+            "target": self.target,
+            "fits": self.fits,
+            "layers": [layer.to_dict() for layer in self.layers],
+            "memory_schedule": list(self.memory_schedule),
+            "provenance": dict(self.provenance),
+        }

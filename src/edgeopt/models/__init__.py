@@ -1,0 +1,263 @@
+"""Load a model from a spec into a :class:`ModelHandle`, the one type every command takes.
+
+Specs: an ``.onnx`` file (external data beside it is found), a saved ``torch.export`` program
+(``.pt2``), ``package.module:factory`` plus a state-dict file, or ``zoo:NAME?width=&classes=&input=``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from dataclasses import field
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeopt.errors import InputError
+from edgeopt.spec import parse_spec
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+    from edgeopt.data import Dataset
+
+__all__ = ["ModelHandle", "load_model", "onnx_input_shape", "read_onnx"]
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A model on the training side (``module``) or the deployment side (``onnx_path``).
+
+    ``input_shape`` excludes the batch dimension; ``history`` lists what made the model, in
+    order (``zoo:cnn-s``, ``train(epochs=5)``, ...).
+    """
+
+    name: str
+    spec: str
+    input_shape: tuple[int, ...] | None
+    module: nn.Module | None = None
+    onnx_path: Path | None = None
+    num_classes: int | None = None
+    history: tuple[str, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_torch(self) -> bool:
+        return self.module is not None
+
+    def require_torch(self, step: str) -> nn.Module:
+        """The PyTorch module, or an InputError saying ``step`` needs one."""
+        if self.module is None:
+            raise InputError(
+                f"{self.spec}: {step} needs a PyTorch model (zoo:NAME, module:factory with "
+                "--weights, or a .pt2 program), not an ONNX file."
+            )
+        return self.module
+
+    def require_input_shape(self) -> tuple[int, ...]:
+        if self.input_shape is None:
+            raise InputError(
+                f"{self.spec}: the input shape is unknown; add ?input=CxHxW to the spec or give "
+                "--data."
+            )
+        return self.input_shape
+
+    def with_module(self, module: nn.Module, step: str) -> ModelHandle:
+        """A new handle holding ``module`` with ``step`` appended to the history."""
+        return replace(self, module=module, onnx_path=None, history=self.history + (step,))
+
+
+def read_onnx(path: Path) -> onnx.ModelProto:
+    """Load and check an ONNX file (external data beside it included), as one sentence on error."""
+    import onnx
+
+    if not path.is_file():
+        raise InputError(f"{path}: model file does not exist.")
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: not a valid ONNX model ({first[:160]}).") from None
+    if len(model.graph.input) == 0:
+        raise InputError(f"{path}: the ONNX graph has no inputs.")
+    return model
+
+
+def onnx_input_shape(model: onnx.ModelProto) -> tuple[int, ...] | None:
+    """Shape of the first graph input without the batch dimension (None where symbolic)."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:])
+    return None if any(d <= 0 for d in shape) else shape
+
+
+def _onnx_num_classes(model: onnx.ModelProto) -> int | None:
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(dims) == 2 and dims[1].HasField("dim_value"):
+        return int(dims[1].dim_value)
+    return None
+
+
+def _load_onnx(spec: str, path: Path) -> ModelHandle:
+    model = read_onnx(path)
+    return ModelHandle(
+        name=path.stem,
+        spec=spec,
+        input_shape=onnx_input_shape(model),
+        onnx_path=path,
+        num_classes=_onnx_num_classes(model),
+        history=(f"onnx:{path.name}",),
+        metadata={p.key: p.value for p in model.metadata_props},
+    )
+
+
+def _load_program(spec: str, path: Path) -> ModelHandle:
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"{path}: model file does not exist.")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # zip / pickle / version errors
+        raise InputError(f"{path}: not a saved torch.export program ({type(exc).__name__}).") from None
+    placeholders = [
+        node for node in program.graph.nodes if node.op == "placeholder" and "val" in node.meta
+    ]
+    user_inputs = program.graph_signature.user_inputs
+    shapes = [tuple(n.meta["val"].shape) for n in placeholders if n.name in user_inputs]
+    input_shape = tuple(int(d) for d in shapes[0][1:]) if shapes else None
+    return ModelHandle(
+        name=path.stem,
+        spec=spec,
+        input_shape=input_shape,
+        module=program.module(),
+        history=(f"pt2:{path.name}",),
+    )
+
+
+def _load_state_dict(module: nn.Module, weights: Path, spec: str) -> None:
+    import pickle
+
+    import torch
+
+    if not weights.is_file():
+        raise InputError(f"{weights}: weights file does not exist.")
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise InputError(f"{weights}: not a PyTorch state dict ({first}).") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError(f"{weights}: holds a {type(state).__name__}, not a state dict.")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise InputError(f"{weights}: does not match {spec} ({detail}).") from None
+
+
+def _load_factory(spec: str, weights: Path | None) -> ModelHandle:
+    from torch import nn
+
+    parsed = parse_spec(spec)
+    parsed.check_keys({"input"})
+    module_name, factory_name = parsed.scheme, parsed.body
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InputError(f"{spec}: cannot import {module_name!r} ({exc}).") from None
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise InputError(f"{spec}: {module_name!r} has no callable {factory_name!r}.")
+    model = factory()
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec}: the factory returned a {type(model).__name__}, not a module.")
+    if weights is not None:
+        _load_state_dict(model, weights, spec)
+    return ModelHandle(
+        name=factory_name,
+        spec=spec,
+        input_shape=parsed.pop_shape("input", None),
+        module=model.eval(),
+        history=(spec,) + ((f"weights:{weights.name}",) if weights else ()),
+    )
+
+
+def _load_zoo(spec: str, weights: Path | None, data: Dataset | None) -> ModelHandle:
+    from edgeopt.models.zoo import build_zoo_model
+    from edgeopt.models.zoo import zoo_info
+
+    parsed = parse_spec(spec)
+    parsed.check_keys({"width", "classes", "input"})
+    info = zoo_info(parsed.body)
+    # Knobs the spec leaves out come from the data, then from the architecture's defaults.
+    classes = parsed.pop_int("classes", data.num_classes if data is not None else 10)
+    default_shape = data.input_shape if data is not None else info.default_input
+    input_shape = parsed.pop_shape("input", default_shape)
+    width = parsed.pop_float("width", 1.0)
+    module = build_zoo_model(parsed.body, width=width, classes=classes, input_shape=input_shape)
+    if weights is not None:
+        _load_state_dict(module, weights, spec)
+    return ModelHandle(
+        name=parsed.body,
+        spec=spec,
+        input_shape=input_shape,
+        module=module.eval(),
+        num_classes=classes,
+        history=(spec,) + ((f"weights:{weights.name}",) if weights else ()),
+    )
+
+
+def load_model(
+    spec: str | ModelHandle,
+    *,
+    weights: str | Path | None = None,
+    data: Dataset | None = None,
+) -> ModelHandle:
+    """Load a model from any supported spec.
+
+    Args:
+        spec: ``path.onnx``, ``path.pt2``, ``package.module:factory[?input=CxHxW]`` or
+            ``zoo:NAME[?width=W&classes=K&input=CxHxW]``; a handle is returned unchanged.
+        weights: a PyTorch state dict for a factory or zoo model, loaded with
+            ``weights_only=True`` (no code in the file is run).
+        data: when given, a zoo model's class count and input shape default to the data's.
+
+    Returns:
+        The model handle.
+
+    Raises:
+        InputError: missing or corrupt file, unknown zoo name, bad knob, weights that do not match.
+
+    Example:
+        >>> handle = load_model("zoo:lenet5")
+        >>> handle.input_shape, handle.num_classes
+        ((1, 28, 28), 10)
+    """
+    if isinstance(spec, ModelHandle):
+        return spec
+    weights_path = Path(weights) if weights is not None else None
+    lowered = spec.lower().split("?")[0]
+    if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep")):
+        raise InputError(f"{spec}: --weights applies to zoo and module:factory models only.")
+    if lowered.endswith(".onnx"):
+        handle = _load_onnx(spec, Path(spec))
+    elif lowered.endswith((".pt2", ".ep")):
+        handle = _load_program(spec, Path(spec))
+    elif spec.startswith("zoo:"):
+        return _load_zoo(spec, weights_path, data)
+    elif ":" in spec:
+        handle = _load_factory(spec, weights_path)
+    else:
+        raise InputError(
+            f"{spec!r} is not a model spec: give a .onnx or .pt2 file, zoo:NAME, or "
+            "package.module:factory."
+        )
+    if data is not None and handle.input_shape is None:
+        handle = replace(handle, input_shape=data.input_shape)
+    return handle

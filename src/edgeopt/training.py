@@ -1,0 +1,238 @@
+"""Train a PyTorch model on a dataset's train split, deterministically, and evaluate it."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt._io import write_json
+from edgeopt.config import TrainConfig
+from edgeopt.data import Dataset
+from edgeopt.data import load_data
+from edgeopt.errors import InputError
+from edgeopt.models import ModelHandle
+from edgeopt.models import load_model
+
+#: ``progress(epoch, epochs, step, steps, loss)`` is called after every batch.
+ProgressFn = Callable[[int, int, int, int, float], None]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    loss: float
+    val_accuracy: float
+    learning_rate: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The trained model and what training saw (PyTorch-side numbers, for the log only)."""
+
+    model: ModelHandle
+    config: TrainConfig
+    history: tuple[EpochRecord, ...]
+    test_accuracy: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "history": [vars(record) for record in self.history],
+            "test_accuracy_pytorch": self.test_accuracy,
+        }
+
+
+def seed_everything(seed: int) -> Any:
+    """Seed Python, NumPy and PyTorch and make PyTorch pick deterministic kernels."""
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def evaluate(module: Any, x: np.ndarray, y: np.ndarray, *, batch_size: int = 512) -> float:
+    """Top-1 accuracy of a PyTorch module in eval mode."""
+    import torch
+
+    module.eval()
+    correct = 0
+    with torch.no_grad():
+        for begin in range(0, len(x), batch_size):
+            logits = module(torch.from_numpy(x[begin : begin + batch_size]))
+            correct += int((logits.argmax(1).numpy() == y[begin : begin + batch_size]).sum())
+    return correct / max(1, len(x))
+
+
+def check_classes(handle: ModelHandle, module: Any, data: Dataset) -> None:
+    """Refuse a model whose output width differs from the data's class count."""
+    import torch
+
+    module.eval()
+    with torch.no_grad():
+        out = module(torch.zeros((1, *data.input_shape)))
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise InputError(
+            f"{handle.spec}: the model outputs {tuple(out.shape[1:])} per sample but "
+            f"{data.spec} has {data.num_classes} classes."
+        )
+
+
+def train(
+    model: str | ModelHandle,
+    data: str | Dataset,
+    config: TrainConfig | None = None,
+    *,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train on the train split with a fixed seed; pick nothing on the test split.
+
+    Args:
+        model: a PyTorch model spec or handle (zoo models take the data's classes and input).
+        data: a data spec or dataset.
+        config: epochs, batch size, learning rate, seed; defaults to ``TrainConfig()``.
+        progress: called after every batch, for progress bars.
+
+    Returns:
+        The trained handle, the per-epoch history and the PyTorch test accuracy.
+
+    Raises:
+        InputError: an ONNX-only model, or a model whose input or output does not fit the data.
+
+    Example:
+        >>> result = train("zoo:cnn-s", "digits", TrainConfig(epochs=1))
+        >>> 0.0 <= result.test_accuracy <= 1.0
+        True
+    """
+    import copy
+
+    import torch
+
+    config = config or TrainConfig()
+    dataset = load_data(data)
+    handle = load_model(model, data=dataset)
+    source = handle.require_torch("training")
+    if handle.input_shape is not None and tuple(handle.input_shape) != dataset.input_shape:
+        raise InputError(
+            f"{handle.spec}: the model takes input {handle.input_shape} but {dataset.spec} "
+            f"gives {dataset.input_shape}."
+        )
+    generator = seed_everything(config.seed)
+    module = copy.deepcopy(source)
+    try:
+        check_classes(handle, module, dataset)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:160]
+        raise InputError(f"{handle.spec}: cannot run on {dataset.spec} input ({detail}).") from None
+    x_train, y_train = (torch.from_numpy(a) for a in dataset.arrays("train"))
+    x_val, y_val = dataset.arrays("val")
+    steps = math.ceil(len(x_train) / config.batch_size)
+    optimizer = torch.optim.Adam(
+        module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history = []
+    for epoch in range(config.epochs):
+        module.train()
+        order = torch.randperm(len(x_train), generator=generator)
+        total = 0.0
+        for step in range(steps):
+            index = order[step * config.batch_size : (step + 1) * config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(module(x_train[index]), y_train[index])
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += float(loss.detach()) * len(index)
+            if progress is not None:
+                progress(epoch, config.epochs, step, steps, float(loss.detach()))
+        history.append(
+            EpochRecord(
+                epoch=epoch + 1,
+                loss=total / len(x_train),
+                val_accuracy=evaluate(module, x_val, y_val),
+                learning_rate=float(schedule.get_last_lr()[0]),
+            )
+        )
+    module.eval()
+    x_test, y_test = dataset.arrays("test")
+    trained = handle.with_module(module, f"train(epochs={config.epochs}, seed={config.seed})")
+    return TrainResult(
+        model=trained,
+        config=config,
+        history=tuple(history),
+        test_accuracy=evaluate(module, x_test, y_test),
+    )
+
+
+@dataclass(frozen=True)
+class TrainArtifacts:
+    """The files ``save_trained`` wrote, and the test accuracy measured on the ONNX file."""
+
+    onnx_path: Path
+    weights_path: Path
+    record_path: Path
+    onnx_test_accuracy: float
+
+
+def save_trained(result: TrainResult, data: str | Dataset, path: str | Path) -> TrainArtifacts:
+    """Export the trained model to ONNX, save its state dict and a JSON record beside it.
+
+    ``OUT.onnx`` carries the data's normalization, classes and the model's history in its
+    metadata; ``OUT.pt`` is the state dict (load it with ``--weights``); ``OUT.json`` records
+    the model spec, data, config, per-epoch history and both test accuracies (PyTorch, and
+    ONNX Runtime on the written file). All three appear together or not at all.
+    """
+    import tempfile
+
+    import torch
+
+    from edgeopt.export.onnx import export_onnx
+    from edgeopt.measure.runtime import measure_accuracy
+
+    dataset = load_data(data)
+    out = Path(path)
+    if out.suffix != ".onnx":
+        raise InputError(f"{out}: the output of train must end in .onnx.")
+    module = result.model.require_torch("saving")
+    metadata = {
+        "normalization": dataset.normalization.to_dict(),
+        "classes": list(dataset.classes),
+        "data": dataset.spec,
+        "model_spec": result.model.spec,
+    }
+    targets = {
+        "onnx": out,
+        "weights": out.with_suffix(".pt"),
+        "record": out.with_suffix(".json"),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=out.parent) as scratch:
+        staged = {key: Path(scratch) / value.name for key, value in targets.items()}
+        export_onnx(result.model, staged["onnx"], metadata=metadata)
+        x_test, y_test = dataset.arrays("test")
+        onnx_accuracy = measure_accuracy(staged["onnx"], x_test, y_test)
+        torch.save(module.state_dict(), staged["weights"])
+        record = {
+            "model": result.model.spec,
+            "history_of_model": list(result.model.history),
+            "data": dataset.describe(),
+            **result.to_dict(),
+            "test_accuracy_onnx": onnx_accuracy,
+            "files": {key: value.name for key, value in targets.items()},
+        }
+        write_json(staged["record"], record)
+        for key, final in targets.items():
+            os.replace(staged[key], final)
+    return TrainArtifacts(targets["onnx"], targets["weights"], targets["record"], onnx_accuracy)
