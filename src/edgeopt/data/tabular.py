@@ -90,6 +90,8 @@ def load_idx(spec: Spec) -> Dataset:
     """
     spec.check_keys({"limit"})
     folder = _existing(Path(spec.body), spec, "folder")
+    if not folder.is_dir():
+        raise InputError(f"{spec.text}: {folder} is not a folder of IDX files.")
     parts = {}
     for key, stem in {
         "x": "train-images-idx3-ubyte",
@@ -122,7 +124,7 @@ def load_idx(spec: Spec) -> Dataset:
         x_test=parts["x_test"][:, None, :, :],
         y_test=parts["y_test"].astype(np.int64),
         classes=classes,
-        raw_dtype=str(x.dtype),
+        raw_dtype=x.dtype.name,
         test_rule=rule,
     )
 
@@ -143,7 +145,9 @@ def load_npz(spec: Spec) -> Dataset:
     for key in ("x", "y"):
         if key not in arrays:
             raise InputError(f"{path}: has no array {key!r} (found: {', '.join(arrays)}).")
-    has_test = "x_test" in arrays and "y_test" in arrays
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise InputError(f"{path}: has only one of x_test and y_test; give both or neither.")
+    has_test = "x_test" in arrays
 
     def shaped(x: np.ndarray, name: str) -> np.ndarray:
         if x.ndim == 3:  # (N, H, W): one-channel images
@@ -152,23 +156,29 @@ def load_npz(spec: Spec) -> Dataset:
             return x
         raise InputError(f"{path}: array {name!r} has shape {x.shape}; expected 2 to 4 dims.")
 
-    x, y = shaped(arrays["x"], "x"), arrays["y"]
-    if len(x) != len(y):
-        raise InputError(f"{path}: x has {len(x)} samples but y has {len(y)} labels.")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise InputError(f"{path}: y must be a 1-D array of integer class labels.")
-    if not np.isfinite(x.astype(np.float64)).all():
-        raise InputError(f"{path}: x contains NaN or infinite values.")
-    x_test = shaped(arrays["x_test"], "x_test") if has_test else None
-    y_test = arrays["y_test"] if has_test else None
+    def labels(y: np.ndarray, name: str) -> np.ndarray:
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise InputError(f"{path}: {name} must be a 1-D array of integer class labels.")
+        if len(y) and y.min() < 0:
+            raise InputError(f"{path}: {name} has negative labels.")
+        return y.astype(np.int64)
+
+    def finite(x: np.ndarray, name: str) -> np.ndarray:
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            raise InputError(f"{path}: {name} contains NaN or infinite values.")
+        return x
+
+    x, y = finite(shaped(arrays["x"], "x"), "x"), labels(arrays["y"], "y")
+    x_test = finite(shaped(arrays["x_test"], "x_test"), "x_test") if has_test else None
+    y_test = labels(arrays["y_test"], "y_test") if has_test else None
     n_classes = int(max(y.max(), y_test.max() if y_test is not None else 0)) + 1
     return make_dataset(
         name=path.stem,
         spec=spec.text,
         x=x,
-        y=y.astype(np.int64),
+        y=y,
         x_test=x_test,
-        y_test=None if y_test is None else y_test.astype(np.int64),
+        y_test=y_test,
         classes=tuple(str(c) for c in range(n_classes)),
-        raw_dtype=str(x.dtype),
+        raw_dtype=x.dtype.name,
     )

@@ -1,0 +1,108 @@
+"""MNIST-format IDX folders: small files written here, and Fashion-MNIST when a checkout has it."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeopt.data import load_data
+from edgeopt.errors import InputError
+from edgeopt.testing import shared_data_dir
+
+IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dims
+LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dim
+
+
+def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def _write_mnist_folder(folder: Path, *, train: int = 60, test: int = 20) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (train, 6, 5), dtype=np.uint8),
+        "train-labels-idx1-ubyte": np.arange(train, dtype=np.uint8) % 3,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (test, 6, 5), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte": np.arange(test, dtype=np.uint8) % 3,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem, array in arrays.items():
+        magic = IMAGES_MAGIC if array.ndim == 3 else LABELS_MAGIC
+        _write_idx(folder / f"{stem}.gz", array, magic)
+    return arrays
+
+
+def test_idx_loads_images_as_nchw_with_t10k_as_test_split(tmp_path: Path) -> None:
+    arrays = _write_mnist_folder(tmp_path / "tiny")
+    data = load_data(f"idx:{tmp_path / 'tiny'}")
+    assert data.input_shape == (1, 6, 5)
+    assert data.classes == ("0", "1", "2")
+    assert data.raw["test"].dtype == np.uint8
+    np.testing.assert_array_equal(data.raw["test"][:, 0], arrays["t10k-images-idx3-ubyte"])
+    np.testing.assert_array_equal(data.labels["test"], arrays["t10k-labels-idx1-ubyte"])
+    assert data.sizes()["train"] + data.sizes()["val"] == 60
+    assert data.split_rule.startswith("official t10k test split")
+
+
+def test_idx_limit_keeps_the_first_training_samples(tmp_path: Path) -> None:
+    _write_mnist_folder(tmp_path)
+    data = load_data(f"idx:{tmp_path}?limit=30")
+    assert data.sizes()["train"] + data.sizes()["val"] == 30
+    assert data.sizes()["test"] == 20
+    assert "limited to the first 30 samples" in data.split_rule
+
+
+def test_idx_refuses_truncated_file_naming_it(tmp_path: Path) -> None:
+    _write_mnist_folder(tmp_path)
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(images, "rb") as handle:
+        blob = handle.read()
+    with gzip.open(images, "wb") as handle:
+        handle.write(blob[:-7])
+    with pytest.raises(InputError, match=r"train-images-idx3-ubyte\.gz: truncated IDX file"):
+        load_data(f"idx:{tmp_path}")
+
+
+def test_idx_refuses_bad_magic_number_naming_the_file(tmp_path: Path) -> None:
+    _write_mnist_folder(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"PK\x03\x04junk"))
+    with pytest.raises(InputError, match=r"t10k-labels-idx1-ubyte\.gz: not an IDX file"):
+        load_data(f"idx:{tmp_path}")
+
+
+def test_idx_refuses_missing_file_naming_it(tmp_path: Path) -> None:
+    _write_mnist_folder(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(InputError, match=r"t10k-images-idx3-ubyte\[\.gz\] is missing"):
+        load_data(f"idx:{tmp_path}")
+
+
+def test_idx_refuses_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        load_data(f"idx:{tmp_path / 'nowhere'}")
+
+
+def test_idx_refuses_label_count_that_differs_from_image_count(tmp_path: Path) -> None:
+    _write_mnist_folder(tmp_path)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(59, np.uint8), LABELS_MAGIC)
+    with pytest.raises(InputError, match="59 labels"):
+        load_data(f"idx:{tmp_path}")
+
+
+@pytest.mark.skipif(
+    shared_data_dir("fashion-mnist") is None,
+    reason="no shared/data/fashion-mnist above this checkout (only development machines have it)",
+)
+def test_idx_loads_fashion_mnist_with_its_10000_test_images() -> None:
+    folder = shared_data_dir("fashion-mnist")
+    data = load_data(f"idx:{folder}?limit=2000")  # the full 60k train set takes ~1.7 s to load
+    assert data.input_shape == (1, 28, 28)
+    assert data.num_classes == 10
+    assert data.sizes()["test"] == 10_000
+    assert np.bincount(data.labels["test"]).tolist() == [1000] * 10
+    assert data.sizes()["train"] + data.sizes()["val"] == 2000

@@ -1,0 +1,87 @@
+"""``.npz`` arrays: x / y, an official x_test / y_test, and the errors a bad archive gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeopt.data import load_data
+from edgeopt.errors import InputError
+
+
+def _arrays(n: int = 40, *, features: int = 6) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return {
+        "x": rng.normal(size=(n, features)).astype(np.float32),
+        "y": np.arange(n) % 4,
+    }
+
+
+def test_npz_loads_flat_features_as_one_channel_vectors(tmp_path: Path) -> None:
+    path = tmp_path / "sensor.npz"
+    np.savez(path, **_arrays())
+    data = load_data(f"npz:{path}")
+    assert data.name == "sensor"
+    assert data.input_shape == (1, 6)
+    assert data.classes == ("0", "1", "2", "3")
+    assert sum(data.sizes()[split] for split in ("train", "val", "test")) == 40
+    assert data.split_rule.startswith("stratified 20% test holdout")
+
+
+def test_npz_adds_a_channel_to_hw_images(tmp_path: Path) -> None:
+    path = tmp_path / "images.npz"
+    np.savez(
+        path,
+        x=np.zeros((20, 5, 7), np.uint8) + np.arange(20, dtype=np.uint8)[:, None, None],
+        y=np.arange(20) % 2,
+    )
+    data = load_data(f"npz:{path}")
+    assert data.input_shape == (1, 5, 7)
+    assert data.normalization.raw_dtype == "uint8"
+
+
+def test_npz_uses_x_test_as_the_official_test_split(tmp_path: Path) -> None:
+    path = tmp_path / "split.npz"
+    x_test = np.full((8, 6), 3.0, np.float32)
+    np.savez(path, **_arrays(), x_test=x_test, y_test=np.arange(8) % 4)
+    data = load_data(f"npz:{path}")
+    assert data.split_rule.startswith("official test split")
+    np.testing.assert_array_equal(data.raw["test"][:, 0], x_test)
+    assert data.sizes()["train"] + data.sizes()["val"] == 40
+
+
+def test_npz_refuses_archive_without_y_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "no_labels.npz"
+    np.savez(path, x=np.zeros((4, 3)), labels=np.zeros(4, np.int64))
+    with pytest.raises(InputError, match=r"no_labels\.npz: has no array 'y' \(found: x, labels\)"):
+        load_data(f"npz:{path}")
+
+
+def test_npz_refuses_nan_features(tmp_path: Path) -> None:
+    arrays = _arrays()
+    arrays["x"][3, 2] = np.nan
+    path = tmp_path / "nan.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(InputError, match="NaN or infinite"):
+        load_data(f"npz:{path}")
+
+
+def test_npz_refuses_float_labels(tmp_path: Path) -> None:
+    path = tmp_path / "float_y.npz"
+    np.savez(path, x=np.zeros((4, 3)), y=np.array([0.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(InputError, match="integer class labels"):
+        load_data(f"npz:{path}")
+
+
+def test_npz_refuses_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"missing\.npz does not exist"):
+        load_data(f"npz:{tmp_path / 'missing.npz'}")
+
+
+def test_npz_refuses_a_file_that_is_not_an_archive(tmp_path: Path) -> None:
+    path = tmp_path / "text.npz"
+    path.write_text("x,y\n1,0\n")
+    with pytest.raises(InputError, match=r"text\.npz: cannot be read as \.npz"):
+        load_data(f"npz:{path}")
