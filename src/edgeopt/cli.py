@@ -47,7 +47,8 @@ def _bytes(value: float) -> str:
     return f"{value:,.1f} GiB"
 
 
-def _render_metrics(metrics: Any, *, max_layers: int = 40) -> None:
+def render_metrics(metrics: Any, *, max_layers: int = 40) -> None:
+    """Print a Metrics record as a summary table and a per-layer table."""
     summary = Table(title=f"profile of {metrics.model}", show_header=True, header_style="bold")
     summary.add_column("metric")
     summary.add_column("value", justify="right")
@@ -74,15 +75,13 @@ def _render_metrics(metrics: Any, *, max_layers: int = 40) -> None:
         summary.add_row(f"fits {metrics.target}", verdict, "flash: size, RAM: peak")
     console.print(summary)
     layers = Table(title="layers", header_style="bold")
-    for column in ("#", "layer", "op", "kind", "dtype", "output", "params", "MACs", "live RAM"):
-        layers.add_column(column, justify="right" if column in {"params", "MACs"} else "left")
-    shown = metrics.layers[:max_layers]
-    for index, layer in enumerate(shown):
+    for column in ("layer", "op", "dtype", "output", "params", "MACs", "live RAM"):
+        right = column in {"params", "MACs", "live RAM"}
+        layers.add_column(column, justify="right" if right else "left", no_wrap=True)
+    for layer in metrics.layers[:max_layers]:
         layers.add_row(
-            str(index),
-            layer.name,
-            layer.op_type,
-            layer.kind,
+            layer.name.removeprefix("node_"),
+            layer.op_type + (" (fused)" if layer.kind == "fused" else ""),
             layer.dtype,
             "x".join(str(d) for d in layer.output_shape),
             f"{layer.params:,}",
@@ -102,7 +101,7 @@ def targets() -> None:
 
     table = Table(title="targets", header_style="bold")
     for column in ("name", "device", "clock", "flash", "RAM", "power", "runtime"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in {"name", "clock", "flash", "RAM", "power"})
     for name in list_targets():
         target = Target.from_name(name)
         table.add_row(
@@ -192,7 +191,7 @@ def profile(
     from edgeopt.measure import profile as profile_model
 
     metrics = profile_model(model, data=data, target=target, threads=threads, weights=weights)
-    _render_metrics(metrics)
+    render_metrics(metrics)
     if json_path is not None:
         write_json(json_path, metrics.to_dict())
         console.print(f"wrote {json_path}")

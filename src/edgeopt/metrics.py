@@ -27,7 +27,8 @@ class Violation:
         return self.value - self.limit
 
     def __str__(self) -> str:
-        return f"{self.constraint}: {self.value:,.4g} > {self.limit:,.4g} (over by {self.excess:,.4g})"
+        over = f"over by {self.excess:,.4g}"
+        return f"{self.constraint}: {self.value:,.4g} > {self.limit:,.4g} ({over})"
 
 
 @dataclass(frozen=True)

@@ -124,9 +124,7 @@ class Dataset:
         }
 
 
-def _stratified_holdout(
-    y: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (keep, holdout): ``fraction`` of every class held out, deterministically."""
     rng = np.random.default_rng(seed)
     keep: list[np.ndarray] = []

@@ -86,7 +86,10 @@ def profile_onnx(
     estimate = fits = None
     if target is not None:
         estimate = target.estimate(layers)
-        fits = {"flash": size_bytes <= target.flash_bytes, "ram": plan.peak_bytes <= target.ram_bytes}
+        fits = {
+            "flash": size_bytes <= target.flash_bytes,
+            "ram": plan.peak_bytes <= target.ram_bytes,
+        }
         provenance["estimate"] = f"estimated from the {target.name} profile (cycles model)"
         provenance["fits"] = "size_bytes vs flash_bytes, peak_ram_bytes vs ram_bytes of the target"
     return Metrics(

@@ -29,6 +29,8 @@ POOL_OPS = {
     "GlobalMaxPool",
     "QLinearAveragePool",
     "QLinearGlobalAveragePool",
+    "ReduceMean",  # adaptive average pooling to 1x1 exports as ReduceMean over H, W
+    "ReduceMax",
 }
 VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 # Activations every deployment runtime fuses into the convolution or matrix product before them

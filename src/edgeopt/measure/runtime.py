@@ -44,9 +44,7 @@ class Latency:
         }
 
 
-def make_session(
-    path: Path, *, threads: int = 1, provider: str = "CPUExecutionProvider"
-) -> Any:
+def make_session(path: Path, *, threads: int = 1, provider: str = "CPUExecutionProvider") -> Any:
     """An ONNX Runtime session with a fixed thread count and all graph optimizations."""
     import onnxruntime as ort
 
@@ -63,9 +61,7 @@ def make_session(
         raise InputError(f"{path}: ONNX Runtime cannot load the model ({first}).") from None
 
 
-def measure_latency(
-    session: Any, sample: np.ndarray, *, threads: int, batch: int = 1
-) -> Latency:
+def measure_latency(session: Any, sample: np.ndarray, *, threads: int, batch: int = 1) -> Latency:
     """p50 / p90 / p99 over at least ``MIN_RUNS`` runs and ``MIN_SECONDS``, after warm-up."""
     name = session.get_inputs()[0].name
     feed = {name: np.ascontiguousarray(sample[:batch])}

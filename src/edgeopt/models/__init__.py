@@ -1,7 +1,8 @@
 """Load a model from a spec into a :class:`ModelHandle`, the one type every command takes.
 
 Specs: an ``.onnx`` file (external data beside it is found), a saved ``torch.export`` program
-(``.pt2``), ``package.module:factory`` plus a state-dict file, or ``zoo:NAME?width=&classes=&input=``.
+(``.pt2``), ``package.module:factory`` plus a state-dict file, or
+``zoo:NAME?width=&classes=&input=``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def _load_program(spec: str, path: Path) -> ModelHandle:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # zip / pickle / version errors
-        raise InputError(f"{path}: not a saved torch.export program ({type(exc).__name__}).") from None
+        kind = type(exc).__name__
+        raise InputError(f"{path}: not a saved torch.export program ({kind}).") from None
     placeholders = [
         node for node in program.graph.nodes if node.op == "placeholder" and "val" in node.meta
     ]
@@ -193,14 +195,20 @@ def _load_zoo(spec: str, weights: Path | None, data: Dataset | None) -> ModelHan
     from edgeopt.models.zoo import zoo_info
 
     parsed = parse_spec(spec)
-    parsed.check_keys({"width", "classes", "input"})
+    parsed.check_keys({"width", "classes", "input", "seed"})
     info = zoo_info(parsed.body)
     # Knobs the spec leaves out come from the data, then from the architecture's defaults.
     classes = parsed.pop_int("classes", data.num_classes if data is not None else 10)
     default_shape = data.input_shape if data is not None else info.default_input
     input_shape = parsed.pop_shape("input", default_shape)
     width = parsed.pop_float("width", 1.0)
-    module = build_zoo_model(parsed.body, width=width, classes=classes, input_shape=input_shape)
+    module = build_zoo_model(
+        parsed.body,
+        width=width,
+        classes=classes,
+        input_shape=input_shape,
+        seed=parsed.pop_int("seed", 0),
+    )
     if weights is not None:
         _load_state_dict(module, weights, spec)
     return ModelHandle(
@@ -223,7 +231,8 @@ def load_model(
 
     Args:
         spec: ``path.onnx``, ``path.pt2``, ``package.module:factory[?input=CxHxW]`` or
-            ``zoo:NAME[?width=W&classes=K&input=CxHxW]``; a handle is returned unchanged.
+            ``zoo:NAME[?width=W&classes=K&input=CxHxW&seed=S]`` (``seed`` picks the initial
+            weights); a handle is returned unchanged.
         weights: a PyTorch state dict for a factory or zoo model, loaded with
             ``weights_only=True`` (no code in the file is run).
         data: when given, a zoo model's class count and input shape default to the data's.

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from edgeopt.errors import InputError
@@ -66,8 +67,12 @@ def build_zoo_model(
     width: float = 1.0,
     classes: int = 10,
     input_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
 ) -> nn.Module:
     """Build a zoo architecture, checking the knobs before any layer is made.
+
+    The initial weights come from ``seed`` alone (not from the global random state), so the
+    same spec always starts from the same weights and a recipe replays exactly.
 
     Raises:
         InputError: unknown name, width at or below 0, fewer than 2 classes, or an input smaller
@@ -92,4 +97,6 @@ def build_zoo_model(
         )
     params: dict[str, Any] = {"width": width, "classes": classes, "input_shape": shape}
     accepted = inspect.signature(builder).parameters
-    return builder(**{k: v for k, v in params.items() if k in accepted})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return builder(**{k: v for k, v in params.items() if k in accepted})

@@ -1,0 +1,177 @@
+"""The command line end to end: exit codes, one-sentence errors, nothing written on failure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeopt.cli import main
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    argv = sys.argv
+    sys.argv = ["edgeopt", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained") / "cnn.onnx"
+    code = subprocess.run(
+        [sys.executable, "-m", "edgeopt.cli", "train", "zoo:cnn-s", "--epochs", "3", "-o", out],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert code.returncode == 0, code.stderr
+    assert "ONNX file" in code.stdout
+    return out
+
+
+def test_train_writes_onnx_weights_and_record(trained: Path) -> None:
+    assert trained.exists() and trained.with_suffix(".pt").exists()
+    record = json.loads(trained.with_suffix(".json").read_text())
+    assert record["config"]["epochs"] == 3
+    assert record["test_accuracy_onnx"] > 0.8
+
+
+def test_profile_prints_a_table_and_writes_json(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "m.json"
+    code, stdout, _ = run_cli(
+        [
+            "profile",
+            str(trained),
+            "--data",
+            "digits",
+            "--target",
+            "cortex-m4",
+            "--json",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0
+    assert "peak RAM" in stdout and "energy on cortex-m4" in stdout
+    payload = json.loads(out.read_text())
+    assert payload["accuracy"] > 0.8 and payload["fits"]["flash"] is True
+
+
+def test_targets_lists_every_profile(capsys: pytest.CaptureFixture[str]) -> None:
+    from edgeopt.target import list_targets
+
+    code, stdout, _ = run_cli(["targets"], capsys)
+    assert code == 0
+    for name in list_targets():
+        assert name in stdout
+
+
+def _wav(path: Path, rate: int) -> None:
+    tone = (np.sin(np.arange(rate // 2) * 0.3) * 8000).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(tone.tobytes())
+
+
+def _bad_inputs(tmp: Path, trained: Path) -> dict[str, tuple[list[str], str]]:
+    truncated = tmp / "truncated.onnx"
+    truncated.write_bytes(trained.read_bytes()[:3000])
+    empty = tmp / "empty"
+    empty.mkdir()
+    labelless = tmp / "labelless"
+    labelless.mkdir()
+    (labelless / "readme.txt").write_text("no class folders here")
+    rates = tmp / "rates"
+    rates.mkdir()
+    _wav(rates / "0_a_0.wav", 8000)
+    _wav(rates / "1_a_0.wav", 16000)
+    return {
+        "missing file": (["profile", str(tmp / "nope.onnx")], "does not exist"),
+        "truncated onnx": (["profile", str(truncated)], "not a valid ONNX model"),
+        "shape mismatch": (
+            ["profile", str(trained), "--data", "npz:" + str(_npz(tmp))],
+            "takes input 1x8x8",
+        ),
+        "unknown target": (["profile", str(trained), "--target", "cortex-m99"], "unknown target"),
+        "unknown zoo": (["profile", "zoo:alexnet"], "unknown zoo model"),
+        "empty folder": (["profile", str(trained), "--data", f"images:{empty}"], str(empty)),
+        "label-less folder": (
+            ["profile", str(trained), "--data", f"images:{labelless}"],
+            str(labelless),
+        ),
+        "wav of another rate": (
+            ["profile", str(trained), "--data", f"audio:{rates}"],
+            "Hz",
+        ),
+    }
+
+
+def _npz(tmp: Path) -> Path:
+    path = tmp / "wide.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.random((40, 1, 12, 12)).astype(np.float32), y=np.arange(40) % 4)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing file",
+        "truncated onnx",
+        "shape mismatch",
+        "unknown target",
+        "unknown zoo",
+        "empty folder",
+        "label-less folder",
+        "wav of another rate",
+    ],
+)
+def test_bad_input_is_one_sentence_exit_2_and_writes_nothing(
+    case: str, trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args, expected = _bad_inputs(tmp_path, trained)[case]
+    out = tmp_path / "result.json"
+    code, stdout, stderr = run_cli([*args, "--json", str(out)], capsys)
+    assert code == 2
+    assert expected in stderr
+    assert "Traceback" not in stderr + stdout
+    assert len(stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_bad_train_output_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, stderr = run_cli(
+        ["train", "zoo:cnn-s", "--epochs", "0", "-o", str(tmp_path / "m.onnx")], capsys
+    )
+    assert code == 2 and "epochs must be at least 1" in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_reports_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeopt.cli", "profile", str(tmp_path / "missing.onnx")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
