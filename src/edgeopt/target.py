@@ -135,9 +135,7 @@ class Target:
                     str(kind): {str(d): float(v) for d, v in row.items()}
                     for kind, row in raw["cycles_per_mac"].items()
                 },
-                cycles_per_element={
-                    str(d): float(v) for d, v in raw["cycles_per_element"].items()
-                },
+                cycles_per_element={str(d): float(v) for d, v in raw["cycles_per_element"].items()},
                 layer_overhead_cycles=float(raw["layer_overhead_cycles"]),
                 cycles_per_byte=float(raw.get("cycles_per_byte", 0.0)),
                 dtypes=tuple(raw.get("dtypes", DTYPES)),
@@ -148,7 +146,9 @@ class Target:
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, InputError):
                 raise
-            raise InputError(f"{origin}: a field of the target profile is malformed ({exc}).")
+            raise InputError(
+                f"{origin}: a field of the target profile is malformed ({exc})."
+            ) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Target:
