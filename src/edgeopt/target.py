@@ -63,6 +63,7 @@ class Estimate:
             "latency_ms": self.latency_ms,
             "energy_uj": self.energy_uj,
             "cycles": self.cycles,
+            "layer_latency_ms": list(self.layer_latency_ms),
             "method": "estimated",
         }
 
@@ -101,8 +102,12 @@ class Target:
         for dtype in DTYPES:
             if float(self.cycles_per_element.get(dtype, -1)) < 0:
                 raise InputError(f"{where}: cycles_per_element.{dtype} is missing or negative.")
-        if self.layer_overhead_cycles < 0 or self.cycles_per_byte < 0:
-            raise InputError(f"{where}: overhead and cycles_per_byte must be 0 or more.")
+        for key in ("layer_overhead_cycles", "cycles_per_byte"):
+            if float(getattr(self, key)) < 0:
+                raise InputError(f"{where}: {key} must be 0 or more.")
+        unknown = [dtype for dtype in self.dtypes if dtype not in DTYPES]
+        if unknown:
+            raise InputError(f"{where}: dtypes has {unknown[0]!r}; known: {', '.join(DTYPES)}.")
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -110,6 +115,10 @@ class Target:
         """Build a profile from the YAML mapping; name the field when one is missing or bad."""
         if not isinstance(raw, Mapping):
             raise InputError(f"{origin}: a target profile must be a YAML mapping.")
+        if raw.get("is_measured"):  # the host: fill clock, memory and throughput by measuring
+            from edgeopt.measure.host import measure_host
+
+            raw = measure_host(dict(raw))
         required = (
             "name",
             "clock_hz",
@@ -138,7 +147,7 @@ class Target:
                 cycles_per_element={str(d): float(v) for d, v in raw["cycles_per_element"].items()},
                 layer_overhead_cycles=float(raw["layer_overhead_cycles"]),
                 cycles_per_byte=float(raw.get("cycles_per_byte", 0.0)),
-                dtypes=tuple(raw.get("dtypes", DTYPES)),
+                dtypes=_dtypes(raw.get("dtypes", DTYPES), origin),
                 runtime=str(raw.get("runtime", "")),
                 sources={str(k): str(v) for k, v in (raw.get("sources") or {}).items()},
                 is_measured=bool(raw.get("is_measured", False)),
@@ -176,12 +185,7 @@ class Target:
             known = ", ".join(list_targets())
             raise InputError(f"unknown target {name!r}; known: {known}.")
         text = resources.files("edgeopt.targets").joinpath(f"{name}.yaml").read_text()
-        raw = yaml.safe_load(text)
-        if raw.get("is_measured"):
-            from edgeopt.measure.host import measure_host
-
-            raw = measure_host(raw)
-        return cls.from_dict(raw, origin=f"built-in target {name!r}")
+        return cls.from_dict(yaml.safe_load(text), origin=f"built-in target {name!r}")
 
     # -- the estimator -------------------------------------------------------------------------
     def layer_cycles(self, layer: LayerCost) -> float:
@@ -227,6 +231,12 @@ class Target:
             "sources": dict(self.sources),
             "is_measured": self.is_measured,
         }
+
+
+def _dtypes(value: Any, origin: str) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise InputError(f"{origin}: dtypes must be a list such as [int8, float32].")
+    return tuple(str(dtype) for dtype in value)
 
 
 def list_targets() -> list[str]:
