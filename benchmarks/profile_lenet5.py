@@ -1,6 +1,6 @@
 """Foundation benchmark: LeNet-5 trained on Fashion-MNIST, profiled on its exported ONNX file.
 
-    .venv/bin/python -m benchmarks.profile_lenet5 [--epochs 5]
+    .venv/bin/python -m benchmarks.profile_lenet5 [--epochs 10]
 
 Trains ``zoo:lenet5`` on the full Fashion-MNIST training set (official 10k test split), saves
 the artifact under ``benchmarks/cache/``, and profiles it on ``cortex-m4`` (estimate) and on
@@ -20,7 +20,7 @@ from benchmarks._common import save_result
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     data = edgeopt.load_data(f"idx:{require_shared('fashion-mnist')}")
     start = time.perf_counter()

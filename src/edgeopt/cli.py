@@ -61,14 +61,14 @@ def render_metrics(metrics: Any, *, max_layers: int = 40) -> None:
         lat = metrics.latency_ms
         summary.add_row(
             "latency p50 / p90 / p99",
-            f"{lat.p50:.3f} / {lat.p90:.3f} / {lat.p99:.3f} ms",
+            f"{lat.p50:.4g} / {lat.p90:.4g} / {lat.p99:.4g} ms",
             f"measured (ORT, {lat.threads} thread, batch 1)",
         )
     if metrics.accuracy is not None:
         summary.add_row("accuracy (test)", f"{metrics.accuracy:.2%}", "measured (ONNX file)")
     if metrics.estimate is not None:
         est = metrics.estimate
-        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.2f} ms", "estimated")
+        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", "estimated")
         summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", "estimated")
     if metrics.fits is not None:
         verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
