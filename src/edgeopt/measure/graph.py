@@ -295,7 +295,7 @@ _SKIP_PARAM_INPUTS = {
     "Resize": {1, 2, 3},
     "Pad": {1, 2, 3},
     "Slice": {1, 2, 3, 4},
-    "Clip": set(),
+    "Clip": {1, 2},  # the bounds of ReLU6, not weights
 }
 
 

@@ -197,6 +197,11 @@ def _load_zoo(spec: str, weights: Path | None, data: Dataset | None) -> ModelHan
     parsed = parse_spec(spec)
     parsed.check_keys({"width", "classes", "input", "seed"})
     info = zoo_info(parsed.body)
+    if not info.has_classes and (data is not None or "classes" in parsed.params):
+        raise InputError(
+            f"{spec}: {parsed.body} reconstructs its input instead of predicting classes, so "
+            "classes, training and accuracy do not apply to it."
+        )
     # Knobs the spec leaves out come from the data, then from the architecture's defaults.
     classes = parsed.pop_int("classes", data.num_classes if data is not None else 10)
     default_shape = data.input_shape if data is not None else info.default_input
@@ -216,7 +221,7 @@ def _load_zoo(spec: str, weights: Path | None, data: Dataset | None) -> ModelHan
         spec=spec,
         input_shape=input_shape,
         module=module.eval(),
-        num_classes=classes,
+        num_classes=classes if info.has_classes else None,
         history=(spec,) + ((f"weights:{weights.name}",) if weights else ()),
     )
 

@@ -17,24 +17,37 @@ from edgeopt.registry import register_model
 
 @dataclass(frozen=True)
 class ZooInfo:
-    """Defaults and limits of one zoo architecture."""
+    """Defaults and limits of one zoo architecture.
+
+    ``min_size`` is the smallest spatial size (every dimension after the channels) the strides
+    allow: the size at which every layer that downsamples still receives at least 2 pixels, and
+    at least its kernel (padding included), in each dimension, so no stride acts on padding
+    alone. ``has_classes`` is False for a model whose output is not class scores (the
+    anomaly-detection autoencoder reconstructs its input); ``classes`` means nothing for it.
+    """
 
     name: str
     default_input: tuple[int, ...]
     min_size: int
     summary: str
+    has_classes: bool = True
 
 
 _INFO: dict[str, ZooInfo] = {}
 
 
 def zoo_model(
-    name: str, *, default_input: tuple[int, ...], min_size: int, summary: str
+    name: str,
+    *,
+    default_input: tuple[int, ...],
+    min_size: int,
+    summary: str,
+    has_classes: bool = True,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder together with its default input shape and smallest spatial size."""
 
     def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        _INFO[name] = ZooInfo(name, default_input, min_size, summary)
+        _INFO[name] = ZooInfo(name, default_input, min_size, summary, has_classes)
         return register_model(name)(fn)
 
     return decorator
@@ -61,6 +74,39 @@ def scaled(channels: int, width: float, divisor: int = 1) -> int:
     return rounded
 
 
+def conv_bn(
+    cin: int,
+    cout: int,
+    kernel: int | tuple[int, int],
+    *,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] | None = None,
+    groups: int = 1,
+    activation: type[nn.Module] | None = nn.ReLU,
+) -> nn.Sequential:
+    """Convolution without bias (the BatchNorm's shift replaces it), BatchNorm, activation.
+
+    ``padding`` defaults to half the kernel, which keeps the size at stride 1 and gives
+    ``ceil(size / stride)`` at stride 2 for odd kernels, like TensorFlow's ``same``. Export folds
+    the BatchNorm into the convolution, so the ONNX file holds one convolution with a bias
+    (unless that bias is all zero, as a fresh BatchNorm's is: the ONNX optimizer drops it).
+
+    Example:
+        >>> block = conv_bn(16, 16, 3, stride=2, groups=16)  # depthwise, 3x3, stride 2
+        >>> [type(layer).__name__ for layer in block]
+        ['Conv2d', 'BatchNorm2d', 'ReLU']
+    """
+    kernel_hw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    pad = (kernel_hw[0] // 2, kernel_hw[1] // 2) if padding is None else padding
+    layers: list[nn.Module] = [
+        nn.Conv2d(cin, cout, kernel_hw, stride=stride, padding=pad, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
+    if activation is not None:
+        layers.append(activation())
+    return nn.Sequential(*layers)
+
+
 def build_zoo_model(
     name: str,
     *,
@@ -74,6 +120,8 @@ def build_zoo_model(
     The initial weights come from ``seed`` alone (not from the global random state), so the
     same spec always starts from the same weights and a recipe replays exactly.
 
+    ``classes`` is ignored by a model without classes (``ZooInfo.has_classes`` False).
+
     Raises:
         InputError: unknown name, width at or below 0, fewer than 2 classes, or an input smaller
             than the architecture's strides allow (the message gives the minimum).
@@ -82,7 +130,7 @@ def build_zoo_model(
     info = _INFO[name]
     if not width > 0:
         raise InputError(f"zoo:{name}: width must be above 0, got {width}.")
-    if classes < 2:
+    if info.has_classes and classes < 2:
         raise InputError(f"zoo:{name}: classes must be at least 2, got {classes}.")
     shape = tuple(input_shape) if input_shape is not None else info.default_input
     if len(shape) != len(info.default_input):
@@ -99,4 +147,5 @@ def build_zoo_model(
     accepted = inspect.signature(builder).parameters
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return builder(**{k: v for k, v in params.items() if k in accepted})
+        module: nn.Module = builder(**{k: v for k, v in params.items() if k in accepted})
+    return module
