@@ -15,6 +15,10 @@ from edgeopt.metrics import Violation
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
 from edgeopt.registry import list_models
+from edgeopt.stages.quantize import DynamicConfig
+from edgeopt.stages.quantize import PTQConfig
+from edgeopt.stages.quantize import QuantizeResult
+from edgeopt.stages.quantize import quantize
 from edgeopt.target import Estimate
 from edgeopt.target import Target
 from edgeopt.target import list_targets
@@ -27,11 +31,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BudgetError",
     "Dataset",
+    "DynamicConfig",
     "EdgeoptError",
     "Estimate",
     "InputError",
     "Metrics",
     "ModelHandle",
+    "PTQConfig",
+    "QuantizeResult",
     "Target",
     "TrainConfig",
     "TrainResult",
@@ -43,6 +50,7 @@ __all__ = [
     "load_data",
     "load_model",
     "profile",
+    "quantize",
     "save_trained",
     "train",
 ]

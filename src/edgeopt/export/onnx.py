@@ -32,6 +32,14 @@ class ExportError(EdgeoptError):
     """The model could not be exported, or the export does not compute what the model does."""
 
 
+def strip_debug_info(model: Any) -> None:
+    """Drop per-node debug metadata in place: the PyTorch exporter's stack traces (with local
+    paths) and FX names took 10 KB of LeNet-5's file; a deployed artifact does not need them."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+
+
 def save_onnx(model: Any, path: Path) -> Path:
     """Write an ONNX model atomically (weights inline; models here stay far below 2 GB)."""
     import onnx
@@ -110,6 +118,7 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "edgeopt"
+    strip_debug_info(proto)
     _check_parity(module, proto, example.numpy(), atol=atol, spec=model.spec)
     return save_onnx(proto, path)
 

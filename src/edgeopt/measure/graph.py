@@ -4,8 +4,9 @@ Counts are taken on the exported file with the batch fixed to 1. MACs are counte
 convolutions (``Conv``, ``ConvInteger``, ``QLinearConv``, ``ConvTranspose``) and matrix products
 (``Gemm``, ``MatMul`` and their integer forms) only, as MLPerf Tiny and most papers count them.
 In a QDQ graph (QuantizeLinear / DequantizeLinear around float ops, the form ONNX Runtime runs
-with int8 kernels) a layer whose inputs come from DequantizeLinear is an int8 layer, and the
-Q/DQ nodes themselves are not layers: an int8 runtime fuses them.
+with int8 kernels) a layer of an int8-capable kind (``INT8_OP_TYPES``) whose input comes from
+DequantizeLinear is an int8 layer, and the Q/DQ nodes themselves are not layers: an int8 runtime
+fuses them.
 """
 
 from __future__ import annotations
@@ -36,7 +37,35 @@ VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 # Activations every deployment runtime fuses into the convolution or matrix product before them
 # (TFLite's fused_activation_function, ONNX Runtime's Conv+Relu fusion).
 FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu"}
-INT8_TYPES = {2, 3, 21, 22}  # UINT8, INT8, UINT4, INT4 (onnx.TensorProto)
+INT8_TYPES = {2, 3, 21, 22}
+#: Operators whose QDQ form ONNX Runtime's CPU provider runs with int8 kernels (checked with
+#: session profiling, ONNX Runtime 1.32, uint8 activations): QLinearConv, QGemm, QLinearMatMul,
+#: QLinearAdd / Mul, QLinear(Global)AveragePool, QLinearSigmoid / LeakyRelu / Concat, and int8
+#: data movement; ReLU and Clip fold into the range before them. Softmax has an int8 kernel too
+#: but the quantizer leaves it out: its output is usually the network's, and 8-bit probabilities
+#: would tie. Any other operator between Q/DQ pairs runs in float.
+INT8_OP_TYPES = frozenset(
+    {
+        "Conv",
+        "Gemm",
+        "MatMul",
+        "Relu",
+        "Clip",
+        "MaxPool",
+        "AveragePool",
+        "GlobalAveragePool",
+        "Add",
+        "Mul",
+        "Sigmoid",
+        "LeakyRelu",
+        "Concat",
+        "Reshape",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+    }
+)  # UINT8, INT8, UINT4, INT4 (onnx.TensorProto)
 
 
 @dataclass(frozen=True)
@@ -327,7 +356,8 @@ def analyse(model: Any) -> tuple[Graph, list[Layer]]:
         out_name = node.output[0]
         out = graph.tensors.get(out_name, TensorInfo((0,), 1))
         int8 = node.op_type.startswith("QLinear") or node.op_type.endswith("Integer")
-        int8 = int8 or any(_is_int8_input(graph, name) for name in node.input[:1] if name)
+        if node.op_type in INT8_OP_TYPES:  # a float op between Q/DQ stays float
+            int8 = int8 or any(_is_int8_input(graph, name) for name in node.input[:1] if name)
         params, param_bytes = _params(node, graph)
         in_bytes = sum(
             graph.tensors[name].elements * (1 if int8 else graph.tensors[name].itemsize)
