@@ -21,6 +21,8 @@ from edgeopt.models import load_model
 
 #: ``progress(epoch, epochs, step, steps, loss)`` is called after every batch.
 ProgressFn = Callable[[int, int, int, int, float], None]
+#: ``after_step(step)`` is called after every optimizer step, ``step`` counting from 1.
+StepFn = Callable[[int], None]
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,6 @@ def train(
     """
     import copy
 
-    import torch
-
     config = config or TrainConfig()
     dataset = load_data(data)
     handle = load_model(model, data=dataset)
@@ -134,6 +134,46 @@ def train(
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:160]
         raise InputError(f"{handle.spec}: cannot run on {dataset.spec} input ({detail}).") from None
+    history = fit(module, dataset, config, generator=generator, progress=progress)
+    x_test, y_test = dataset.arrays("test")
+    trained = handle.with_module(module, f"train(epochs={config.epochs}, seed={config.seed})")
+    return TrainResult(
+        model=trained,
+        config=config,
+        history=history,
+        test_accuracy=evaluate(module, x_test, y_test),
+    )
+
+
+def fit(
+    module: Any,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    generator: Any,
+    after_step: StepFn | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[EpochRecord, ...]:
+    """Train ``module`` in place on the train split with Adam and cosine learning-rate decay.
+
+    This is the loop :func:`train` runs; fine-tuning steps (pruning) reuse it with ``after_step``,
+    called with the number of optimizer steps taken so far right after each one (to re-apply
+    pruning masks, or to prune further on a schedule). The module is left in eval mode.
+
+    Args:
+        module: the PyTorch module, changed in place.
+        dataset: its train split is trained on; the validation accuracy is logged per epoch.
+        config: epochs, batch size, learning rate, weight decay, label smoothing (the seed is the
+            caller's: it made ``generator``).
+        generator: the ``torch.Generator`` that shuffles the batches.
+        after_step: called as ``after_step(step)`` after every optimizer step (``step`` from 1).
+        progress: called after every batch, for progress bars.
+
+    Returns:
+        One record per epoch.
+    """
+    import torch
+
     x_train, y_train = (torch.from_numpy(a) for a in dataset.arrays("train"))
     x_val, y_val = dataset.arrays("val")
     steps = math.ceil(len(x_train) / config.batch_size)
@@ -154,6 +194,8 @@ def train(
             loss.backward()
             optimizer.step()
             schedule.step()
+            if after_step is not None:
+                after_step(epoch * steps + step + 1)
             total += float(loss.detach()) * len(index)
             if progress is not None:
                 progress(epoch, config.epochs, step, steps, float(loss.detach()))
@@ -166,14 +208,7 @@ def train(
             )
         )
     module.eval()
-    x_test, y_test = dataset.arrays("test")
-    trained = handle.with_module(module, f"train(epochs={config.epochs}, seed={config.seed})")
-    return TrainResult(
-        model=trained,
-        config=config,
-        history=tuple(history),
-        test_accuracy=evaluate(module, x_test, y_test),
-    )
+    return tuple(history)
 
 
 @dataclass(frozen=True)
