@@ -270,17 +270,9 @@ def _slope(
 
 def _median_run(model: Any, shape: list[int]) -> float:
     """Median wall time of one run of ``model`` on one thread, after warm-up."""
-    import onnxruntime
+    from edgeopt.measure.runtime import make_session
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(
-        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-    )
+    session = make_session(model.SerializeToString(), threads=THREADS)
     feed = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
     for _ in range(WARMUP_RUNS):
         session.run(None, feed)
