@@ -37,7 +37,7 @@ def strip_debug_info(model: Any) -> None:
     paths) and FX names took 10 KB of LeNet-5's file; a deployed artifact does not need them."""
     for node in model.graph.node:
         del node.metadata_props[:]
-        node.doc_string = ""
+        node.ClearField("doc_string")
 
 
 def save_onnx(model: Any, path: Path) -> Path:
