@@ -1,8 +1,10 @@
-"""The demo behind ``make demo``: train cnn-s on digits, then profile the exported file.
+"""The demo behind ``make demo``: train cnn-s on digits, profile the exported file, quantize it.
 
 Everything goes into ``runs/<name>/`` (default ``runs/demo``): the ONNX model, its weights, the
-training record and one profile JSON per target. Every call here is the public API; the same
-steps from the shell are ``edgeopt train`` and ``edgeopt profile``.
+training record, one profile JSON per target, and the int8 model with its record (both files
+measured side by side), and the channel-pruned model (``cnn-s.pruned.{onnx,pt,json,edc}``,
+measured beside the trained one). Every call here is the public API; the same steps from the
+shell are ``edgeopt train``, ``edgeopt profile``, ``edgeopt quantize`` and ``edgeopt prune``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from rich.console import Console
 import edgeopt
 from edgeopt._io import write_json
 from edgeopt.cli import render_metrics
+from edgeopt.cli import render_prune
+from edgeopt.cli import render_quantize
 
 
 def main(name: str = "demo") -> Path:
@@ -35,6 +39,28 @@ def main(name: str = "demo") -> Path:
         metrics = edgeopt.profile(str(files.onnx_path), data=data, target=target, threads=1)
         render_metrics(metrics)
         write_json(run / f"profile-{target}.json", metrics.to_dict())
+    console.rule("[bold]3. quantize to int8 (static PTQ) and compare with fp32")
+    report = edgeopt.quantize_and_profile(
+        str(files.onnx_path), edgeopt.PTQConfig(), data=data, output=run / "cnn-s.int8.onnx"
+    )
+    render_quantize(report)
+    console.rule("[bold]4. prune half the MACs (channels removed), fine-tune, compress")
+    pruned = edgeopt.prune_and_profile(
+        result.model,
+        edgeopt.PruneConfig(
+            granularity="channel",
+            ratio=0.5,
+            ratio_of="macs",
+            scope="layer",
+            channel_multiple=8,  # whole SIMD blocks: ragged channel counts run slower
+            finetune_epochs=20,
+            learning_rate=3e-3,
+        ),
+        data=data,
+        output=run / "cnn-s.pruned.onnx",
+        is_compressed=True,
+    )
+    render_prune(pruned)
     console.rule("[bold]done")
     console.print(f"wrote everything into {run}/ in {time.perf_counter() - start:.1f} s")
     for path in sorted(run.iterdir()):

@@ -14,6 +14,7 @@ import yaml
 
 from edgeopt.errors import InputError
 from edgeopt.measure import host
+from edgeopt.target import FRONTEND_KEYS
 from edgeopt.target import MAC_KINDS
 from edgeopt.target import Target
 from edgeopt.target import list_targets
@@ -98,7 +99,9 @@ def test_builtin_profile_loads_by_name(name: str) -> None:
 def test_every_numeric_field_has_a_source(name: str) -> None:
     target = Target.from_name(name)
     fields = set(numeric_fields(target.to_dict()))
-    assert "cycles_per_mac.conv.int8" in fields and len(fields) == 14
+    core = {key for key in fields if not key.startswith("frontend.")}
+    assert "cycles_per_mac.conv.int8" in fields and len(core) == 14
+    assert len(fields - core) in (0, len(FRONTEND_KEYS))  # the optional audio front end
     missing = sorted(fields - set(target.sources))
     assert not missing, f"{name}: no source for {missing}"
     assert all(len(target.sources[key]) > 20 for key in fields)
@@ -240,3 +243,72 @@ def test_host_int8_models_run_int8_kernels(build: Any, kernel: str, tmp_path: Pa
     }
     assert kernel in ops
     assert not ops & {"Conv", "Gemm", "Add"}, f"float kernels left: {sorted(ops)}"
+
+
+#: The front-end counts of FSDD at 8 kHz, 40 ms frames every 20 ms, 40 mels, 10 MFCCs.
+FSDD_FRONTEND_OPS = {
+    "frames": 49,
+    "fft_size": 512,
+    "ffts": 49,
+    "window_macs": 15_680,
+    "power_macs": 25_186,
+    "mel_macs": 24_157,
+    "logs": 1_960,
+    "dct_macs": 19_600,
+}
+
+
+@pytest.mark.parametrize("name", [n for n in STATIC_TARGETS if Target.from_name(n).frontend])
+def test_front_end_cost_is_added_to_the_estimate_and_reported_apart(name: str) -> None:
+    target = Target.from_name(name)
+    model = target.estimate(kws_layers())
+    both = target.estimate(kws_layers(), frontend_ops=FSDD_FRONTEND_OPS)
+    steps = target.frontend_step_cycles(FSDD_FRONTEND_OPS)
+    front_ms = sum(steps.values()) / target.clock_hz * 1e3
+    assert model.frontend_latency_ms is None
+    assert both.frontend_latency_ms == pytest.approx(front_ms)
+    assert both.latency_ms == pytest.approx(model.latency_ms + front_ms)
+    assert both.model_latency_ms == pytest.approx(model.latency_ms)
+    assert both.energy_uj == pytest.approx(model.energy_uj + front_ms * target.active_power_mw)
+    assert max(steps, key=steps.__getitem__) == "fft"  # 49 FFTs of 512 points dominate
+    record = both.to_dict()
+    assert record["method"] == "estimated"
+    assert set(record["frontend_cycles"]) == {
+        "framing",
+        "window",
+        "fft",
+        "power",
+        "mel",
+        "log",
+        "dct",
+    }
+    assert record["frontend_latency_ms"] == pytest.approx(front_ms)
+
+
+def test_cortex_m4_fft_cost_is_the_cited_cmsis_measurement() -> None:
+    # 49 real FFTs of 512 points at 6.8 cycles per N log2 N: 31,334 cycles each (source in YAML).
+    steps = Target.from_name("cortex-m4").frontend_step_cycles(FSDD_FRONTEND_OPS)
+    assert steps["fft"] == pytest.approx(49 * 6.8 * 512 * 9)
+    assert (
+        "arm_cfft_f32" in Target.from_name("cortex-m4").sources["frontend.fft_cycles_per_n_log2n"]
+    )
+
+
+def test_profile_without_front_end_costs_refuses_to_price_one() -> None:
+    target = Target.from_name("esp32-s3")
+    assert not target.frontend
+    with pytest.raises(InputError, match="has no frontend costs"):
+        target.estimate(kws_layers(), frontend_ops=FSDD_FRONTEND_OPS)
+
+
+def test_missing_front_end_count_is_named() -> None:
+    ops = {k: v for k, v in FSDD_FRONTEND_OPS.items() if k != "logs"}
+    with pytest.raises(InputError, match="'logs'"):
+        Target.from_name("cortex-m4").frontend_step_cycles(ops)
+
+
+def test_negative_front_end_constant_is_named() -> None:
+    raw = Target.from_name("cortex-m4").to_dict()
+    raw["frontend"]["cycles_per_log"] = -1
+    with pytest.raises(InputError, match="frontend.cycles_per_log"):
+        Target.from_dict(raw)

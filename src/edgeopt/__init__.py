@@ -8,6 +8,9 @@ from edgeopt.data import load_data
 from edgeopt.errors import BudgetError
 from edgeopt.errors import EdgeoptError
 from edgeopt.errors import InputError
+from edgeopt.export.compressed import CompressionReport
+from edgeopt.export.compressed import compress_onnx
+from edgeopt.export.compressed import decompress
 from edgeopt.export.onnx import export_onnx
 from edgeopt.measure import profile
 from edgeopt.metrics import Metrics
@@ -15,10 +18,24 @@ from edgeopt.metrics import Violation
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
 from edgeopt.registry import list_models
+from edgeopt.stages.distill import DistillConfig
+from edgeopt.stages.distill import DistillResult
+from edgeopt.stages.distill import distill
+from edgeopt.stages.prune import PruneConfig
+from edgeopt.stages.prune import PruneResult
+from edgeopt.stages.prune import prune
+from edgeopt.stages.prune_report import PruneReport
+from edgeopt.stages.prune_report import prune_and_profile
 from edgeopt.stages.quantize import DynamicConfig
+from edgeopt.stages.quantize import MixedPrecisionConfig
 from edgeopt.stages.quantize import PTQConfig
+from edgeopt.stages.quantize import QATConfig
 from edgeopt.stages.quantize import QuantizeResult
 from edgeopt.stages.quantize import quantize
+from edgeopt.stages.quantize_report import QuantizeReport
+from edgeopt.stages.quantize_report import quantize_and_profile
+from edgeopt.stages.sensitivity import SensitivityTable
+from edgeopt.stages.sensitivity import sensitivity
 from edgeopt.target import Estimate
 from edgeopt.target import Target
 from edgeopt.target import list_targets
@@ -30,27 +47,44 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BudgetError",
+    "CompressionReport",
     "Dataset",
+    "DistillConfig",
+    "DistillResult",
     "DynamicConfig",
     "EdgeoptError",
     "Estimate",
     "InputError",
     "Metrics",
+    "MixedPrecisionConfig",
     "ModelHandle",
     "PTQConfig",
+    "PruneConfig",
+    "PruneReport",
+    "PruneResult",
+    "QATConfig",
+    "QuantizeReport",
     "QuantizeResult",
+    "SensitivityTable",
     "Target",
     "TrainConfig",
     "TrainResult",
     "Violation",
     "__version__",
+    "compress_onnx",
+    "decompress",
+    "distill",
     "export_onnx",
     "list_models",
     "list_targets",
     "load_data",
     "load_model",
     "profile",
+    "prune",
+    "prune_and_profile",
     "quantize",
+    "quantize_and_profile",
     "save_trained",
+    "sensitivity",
     "train",
 ]

@@ -68,6 +68,17 @@ def render_metrics(metrics: Any, *, max_layers: int = 40) -> None:
         summary.add_row("accuracy (test)", f"{metrics.accuracy:.2%}", "measured (ONNX file)")
     if metrics.estimate is not None:
         est = metrics.estimate
+        if est.frontend_latency_ms is not None:
+            summary.add_row(
+                f"model on {est.target}",
+                f"{est.model_latency_ms:,.4g} ms, {est.model_energy_uj:,.1f} uJ",
+                "estimated",
+            )
+            summary.add_row(
+                f"audio front end on {est.target}",
+                f"{est.frontend_latency_ms:,.4g} ms, {est.frontend_energy_uj or 0.0:,.1f} uJ",
+                "estimated (FFT, mel, log, DCT)",
+            )
         summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", "estimated")
         summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", "estimated")
     if metrics.fits is not None:
@@ -178,6 +189,92 @@ def train(
 
 
 @app.command()
+def distill(
+    teacher: Annotated[
+        str, typer.Option(help="trained teacher: model.onnx | zoo:NAME | module:factory | .pt2")
+    ],
+    student: Annotated[str, typer.Option(help="PyTorch student: zoo:NAME?width= | module:factory")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx (weights: OUT.pt)")],
+    data: DataOpt = "digits",
+    temperature: Annotated[float, typer.Option(help="softmax temperature T")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="weight of the soft-target loss")] = 0.9,
+    feature_weight: Annotated[
+        float, typer.Option(help="weight of the FitNets feature loss (0: off)")
+    ] = 0.0,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    teacher_weights: Annotated[
+        Path | None, typer.Option(help="state dict for a zoo or factory teacher")
+    ] = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Distil a teacher into a student (Hinton et al. 2015), export it like `train` does."""
+    from rich.progress import BarColumn
+    from rich.progress import MofNCompleteColumn
+    from rich.progress import Progress
+    from rich.progress import TextColumn
+    from rich.progress import TimeRemainingColumn
+
+    from edgeopt.data import load_data
+    from edgeopt.models import load_model
+    from edgeopt.stages.distill import DistillConfig
+    from edgeopt.stages.distill import distill as distill_model
+    from edgeopt.training import save_trained
+
+    config = DistillConfig(
+        temperature=temperature,
+        alpha=alpha,
+        feature_weight=feature_weight,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+    if output.suffix != ".onnx":
+        raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
+    dataset = load_data(data or "digits")
+    teacher_handle = load_model(teacher, weights=teacher_weights, data=dataset)
+    student_handle = load_model(student, weights=weights, data=dataset)
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("distill", total=None, epoch=0, epochs=epochs, loss=float("nan"))
+
+        def progress(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, total=total * steps, completed=epoch * steps + step + 1)
+            bar.update(task, epoch=epoch + 1, loss=loss)
+
+        result = distill_model(
+            teacher_handle, student_handle, config, data=dataset, progress=progress
+        )
+    files = save_trained(result, dataset, output)
+    table = Table(
+        title=f"distilled {teacher} into {student} on {dataset.spec}", header_style="bold"
+    )
+    table.add_column("epoch", justify="right")
+    table.add_column("loss", justify="right")
+    table.add_column("val accuracy", justify="right")
+    for record in result.history:
+        table.add_row(str(record.epoch), f"{record.loss:.4f}", f"{record.val_accuracy:.2%}")
+    console.print(table)
+    for note in result.notes:
+        console.print(note, style="dim")
+    console.print(
+        f"test accuracy: teacher {result.teacher_test_accuracy:.2%} ({result.teacher_runtime}), "
+        f"student PyTorch {result.test_accuracy:.2%}, ONNX file "
+        f"{files.onnx_test_accuracy:.2%} (measured)"
+    )
+    console.print(f"wrote {files.onnx_path}, {files.weights_path}, {files.record_path}")
+
+
+@app.command()
 def profile(
     model: ModelArg,
     data: DataOpt = None,
@@ -195,6 +292,405 @@ def profile(
     if json_path is not None:
         write_json(json_path, metrics.to_dict())
         console.print(f"wrote {json_path}")
+
+
+def _change(before: float | None, after: float | None, *, ratio: bool = False) -> str:
+    if before is None or after is None:
+        return ""
+    if ratio:
+        return f"{before / after:.2f}x smaller" if after else ""
+    return f"{(after - before) * 100:+.2f} pp"
+
+
+def render_quantize(report: Any) -> None:
+    """Print fp32 and quantized side by side, the float operators, and QAT / mixed details."""
+    result, fp32, quantized = report.result, report.fp32, report.quantized
+    config = result.config
+    table = Table(title=f"fp32 vs {config.describe()}", header_style="bold")
+    for column in ("metric", "fp32", "quantized", "change", "how"):
+        right = column in {"fp32", "quantized"}
+        table.add_column(column, justify="right" if right else "left", no_wrap=column != "how")
+    if fp32.accuracy is not None and quantized.accuracy is not None:
+        table.add_row(
+            "accuracy (test)",
+            f"{fp32.accuracy:.2%}",
+            f"{quantized.accuracy:.2%}",
+            _change(fp32.accuracy, quantized.accuracy),
+            "measured",
+        )
+    table.add_row(
+        "size",
+        f"{fp32.size_bytes:,} B",
+        f"{quantized.size_bytes:,} B",
+        _change(fp32.size_bytes, quantized.size_bytes, ratio=True),
+        "measured",
+    )
+    if fp32.latency_ms is not None and quantized.latency_ms is not None:
+        before, after = fp32.latency_ms.p50, quantized.latency_ms.p50
+        table.add_row(
+            "latency p50",
+            f"{before:.4g} ms",
+            f"{after:.4g} ms",
+            f"{before / after:.2f}x faster" if after < before else f"{after / before:.2f}x slower",
+            f"measured, {quantized.latency_ms.threads} thread",
+        )
+    if fp32.estimate is not None and quantized.estimate is not None:
+        target = quantized.estimate.target
+        for name, unit, key in (("energy", "uJ", "energy_uj"), ("latency", "ms", "latency_ms")):
+            before, after = getattr(fp32.estimate, key), getattr(quantized.estimate, key)
+            table.add_row(
+                f"{name} on {target}",
+                f"{before:,.4g} {unit}",
+                f"{after:,.4g} {unit}",
+                f"{after / before - 1:+.0%}" if before else "",
+                "estimated",
+            )
+    console.print(table)
+    if result.qat_accuracy is not None:
+        epochs = Table(title="QAT fine-tuning (PyTorch, fake quantization)", header_style="bold")
+        for column in ("epoch", "loss", "val accuracy"):
+            epochs.add_column(column, justify="right")
+        for record in result.history:
+            epochs.add_row(str(record.epoch), f"{record.loss:.4f}", f"{record.val_accuracy:.2%}")
+        console.print(epochs)
+        console.print(
+            f"QAT model test accuracy: PyTorch (fake-quant) {result.qat_accuracy:.2%}, "
+            f"exported file {quantized.accuracy:.2%} (measured)"
+        )
+    if result.plan is not None:
+        plan = result.plan
+        rows = Table(title="per-layer sensitivity (validation, only that layer quantized)")
+        headers = ("layer", "op", "params", "float B", "8-bit B", "4-bit B", "drop 8", "drop 4")
+        for column in headers:
+            rows.add_column(column, justify="left" if column in {"layer", "op"} else "right")
+        rows.add_column("chosen", justify="right", style="bold")
+        rows.caption = "drops in percentage points of validation accuracy"
+
+        def pp(value: float | None) -> str:
+            return "" if value is None else f"{100 * value:+.2f}"
+
+        for row in plan.sensitivity:
+            rows.add_row(
+                row.layer.removeprefix("node_"),
+                row.op_type,
+                f"{row.params:,}",
+                f"{row.float_bytes:,}",
+                f"{row.int8_bytes:,}",
+                f"{row.int4_bytes:,}",
+                pp(row.drop_8),
+                pp(row.drop_4),
+                str(plan.bits[row.layer]),
+            )
+        console.print(rows)
+        console.print(
+            f"flash budget {plan.budget_bytes:,} B: predicted {plan.predicted_bytes:,} B, "
+            f"written {plan.size_bytes:,} B (measured); predicted drop "
+            f"{100 * plan.predicted_drop:.2f} pp, validation drop {100 * plan.validation_drop:.2f}"
+            " pp (measured)"
+        )
+    floats = ", ".join(result.float_nodes) if result.float_nodes else "none"
+    console.print(f"operators left in float: {floats}")
+    console.print(f"wrote {result.model.onnx_path}, {report.record_path}")
+
+
+@app.command()
+def quantize(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx (record: OUT.json)")],
+    data: DataOpt = "digits",
+    method: Annotated[str, typer.Option(help="ptq | qat | dynamic")] = "ptq",
+    calibration: Annotated[
+        str | None, typer.Option(help="minmax | percentile | entropy | mse (default mse)")
+    ] = None,
+    per_channel: Annotated[
+        bool | None,
+        typer.Option("--per-channel/--per-tensor", help="weight scales per output channel"),
+    ] = None,
+    bits: Annotated[int | None, typer.Option(help="weight bits: 8 (default) or 4")] = None,
+    max_flash: Annotated[
+        int | None, typer.Option("--max-flash", help="flash budget in bytes: mixed precision")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="QAT epochs (default 2)")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="QAT Adam learning rate (default 1e-4)")
+    ] = None,
+    equalize: Annotated[bool, typer.Option("--equalize", help="cross-layer equalization")] = False,
+    bias_correction: Annotated[
+        bool, typer.Option("--bias-correction", help="empirical bias correction")
+    ] = False,
+    adaround: Annotated[bool, typer.Option("--adaround", help="AdaRound the weights")] = False,
+    weights: WeightsOpt = None,
+    target: Annotated[str, typer.Option(help="target name or YAML file")] = "cortex-m4",
+) -> None:
+    """Quantize a model to QDQ ONNX and compare it with the fp32 file, both measured."""
+    from rich.progress import BarColumn
+    from rich.progress import MofNCompleteColumn
+    from rich.progress import Progress
+    from rich.progress import TextColumn
+
+    from edgeopt.data import load_data
+    from edgeopt.models import load_model
+    from edgeopt.stages.quantize import make_config
+    from edgeopt.stages.quantize_report import quantize_and_profile
+
+    config = make_config(
+        method,
+        calibration=calibration,
+        is_per_channel=per_channel,
+        bits=bits,
+        max_flash_bytes=max_flash,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        is_equalized=equalize,
+        is_bias_corrected=bias_correction,
+        is_adarounded=adaround,
+    )
+    dataset = load_data(data or "digits")
+    handle = load_model(model, weights=weights, data=dataset)
+    columns = (
+        TextColumn("QAT epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("qat", total=None, epoch=0, epochs=0, loss=float("nan"))
+
+        def progress(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, total=total * steps, completed=epoch * steps + step + 1)
+            bar.update(task, epoch=epoch + 1, epochs=total, loss=loss)
+
+        report = quantize_and_profile(
+            handle, config, data=dataset, output=output, target=target, progress=progress
+        )
+    render_quantize(report)
+
+
+def render_prune(report: Any) -> None:
+    """Print source, pruned and decoded side by side, the per-layer table and the skipped."""
+    result = report.result
+    config = result.config
+    columns = [("source", report.source), ("pruned", report.pruned)]
+    if report.decoded is not None:
+        columns.append(("decoded .edc", report.decoded))
+    table = Table(
+        title=f"{config.granularity} pruning, ratio {config.ratio} ({result.model.spec})",
+        header_style="bold",
+    )
+    table.add_column("metric", no_wrap=True)
+    for name, _ in columns:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("how", style="dim")
+    threads = report.pruned.latency_ms.threads
+    table.caption = f"latency: ONNX Runtime, {threads} thread, batch 1; MACs: dense"
+
+    def row(label: str, how: str, cell: Any) -> None:
+        table.add_row(label, *(cell(metrics) for _, metrics in columns), how)
+
+    row("accuracy", "measured", lambda m: f"{m.accuracy:.2%}")
+    row("params", "counted", lambda m: f"{m.params:,}")
+    row("MACs", "counted", lambda m: f"{m.macs:,}")
+    row("size_bytes", "measured", lambda m: f"{m.size_bytes:,}")
+    if report.compression is not None:
+        edc = report.compression.compressed_bytes
+        table.add_row(
+            "compressed_bytes",
+            f"{report.source_compressed_bytes:,}",
+            "",
+            f"{edc:,} ({report.compression_ratio:.1f}x)",
+            "measured",
+        )
+    row("latency p50", "measured", lambda m: f"{m.latency_ms.p50:.4g} ms")
+    target = report.pruned.estimate.target
+    row(f"energy {target}", "estimated", lambda m: f"{m.estimate.energy_uj:,.1f} uJ")
+    console.print(table)
+    layers = Table(title="per layer", header_style="bold")
+    unit = result.layers[0].unit if result.layers else "weights"
+    for column in ("layer", "type", f"{unit} before", f"{unit} kept", "pruned"):
+        layers.add_column(column, justify="left" if column in {"layer", "type"} else "right")
+    for layer in result.layers:
+        layers.add_row(
+            layer.name,
+            layer.layer_type,
+            f"{layer.original:,}",
+            f"{layer.remaining:,}",
+            f"{layer.sparsity:.1%}",
+        )
+    layers.caption = (
+        f"{result.sparsity:.1%} of Conv/Linear weights pruned, "
+        f"{result.mac_reduction:.1%} of dense MACs removed"
+    )
+    console.print(layers)
+    for skipped in result.skipped:
+        console.print(f"skipped {skipped.name}: {skipped.reason}")
+    for note in result.notes:
+        console.print(note, style="dim")
+    written = [report.onnx_path, report.weights_path, report.record_path]
+    if report.compressed_path is not None:
+        written.append(report.compressed_path)
+    console.print(f"wrote {', '.join(str(path) for path in written)}")
+
+
+@app.command()
+def prune(
+    model: ModelArg,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="OUT.onnx (also OUT.pt, OUT.json, OUT.edc)")
+    ],
+    data: DataOpt = "digits",
+    kind: Annotated[str, typer.Option(help="unstructured | channel | 2:4")] = "unstructured",
+    ratio: Annotated[float, typer.Option(help="fraction pruned, in [0, 1)")] = 0.5,
+    ratio_of: Annotated[
+        str, typer.Option(help="units (weights or channels) | macs (channel only)")
+    ] = "units",
+    schedule: Annotated[str, typer.Option(help="oneshot | gradual (unstructured)")] = "oneshot",
+    finetune_epochs: Annotated[int, typer.Option(help="fine-tuning epochs")] = 2,
+    scope: Annotated[str, typer.Option(help="global | layer")] = "global",
+    importance: Annotated[str, typer.Option(help="channel ranking: l1 | l2 | taylor")] = "l1",
+    guided: Annotated[
+        bool, typer.Option("--guided", help="per-layer ratios from the sensitivity analysis")
+    ] = False,
+    channel_multiple: Annotated[
+        int, typer.Option(help="channels kept per layer rounded to a multiple (channel)")
+    ] = 1,
+    learning_rate: Annotated[float, typer.Option("--lr", help="fine-tuning learning rate")] = 1e-3,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    compress: Annotated[
+        bool, typer.Option("--compress", help="also write OUT.edc (Deep Compression)")
+    ] = False,
+    bits_conv: Annotated[int, typer.Option(help="codebook bits of conv weights (.edc)")] = 8,
+    bits_fc: Annotated[int, typer.Option(help="codebook bits of fc weights (.edc)")] = 5,
+    weights: WeightsOpt = None,
+    target: Annotated[str, typer.Option(help="target name or YAML file")] = "cortex-m4",
+) -> None:
+    """Prune a PyTorch model, fine-tune it, export it and compare it with the source, measured."""
+    from edgeopt.data import load_data
+    from edgeopt.models import load_model
+    from edgeopt.stages.prune import PruneConfig
+    from edgeopt.stages.prune_report import prune_and_profile
+
+    config = PruneConfig(
+        granularity=kind,
+        ratio=ratio,
+        ratio_of=ratio_of,
+        schedule=schedule,
+        finetune_epochs=finetune_epochs,
+        scope=scope,
+        importance=importance,
+        is_sensitivity_guided=guided,
+        channel_multiple=channel_multiple,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+    dataset = load_data(data or "digits")
+    handle = load_model(model, weights=weights, data=dataset)
+    with console.status("pruning and fine-tuning"):
+        report = prune_and_profile(
+            handle,
+            config,
+            data=dataset,
+            output=output,
+            target=target,
+            is_compressed=compress,
+            bits_conv=bits_conv,
+            bits_fc=bits_fc,
+        )
+    render_prune(report)
+
+
+@app.command()
+def decompress(
+    path: Annotated[Path, typer.Argument(help="a compressed model (.edc) written by prune")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx")],
+) -> None:
+    """Decode a Deep Compression file (.edc) back into a runnable ONNX model."""
+    from edgeopt.export.compressed import decompress as decode
+
+    written = decode(path, output)
+    console.print(f"wrote {written} ({written.stat().st_size:,} bytes, from {path})")
+
+
+def render_c_export(export: Any, size: Any, parity: Any, *, command: str) -> None:
+    """Print what the C exporter wrote, its build sizes and the parity check (or its command)."""
+    table = Table(title=f"C library {export.out_dir}", header_style="bold")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    table.add_column("how", style="dim")
+    for path in export.files:
+        table.add_row(path.name, _bytes(path.stat().st_size), "file")
+    table.add_row("arena (RAM)", _bytes(export.arena_bytes), "planned: first fit over liveness")
+    table.add_row("liveness peak", _bytes(export.peak_ram_bytes), "counted (lower bound)")
+    table.add_row("weights (flash)", _bytes(export.weights_bytes), "counted: const arrays")
+    if size is not None:
+        table.add_row(
+            "flash",
+            _bytes(size.flash_bytes),
+            f"measured: text + rodata + data, {size.compiler} -O2",
+        )
+        table.add_row("RAM", _bytes(size.ram_bytes), "measured: data + bss")
+    else:
+        table.add_row("flash", _bytes(export.weights_bytes), "estimated: weights, code not counted")
+    x = f"{export.input_type} {'x'.join(map(str, export.input_shape))}"
+    table.add_row(
+        "input", x, f"scale {export.input_scale:.6g}, zero point {export.input_zero_point}"
+    )
+    y = f"{export.output_type} {'x'.join(map(str, export.output_shape))}"
+    how = "float" if export.output_scale is None else f"scale {export.output_scale:.6g}"
+    table.add_row("output", y, how)
+    console.print(table)
+    if parity is not None:
+        steps = "" if parity.max_output_steps is None else f", {parity.max_output_steps:g} steps"
+        console.print(
+            f"parity with ONNX Runtime on {parity.samples} samples: top-1 agreement "
+            f"{parity.top1_agreement:.2%}, largest int8 difference {parity.max_tensor_lsb} LSB, "
+            f"output difference {parity.max_output_diff:.3g}{steps} (measured, {parity.compiler})"
+        )
+    else:
+        console.print(f"check it against ONNX Runtime: {command} --force --data SPEC")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="an int8 QDQ .onnx file (edgeopt quantize)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write")],
+    export_format: Annotated[
+        str, typer.Option("--format", help="c: a C99 library with a static arena, no malloc")
+    ] = "c",
+    target: Annotated[
+        str | None, typer.Option(help="target name or YAML file: the arena must fit its RAM")
+    ] = None,
+    prefix: Annotated[str, typer.Option(help="C name prefix and file stem")] = "model",
+    force: Annotated[bool, typer.Option("--force", help="replace a non-empty folder")] = False,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "-d", help="compile with gcc and compare with ONNX Runtime here"),
+    ] = None,
+    samples: Annotated[int, typer.Option(help="test samples the check runs")] = 1000,
+) -> None:
+    """Write an int8 QDQ model as a C99 library for microcontrollers."""
+    from edgeopt.data import load_data
+    from edgeopt.errors import InputError
+    from edgeopt.export.c import CBuildError
+    from edgeopt.export.c import check_c
+    from edgeopt.export.c import export_c
+    from edgeopt.export.c import has_compiler
+    from edgeopt.export.c import measure_c
+
+    if export_format != "c":
+        raise InputError(f"unknown export format {export_format!r}; known: c.")
+    result = export_c(model, output, target=target, prefix=prefix, is_forced=force)
+    size = measure_c(result) if has_compiler() else None
+    parity = None
+    if data is not None:
+        parity = check_c(result, load_data(data).arrays("test")[0][:samples])
+    command = f"edgeopt export {model} --format c -o {output}"
+    command += f" --prefix {prefix}" if prefix != "model" else ""
+    render_c_export(result, size, parity, command=command)
+    if parity is not None and not parity.is_within_one_lsb:
+        raise CBuildError(
+            f"{output}: the C library differs from ONNX Runtime on {data} (top-1 agreement "
+            f"{parity.top1_agreement:.2%}, {parity.max_tensor_lsb} LSB); please report it."
+        )
 
 
 def main() -> None:

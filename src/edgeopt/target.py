@@ -7,6 +7,11 @@ fully connected) or ``elements * cycles_per_element[dtype]`` (pooling, element-w
 ``bytes_moved * cycles_per_byte`` of memory traffic and a fixed ``layer_overhead_cycles``;
 latency is cycles over the clock, energy is latency times the active power. Every constant's
 source is written next to it in the YAML file (``sources``).
+
+A profile may also price an audio front end (``frontend``: framing, window, real FFT, power
+spectrum, mel filters, log, DCT), the work a keyword-spotting device does before the network
+runs. Its cost is counted from the data's ``frontend_ops`` and added to the estimate, which then
+reports the model and the front end apart as well as their sum.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from importlib import resources
+from math import log2
 from pathlib import Path
 from typing import Any
 from typing import Protocol
@@ -26,6 +32,20 @@ from edgeopt.errors import InputError
 
 MAC_KINDS = ("conv", "depthwise", "fc")
 DTYPES = ("int8", "float32")
+#: Front-end constants: cycles per ``n log2 n`` of a real FFT of ``n`` points, per float
+#: multiply-accumulate (window, power spectrum, mel filters, DCT), per natural log, per frame.
+FRONTEND_KEYS = ("fft_cycles_per_n_log2n", "cycles_per_mac", "cycles_per_log", "cycles_per_frame")
+#: The counts a front end records per clip (``Dataset.frontend["frontend_ops"]``).
+FRONTEND_OPS = (
+    "frames",
+    "fft_size",
+    "ffts",
+    "window_macs",
+    "power_macs",
+    "mel_macs",
+    "logs",
+    "dct_macs",
+)
 
 
 class LayerCost(Protocol):
@@ -49,13 +69,28 @@ class LayerCost(Protocol):
 
 @dataclass(frozen=True)
 class Estimate:
-    """Predicted latency and energy of one inference on a target (estimated, not measured)."""
+    """Predicted latency and energy of one inference on a target (estimated, not measured).
+
+    ``latency_ms``, ``energy_uj`` and ``cycles`` are the totals: the model, plus the audio front
+    end when one was priced (``frontend_latency_ms`` is then a number, else None).
+    """
 
     target: str
     latency_ms: float
     energy_uj: float
     cycles: float
     layer_latency_ms: tuple[float, ...] = ()
+    frontend_latency_ms: float | None = None
+    frontend_energy_uj: float | None = None
+    frontend_cycles: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def model_latency_ms(self) -> float:
+        return self.latency_ms - (self.frontend_latency_ms or 0.0)
+
+    @property
+    def model_energy_uj(self) -> float:
+        return self.energy_uj - (self.frontend_energy_uj or 0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +99,11 @@ class Estimate:
             "energy_uj": self.energy_uj,
             "cycles": self.cycles,
             "layer_latency_ms": list(self.layer_latency_ms),
+            "model_latency_ms": self.model_latency_ms,
+            "model_energy_uj": self.model_energy_uj,
+            "frontend_latency_ms": self.frontend_latency_ms,
+            "frontend_energy_uj": self.frontend_energy_uj,
+            "frontend_cycles": dict(self.frontend_cycles),
             "method": "estimated",
         }
 
@@ -86,6 +126,7 @@ class Target:
     runtime: str = ""
     sources: Mapping[str, str] = field(default_factory=dict)
     is_measured: bool = False
+    frontend: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"target {self.name!r}"
@@ -108,6 +149,13 @@ class Target:
         unknown = [dtype for dtype in self.dtypes if dtype not in DTYPES]
         if unknown:
             raise InputError(f"{where}: dtypes has {unknown[0]!r}; known: {', '.join(DTYPES)}.")
+        if self.frontend:
+            for key in FRONTEND_KEYS:
+                if not float(self.frontend.get(key, -1)) >= 0:
+                    raise InputError(f"{where}: frontend.{key} is missing or negative.")
+            extra = sorted(set(self.frontend) - set(FRONTEND_KEYS))
+            if extra:
+                raise InputError(f"{where}: frontend has unknown field {extra[0]!r}.")
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -151,6 +199,7 @@ class Target:
                 runtime=str(raw.get("runtime", "")),
                 sources={str(k): str(v) for k, v in (raw.get("sources") or {}).items()},
                 is_measured=bool(raw.get("is_measured", False)),
+                frontend={str(k): float(v) for k, v in (raw.get("frontend") or {}).items()},
             )
         except (TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, InputError):
@@ -201,17 +250,74 @@ class Target:
             compute = layer.output_elements * self.cycles_per_element[dtype]
         return compute + layer.bytes_moved * self.cycles_per_byte + self.layer_overhead_cycles
 
-    def estimate(self, layers: Iterable[LayerCost]) -> Estimate:
-        """Predict latency (ms) and energy (uJ) of one inference from the graph's layers."""
+    def frontend_step_cycles(self, ops: Mapping[str, Any]) -> dict[str, float]:
+        """Cycles of each audio front-end step for one clip, from its operation counts.
+
+        A real FFT of ``n`` points costs ``fft_cycles_per_n_log2n * n * log2(n)``; window,
+        power spectrum, mel filters and DCT cost ``cycles_per_mac`` per multiply-accumulate;
+        each log ``cycles_per_log``; each frame ``cycles_per_frame`` (calls, copies).
+
+        Args:
+            ops: ``Dataset.frontend["frontend_ops"]`` of an ``audio:`` dataset.
+
+        Returns:
+            Cycles per step: framing, window, fft, power, mel, log, dct.
+
+        Raises:
+            InputError: the profile prices no front end, or a count is missing.
+
+        Example:
+            >>> ops = {"frames": 49, "fft_size": 512, "ffts": 49, "window_macs": 15680,
+            ...        "power_macs": 25186, "mel_macs": 20000, "logs": 1960, "dct_macs": 19600}
+            >>> steps = Target.from_name("cortex-m4").frontend_step_cycles(ops)
+            >>> steps["fft"] > steps["mel"]
+            True
+        """
+        if not self.frontend:
+            raise InputError(
+                f"target {self.name!r} has no frontend costs, so an audio front end cannot be "
+                "estimated on it."
+            )
+        missing = [key for key in FRONTEND_OPS if key not in ops]
+        if missing:
+            raise InputError(f"frontend_ops has no count {missing[0]!r}.")
+        cost = self.frontend
+        n = float(ops["fft_size"])
+        mac = cost["cycles_per_mac"]
+        return {
+            "framing": float(ops["frames"]) * cost["cycles_per_frame"],
+            "window": float(ops["window_macs"]) * mac,
+            "fft": float(ops["ffts"]) * cost["fft_cycles_per_n_log2n"] * n * log2(n),
+            "power": float(ops["power_macs"]) * mac,
+            "mel": float(ops["mel_macs"]) * mac,
+            "log": float(ops["logs"]) * cost["cycles_per_log"],
+            "dct": float(ops["dct_macs"]) * mac,
+        }
+
+    def estimate(
+        self, layers: Iterable[LayerCost], *, frontend_ops: Mapping[str, Any] | None = None
+    ) -> Estimate:
+        """Predict latency (ms) and energy (uJ) of one inference from the graph's layers.
+
+        With ``frontend_ops`` (an audio dataset's front-end counts) the front end's cycles are
+        added to the total and reported apart (``frontend_latency_ms``, ``frontend_cycles``).
+        """
         per_layer = [self.layer_cycles(layer) for layer in layers]
-        cycles = float(sum(per_layer))
+        model_cycles = float(sum(per_layer))
+        steps = self.frontend_step_cycles(frontend_ops) if frontend_ops is not None else {}
+        frontend_cycles = float(sum(steps.values()))
+        cycles = model_cycles + frontend_cycles
         latency_ms = cycles / self.clock_hz * 1e3
+        frontend_ms = frontend_cycles / self.clock_hz * 1e3 if frontend_ops is not None else None
         return Estimate(
             target=self.name,
             latency_ms=latency_ms,
             energy_uj=latency_ms * self.active_power_mw,  # ms * mW = uJ
             cycles=cycles,
             layer_latency_ms=tuple(c / self.clock_hz * 1e3 for c in per_layer),
+            frontend_latency_ms=frontend_ms,
+            frontend_energy_uj=None if frontend_ms is None else frontend_ms * self.active_power_mw,
+            frontend_cycles=steps,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,6 +336,7 @@ class Target:
             "runtime": self.runtime,
             "sources": dict(self.sources),
             "is_measured": self.is_measured,
+            **({"frontend": dict(self.frontend)} if self.frontend else {}),
         }
 
 

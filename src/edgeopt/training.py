@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from typing import Protocol
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from edgeopt.models import load_model
 ProgressFn = Callable[[int, int, int, int, float], None]
 #: ``after_step(step)`` is called after every optimizer step, ``step`` counting from 1.
 StepFn = Callable[[int], None]
+#: ``batch_loss(outputs, inputs, labels, index)`` replaces the cross-entropy of :func:`fit`: the
+#: module's outputs on a batch, the batch's inputs and labels, and the positions of its samples in
+#: the train split (to look up per-sample targets, such as a teacher's logits); returns the loss.
+BatchLossFn = Callable[[Any, Any, Any, Any], Any]
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,15 @@ class TrainResult:
             "history": [vars(record) for record in self.history],
             "test_accuracy_pytorch": self.test_accuracy,
         }
+
+
+class TrainedModel(Protocol):
+    """What :func:`save_trained` needs of a result: :class:`TrainResult`, ``DistillResult``."""
+
+    @property
+    def model(self) -> ModelHandle: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def seed_everything(seed: int) -> Any:
@@ -153,12 +167,14 @@ def fit(
     generator: Any,
     after_step: StepFn | None = None,
     progress: ProgressFn | None = None,
+    batch_loss: BatchLossFn | None = None,
 ) -> tuple[EpochRecord, ...]:
     """Train ``module`` in place on the train split with Adam and cosine learning-rate decay.
 
     This is the loop :func:`train` runs; fine-tuning steps (pruning) reuse it with ``after_step``,
     called with the number of optimizer steps taken so far right after each one (to re-apply
-    pruning masks, or to prune further on a schedule). The module is left in eval mode.
+    pruning masks, or to prune further on a schedule); distillation reuses it with
+    ``batch_loss``. The module is left in eval mode.
 
     Args:
         module: the PyTorch module, changed in place.
@@ -168,6 +184,8 @@ def fit(
         generator: the ``torch.Generator`` that shuffles the batches.
         after_step: called as ``after_step(step)`` after every optimizer step (``step`` from 1).
         progress: called after every batch, for progress bars.
+        batch_loss: called as ``batch_loss(outputs, inputs, labels, index)`` instead of the
+            cross-entropy (with the config's label smoothing) on every batch.
 
     Returns:
         One record per epoch.
@@ -190,7 +208,11 @@ def fit(
         for step in range(steps):
             index = order[step * config.batch_size : (step + 1) * config.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(module(x_train[index]), y_train[index])
+            inputs, labels = x_train[index], y_train[index]
+            if batch_loss is None:
+                loss = loss_fn(module(inputs), labels)
+            else:
+                loss = batch_loss(module(inputs), inputs, labels, index)
             loss.backward()
             optimizer.step()
             schedule.step()
@@ -221,7 +243,7 @@ class TrainArtifacts:
     onnx_test_accuracy: float
 
 
-def save_trained(result: TrainResult, data: str | Dataset, path: str | Path) -> TrainArtifacts:
+def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) -> TrainArtifacts:
     """Export the trained model to ONNX, save its state dict and a JSON record beside it.
 
     ``OUT.onnx`` carries the data's normalization, classes and the model's history in its

@@ -141,3 +141,45 @@ def test_qdq_graph_counts_int8_layers_and_int8_memory(tmp_path: Path) -> None:
 def test_threads_below_one_are_refused() -> None:
     with pytest.raises(InputError, match="threads must be at least 1"):
         profile("zoo:lenet5", threads=0)
+
+
+def _tone_folder(root: Path) -> Path:
+    """Eight FSDD-named 8 kHz tones per class (takes 0-4 test): audio data with a front end."""
+    import wave
+
+    rate = 8000
+    for label, hz in (("0", 500.0), ("1", 1500.0)):
+        for take in range(8):
+            signal = 0.5 * np.sin(2 * np.pi * hz * np.arange(rate // 2) / rate)
+            with wave.open(str(root / f"{label}_ann_{take}.wav"), "wb") as handle:
+                handle.setnchannels(1)
+                handle.setsampwidth(2)
+                handle.setframerate(rate)
+                handle.writeframes((signal * 32767).astype("<i2").tobytes())
+    return root
+
+
+def test_audio_front_end_is_priced_where_the_target_can_and_said_where_not(
+    tmp_path: Path,
+) -> None:
+    from edgeopt.data import load_data
+
+    data = load_data(f"audio:{_tone_folder(tmp_path)}?mfcc=10")
+    path = export_onnx(load_model("zoo:cnn-s", data=data), tmp_path / "kws.onnx")
+    priced = profile_onnx(path, data=data, target=_target("cortex-m4"), is_latency_measured=False)
+    estimate = priced.estimate
+    assert estimate is not None and estimate.frontend_latency_ms is not None
+    assert estimate.frontend_latency_ms > 1.0  # 49 FFTs of 512 points: about 13 ms at 120 MHz
+    assert estimate.latency_ms == pytest.approx(
+        estimate.model_latency_ms + estimate.frontend_latency_ms
+    )
+    assert "includes the mfcc front end" in priced.provenance["estimate"]
+    unpriced = profile_onnx(path, data=data, target=_target("esp32-s3"), is_latency_measured=False)
+    assert unpriced.estimate is not None and unpriced.estimate.frontend_latency_ms is None
+    assert "prices no audio front end" in unpriced.provenance["estimate"]
+
+
+def _target(name: str) -> object:
+    from edgeopt.target import Target
+
+    return Target.from_name(name)

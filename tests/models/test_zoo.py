@@ -234,6 +234,18 @@ def test_lenet300_params_and_macs_equal_the_hand_count(exported: Exported) -> No
     assert metrics.macs == 784 * 300 + 300 * 100 + 100 * 10
 
 
+def test_lenet5_caffe_params_and_macs_equal_the_hand_count(exported: Exported) -> None:
+    # Caffe's lenet.prototxt: conv 20 5x5 (28 -> 24), pool (12), conv 50 5x5 (8), pool (4),
+    # fc 800-500, fc 500-10; Han et al. 2016 Table 1 gives 431K weights.
+    params = (20 * 25 + 20) + (50 * 20 * 25 + 50) + (800 * 500 + 500) + (500 * 10 + 10)
+    macs = 24 * 24 * 20 * 25 + 8 * 8 * 50 * 20 * 25 + 800 * 500 + 500 * 10
+    metrics = profile(str(exported("lenet5-caffe")[1]), is_latency_measured=False)
+    assert (metrics.params, metrics.macs) == (params, macs) == (431_080, 2_293_000)
+    handle = exported("lenet5-caffe")[0]
+    relus = [type(layer).__name__ for layer in handle.module.modules()].count("ReLU")
+    assert relus == 1  # only between the two fully connected layers, as in the prototxt
+
+
 @pytest.mark.parametrize(
     ("name", "width", "params"),
     [

@@ -10,14 +10,16 @@ import pytest
 from edgeopt.config import TrainConfig
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
+from edgeopt.models import ModelHandle
 
 
 @dataclass(frozen=True)
 class Trained:
-    """The digits cnn-s trained briefly, its fp32 ONNX file and the data."""
+    """The digits cnn-s trained briefly, its fp32 ONNX file, the data and the PyTorch model."""
 
     onnx_path: Path
     data: Dataset
+    model: ModelHandle | None = None
 
 
 @pytest.fixture(scope="session")
@@ -40,4 +42,4 @@ def cnn_s(tmp_path_factory: pytest.TempPathFactory, digits: Dataset) -> Trained:
     finally:
         torch.set_num_threads(threads)
     path = export_onnx(result.model, tmp_path_factory.mktemp("cnn-s") / "fp32.onnx")
-    return Trained(path, digits)
+    return Trained(path, digits, result.model)

@@ -258,6 +258,11 @@ def test_ratio_outside_zero_one_is_refused(ratio: float) -> None:
         ({"granularity": "2:4", "ratio": 0.75}, "ratio must be 0.5"),
         ({"importance": "taylor"}, "taylor importance ranks channels"),
         ({"finetune_epochs": -1}, "finetune_epochs"),
+        ({"ratio_of": "macs"}, "applies to granularity channel only"),
+        ({"ratio_of": "flops"}, "ratio_of must be one of"),
+        ({"channel_multiple": 8}, "use it with channel"),
+        ({"granularity": "channel", "channel_multiple": 8}, "needs per-layer ratios"),
+        ({"granularity": "channel", "channel_multiple": 0}, "at least 1"),
     ],
 )
 def test_bad_prune_config_is_refused(fields: dict[str, object], message: str) -> None:
@@ -266,7 +271,14 @@ def test_bad_prune_config_is_refused(fields: dict[str, object], message: str) ->
 
 
 def test_prune_config_round_trips() -> None:
-    config = PruneConfig(granularity="channel", ratio=0.3, importance="taylor", scope="layer")
+    config = PruneConfig(
+        granularity="channel",
+        ratio=0.3,
+        importance="taylor",
+        scope="layer",
+        ratio_of="macs",
+        channel_multiple=8,
+    )
     assert PruneConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert config.to_dict()["kind"] == "prune"
 
@@ -373,3 +385,80 @@ def test_a_saved_torch_export_program_is_refused_with_what_to_give(
     torch.export.save(program, str(tmp_path / "cnn.pt2"))
     with pytest.raises(InputError, match="cannot be pruned; give zoo:NAME or module:factory"):
         prune(str(tmp_path / "cnn.pt2"), PruneConfig(finetune_epochs=0), data=digits)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_ratio_of_macs_removes_at_least_that_fraction_of_the_dense_macs(
+    cnn: ModelHandle, digits: Dataset, dense_onnx: Path, tmp_path: Path, scope: str
+) -> None:
+    config = PruneConfig(
+        granularity="channel", ratio=0.5, ratio_of="macs", scope=scope, finetune_epochs=0
+    )
+    result = prune(cnn, config, data=digits)
+    assert 0.5 <= result.mac_reduction < 0.56  # one channel more would fall short
+    exported = profile_onnx(
+        export_onnx(result.model, tmp_path / "p.onnx"), is_latency_measured=False
+    )
+    dense = profile_onnx(dense_onnx, is_latency_measured=False)
+    assert 1 - exported.macs / dense.macs == pytest.approx(result.mac_reduction, abs=0.01)
+    assert "ratio of MACs 0.5" in result.notes[-1] and "removes" in result.notes[-1]
+    units = prune(
+        cnn, PruneConfig(granularity="channel", ratio=0.5, finetune_epochs=0), data=digits
+    )
+    assert units.mac_reduction > 0.7  # half the channels of both sides of a convolution
+
+
+def test_channel_multiple_keeps_multiples_of_it(cnn: ModelHandle, digits: Dataset) -> None:
+    config = PruneConfig(
+        granularity="channel", ratio=0.3, scope="layer", channel_multiple=8, finetune_epochs=0
+    )
+    result = prune(cnn, config, data=digits)
+    # 16 * 0.7 = 11.2 -> 8; 32 * 0.7 = 22.4 -> 24; the classifier keeps its 10 outputs
+    assert [layer.remaining for layer in result.layers] == [8, 24, 24, 10]
+
+
+def test_sensitivity_guided_pruning_to_a_mac_ratio(cnn: ModelHandle, digits: Dataset) -> None:
+    config = PruneConfig(
+        granularity="channel",
+        ratio=0.4,
+        ratio_of="macs",
+        is_sensitivity_guided=True,
+        finetune_epochs=0,
+    )
+    result = prune(cnn, config, data=digits)
+    assert result.sensitivity is not None and len(result.sensitivity.macs) == 3
+    assert all(share > 0 for share in result.sensitivity.macs)
+    assert 0.4 <= result.mac_reduction < 0.5
+
+
+def test_choose_ratios_by_macs_weights_layers_by_their_macs() -> None:
+    table = SensitivityTable(
+        "channel",
+        (0.25, 0.5),
+        0.9,
+        ("cheap", "costly"),
+        (32, 32),
+        ((0.9, 0.9), (0.9, 0.9)),
+        macs=(1_000, 9_000),
+    )
+    by_units = choose_ratios(table, ratio=0.25)
+    by_macs = choose_ratios(table, ratio=0.25, of="macs")
+    assert by_units["cheap"] == by_units["costly"] == pytest.approx(0.25)
+    assert (1_000 * by_macs["cheap"] + 9_000 * by_macs["costly"]) / 10_000 == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="cannot weight by"):
+        choose_ratios(
+            SensitivityTable("channel", (0.5,), 0.9, ("a",), (4,), ((0.9,),)), ratio=0.2, of="macs"
+        )
+
+
+def test_a_channel_pruned_state_dict_loads_into_its_spec(digits: Dataset, tmp_path: Path) -> None:
+    from edgeopt.models import load_model
+
+    spec = "zoo:resnet8?width=0.5"  # residual adds couple the stem and the first stage
+    config = PruneConfig(granularity="channel", ratio=0.4, scope="layer", finetune_epochs=0)
+    result = prune(spec, config, data=digits)
+    torch.save(result.model.module.state_dict(), tmp_path / "w.pt")
+    loaded = load_model(spec, weights=tmp_path / "w.pt", data=digits).module
+    x = torch.from_numpy(digits.arrays("test")[0][:4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), result.model.module(x))

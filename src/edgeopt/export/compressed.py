@@ -63,6 +63,8 @@ MAGIC = b"EDCZ"
 FORMAT_VERSION = 1
 CODEBOOKS = ("kmeans", "linear")
 KMEANS_ITERATIONS = 200
+#: Default bits of a relative index symbol (the paper's 5 for fully connected layers).
+INDEX_BITS = 5
 #: Stream codecs, as stored in the file.
 PACKED, HUFFMAN, LZMA = 0, 1, 2
 CODEC_NAMES = {PACKED: "packed", HUFFMAN: "huffman", LZMA: "lzma"}
@@ -314,7 +316,8 @@ def _value_width(codebook_size: int) -> int:
     return max(1, math.ceil(math.log2(max(2, codebook_size))))
 
 
-def _check_options(bits_conv: int, bits_fc: int, index_bits: int, codebook: str) -> None:
+def check_options(bits_conv: int, bits_fc: int, index_bits: int, codebook: str) -> None:
+    """Refuse compression options out of range (InputError naming the option)."""
     for name, value in (("bits_conv", bits_conv), ("bits_fc", bits_fc)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
             raise InputError(f"compress: {name} must be a whole number from 1 to 8, got {value!r}.")
@@ -380,7 +383,7 @@ def compress_onnx(
     *,
     bits_conv: int = 8,
     bits_fc: int = 5,
-    index_bits: int = 5,
+    index_bits: int = INDEX_BITS,
     codebook: str = "kmeans",
     shared_path: str | Path | None = None,
 ) -> CompressionReport:
@@ -420,7 +423,7 @@ def compress_onnx(
     source = Path(onnx_path)
     out = Path(out_path)
     shared_out = Path(shared_path) if shared_path else out.with_name(out.stem + ".shared.onnx")
-    _check_options(bits_conv, bits_fc, index_bits, codebook)
+    check_options(bits_conv, bits_fc, index_bits, codebook)
     for target in (out, shared_out):
         if target.resolve() == source.resolve():
             raise InputError(f"{target}: the output would overwrite the source model.")

@@ -85,12 +85,27 @@ def profile_onnx(
         provenance["accuracy"] = f"measured: top-1 on the test split of {data.spec} ({len(y_test)})"
     estimate = fits = None
     if target is not None:
-        estimate = target.estimate(layers)
+        # An audio model's input is made on the device by a front end: price it too, where the
+        # profile can, and say so either way.
+        frontend = data.frontend if data is not None else {}
+        ops = frontend.get("frontend_ops")
+        priced_ops = ops if isinstance(ops, dict) and target.frontend else None
+        estimate = target.estimate(layers, frontend_ops=priced_ops)
         fits = {
             "flash": size_bytes <= target.flash_bytes,
             "ram": plan.peak_bytes <= target.ram_bytes,
         }
         provenance["estimate"] = f"estimated from the {target.name} profile (cycles model)"
+        if priced_ops is not None:
+            provenance["estimate"] += (
+                f"; includes the {frontend.get('features', 'audio')} front end (framing, "
+                "window, FFT, power, mel, log, DCT) priced by the profile's frontend costs, "
+                "also reported apart"
+            )
+        elif ops is not None:
+            provenance["estimate"] += (
+                f"; the model only: the {target.name} profile prices no audio front end"
+            )
         provenance["fits"] = "size_bytes vs flash_bytes, peak_ram_bytes vs ram_bytes of the target"
     return Metrics(
         model=str(path),

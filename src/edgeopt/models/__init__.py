@@ -140,7 +140,15 @@ def _load_program(spec: str, path: Path) -> ModelHandle:
     )
 
 
-def _load_state_dict(module: nn.Module, weights: Path, spec: str) -> None:
+def _load_state_dict(
+    module: nn.Module, weights: Path, spec: str, input_shape: tuple[int, ...] | None
+) -> None:
+    """Load a state dict in place; a channel-pruned one first shrinks the module to its counts.
+
+    Channel pruning (``edgeopt prune --kind channel``) removes output channels, so its state
+    dict no longer fits the architecture the spec builds; with the input shape known, the same
+    channels are removed from the fresh module through Torch-Pruning's dependency graph first.
+    """
     import pickle
 
     import torch
@@ -156,6 +164,13 @@ def _load_state_dict(module: nn.Module, weights: Path, spec: str) -> None:
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise InputError(f"{weights}: holds a {type(state).__name__}, not a state dict.")
+    if input_shape is not None:
+        from edgeopt.stages.channel import match_channels
+
+        try:
+            match_channels(module, state, torch.zeros((1, *input_shape)))
+        except Exception:  # noqa: BLE001, S110  (a graph it cannot follow: the load says why)
+            pass
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -179,12 +194,13 @@ def _load_factory(spec: str, weights: Path | None) -> ModelHandle:
     model = factory()
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec}: the factory returned a {type(model).__name__}, not a module.")
+    input_shape = parsed.pop_shape("input", None)
     if weights is not None:
-        _load_state_dict(model, weights, spec)
+        _load_state_dict(model, weights, spec, input_shape)
     return ModelHandle(
         name=factory_name,
         spec=spec,
-        input_shape=parsed.pop_shape("input", None),
+        input_shape=input_shape,
         module=model.eval(),
         history=(spec,) + ((f"weights:{weights.name}",) if weights else ()),
     )
@@ -215,7 +231,7 @@ def _load_zoo(spec: str, weights: Path | None, data: Dataset | None) -> ModelHan
         seed=parsed.pop_int("seed", 0),
     )
     if weights is not None:
-        _load_state_dict(module, weights, spec)
+        _load_state_dict(module, weights, spec, input_shape)
     return ModelHandle(
         name=parsed.body,
         spec=spec,

@@ -10,17 +10,24 @@ a bare ``nn.Parameter`` (Torch-Pruning would guess which dimension to cut).
 
 from __future__ import annotations
 
+import copy
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from edgeopt.data import Dataset
 from edgeopt.errors import InputError
 from edgeopt.stages.sparsity import SkippedLayer
 from edgeopt.stages.sparsity import WeightLayer
+from edgeopt.stages.sparsity import count_macs
+from edgeopt.stages.sparsity import weight_layers
 
 IMPORTANCES = ("l1", "l2", "taylor")
 #: Batches of training data whose gradients Taylor importance sums.
 TAYLOR_BATCHES = 8
+#: Steps of the scan, then halvings, of the factor that brings channel pruning to a MAC ratio.
+MAC_SCAN_STEPS = 10
+MAC_BISECTION_STEPS = 12
 
 
 def output_layer(module: Any, layers: list[WeightLayer], example: Any) -> WeightLayer:
@@ -63,6 +70,61 @@ def taylor_gradients(module: Any, dataset: Dataset, batch_size: int, generator: 
         loss_fn(module(x_train[index]), y_train[index]).backward()
 
 
+def rounded_ratio(channels: int, ratio: float, multiple: int) -> float:
+    """The ratio that keeps the multiple of ``multiple`` channels nearest to what ``ratio`` keeps.
+
+    At least one multiple is kept; a layer with fewer channels than ``multiple`` keeps its ratio.
+    Torch-Pruning keeps ``int(channels * (1 - ratio))`` channels, so the returned ratio aims
+    half a channel above the count to survive floating-point rounding.
+
+    Example:
+        >>> kept = [int(64 * (1 - rounded_ratio(64, r, 16))) for r in (0.1, 0.3, 0.5, 0.9)]
+        >>> kept
+        [64, 48, 32, 16]
+    """
+    if multiple <= 1 or channels < multiple or ratio <= 0:
+        return ratio
+    kept = max(multiple, int(round(channels * (1 - ratio) / multiple)) * multiple)
+    if kept >= channels:
+        return 0.0
+    return 1.0 - (kept + 0.5) / channels
+
+
+def match_channels(module: Any, state: Any, example: Any) -> bool:
+    """Remove output channels in place so every Conv/Linear has the count ``state`` stores.
+
+    A channel-pruned model's state dict holds fewer output channels than its architecture
+    builds. Which channels go does not matter (the stored weights are loaded next), so the last
+    ones do, through Torch-Pruning's dependency graph, which shrinks the coupled layers (inputs
+    of the next layers, BatchNorm, residual adds, depthwise groups) with them.
+
+    Returns:
+        Whether any channel was removed.
+    """
+    import torch_pruning as tp
+    from torch import nn
+
+    wanted = []
+    for layer in weight_layers(module)[0]:
+        stored = state.get(f"{layer.name}.weight")
+        if getattr(stored, "ndim", None) == layer.weight.ndim:
+            if int(stored.shape[0]) < int(layer.weight.shape[0]):
+                wanted.append((layer, int(stored.shape[0])))
+    if not wanted:
+        return False
+    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+    for layer, kept in wanted:
+        channels = int(layer.weight.shape[0])
+        if channels > kept:  # not already shrunk together with a coupled layer
+            removal = (
+                tp.prune_linear_out_channels
+                if isinstance(layer.module, nn.Linear)
+                else tp.prune_conv_out_channels
+            )
+            graph.get_pruning_group(layer.module, removal, idxs=list(range(kept, channels))).prune()
+    return True
+
+
 def group_problem(group: Any, dependency_graph: Any, param_names: dict[int, str]) -> str | None:
     """Why a Torch-Pruning group must not be pruned (None when it can be)."""
     import torch_pruning as tp
@@ -93,16 +155,29 @@ def prune_channels(
     importance: str,
     spec: str,
     gradients: Any = None,
+    multiple: int = 1,
 ) -> list[SkippedLayer]:
     """Remove output channels in place with Torch-Pruning; return the layers left alone.
 
     ``ratios`` (per layer name) replaces ``ratio`` and ``scope``; ``gradients()`` is called to
-    fill ``.grad`` before Taylor importance is computed.
+    fill ``.grad`` before Taylor importance is computed; ``multiple`` rounds every per-layer
+    count kept to a multiple (:func:`rounded_ratio`; per-layer ratios or scope ``layer`` only).
 
     Raises:
         InputError: Torch-Pruning cannot trace or prune the model (``spec`` names it); the
             module is then half-pruned and must be thrown away.
     """
+    if multiple > 1:
+        if ratios is None and scope == "global":
+            raise ValueError("rounding channel counts needs per-layer ratios")
+        ratios = {
+            layer.name: rounded_ratio(
+                int(layer.weight.shape[0]),
+                ratio if ratios is None else ratios.get(layer.name, 0.0),
+                multiple,
+            )
+            for layer in layers
+        }
     try:
         return _prune_channels(module, layers, example, ratio, ratios, scope, importance, gradients)
     except InputError:
@@ -172,3 +247,79 @@ def _prune_channels(
             group.prune()
     module.zero_grad(set_to_none=True)
     return skipped
+
+
+def reach_macs(
+    module: Any,
+    example: Any,
+    *,
+    target: float,
+    ratios: dict[str, float],
+    scope: str,
+    importance: str,
+    multiple: int,
+    cap: float,
+    spec: str,
+    gradients_for: Callable[[Any], Any],
+) -> tuple[float, dict[str, float], float, float]:
+    """The channel ratio, or per-layer ratios, whose pruning removes ``target`` of the MACs.
+
+    MACs are not linear in channel ratios: a convolution between two pruned layers keeps
+    (1 - a)(1 - b) of its MACs, a global threshold picks each layer's share itself, and channel
+    counts are whole (or multiples). So one factor scales the uniform ratio, or the per-layer
+    ``ratios`` (each capped at ``cap``), and a scan then bisection on trial prunes of copies
+    finds the smallest factor that removes at least ``target`` of the dense MACs; the module is
+    not changed. ``gradients_for(copy)`` gives the ``gradients`` of :func:`prune_channels`.
+
+    Returns:
+        ``(ratio, per_layer, factor, reached)``: the uniform ratio (0 when per-layer), the
+        per-layer ratios (empty when uniform), the factor, and the fraction of MACs removed
+        (below ``target`` only when even the cap falls short).
+    """
+    before = sum(dense for dense, _ in count_macs(module, example).values())
+    base = {name: value for name, value in ratios.items() if value > 0}
+
+    def scaled(factor: float) -> tuple[float, dict[str, float]]:
+        if not base:
+            return min(cap, factor), {}
+        return 0.0, {name: min(cap, value * factor) for name, value in base.items()}
+
+    def removed(factor: float) -> float:
+        clone = copy.deepcopy(module)
+        ratio, per_layer = scaled(factor)
+        prune_channels(
+            clone,
+            weight_layers(clone)[0],
+            example,
+            ratio=ratio,
+            ratios=per_layer or None,
+            scope=scope,
+            importance=importance,
+            spec=spec,
+            gradients=gradients_for(clone),
+            multiple=multiple,
+        )
+        return 1.0 - sum(dense for dense, _ in count_macs(clone, example).values()) / before
+
+    # A coarse scan first: near the cap a layer that cannot keep one channel is skipped whole,
+    # so the MACs removed are not monotonic in the factor there; bisection only below.
+    top = cap / min(base.values()) if base else cap
+    low, high, reached = 0.0, top, -1.0
+    for step in range(1, MAC_SCAN_STEPS + 1):
+        factor = top * step / MAC_SCAN_STEPS
+        share = removed(factor)
+        if share > reached:
+            high, reached = factor, share
+        if share >= target:
+            low = top * (step - 1) / MAC_SCAN_STEPS
+            break
+    if reached >= target:
+        for _ in range(MAC_BISECTION_STEPS):
+            middle = (low + high) / 2
+            share = removed(middle)
+            if share >= target:
+                high, reached = middle, share
+            else:
+                low = middle
+    ratio, per_layer = scaled(high)
+    return ratio, per_layer, high, reached

@@ -33,9 +33,11 @@ from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
 from edgeopt.stages.channel import IMPORTANCES
 from edgeopt.stages.channel import prune_channels
+from edgeopt.stages.channel import reach_macs
 from edgeopt.stages.channel import taylor_gradients
 from edgeopt.stages.sensitivity import DEFAULT_RATIOS
 from edgeopt.stages.sensitivity import HIGH_SPARSITY_RATIOS
+from edgeopt.stages.sensitivity import MAX_LAYER_RATIO
 from edgeopt.stages.sensitivity import SensitivityTable
 from edgeopt.stages.sensitivity import choose_ratios
 from edgeopt.stages.sensitivity import measure_sensitivity
@@ -70,6 +72,7 @@ __all__ = [
 GRANULARITIES = ("unstructured", "channel", "2:4")
 SCHEDULES = ("oneshot", "gradual")
 SCOPES = ("global", "layer")
+RATIOS_OF = ("units", "macs")
 #: The gradual schedule prunes over the first two thirds of the fine-tuning steps and leaves the
 #: last third to recover at the decaying learning rate, in at most this many pruning events.
 GRADUAL_END_FRACTION = 2 / 3
@@ -82,14 +85,19 @@ class PruneConfig(Config):
 
     Fields: ``granularity`` (``unstructured`` | ``channel`` | ``2:4``; the CLI's ``--kind``),
     ``ratio`` (the fraction of weights for unstructured, of output channels of every prunable
-    layer for channel; 2:4 is 0.5 by definition), ``schedule`` (``oneshot`` | ``gradual``,
+    layer for channel; 2:4 is 0.5 by definition), ``ratio_of`` (``units``: of those weights or
+    channels; ``macs``, channel only: of the model's dense MACs, reached by scaling the layer
+    ratios), ``channel_multiple`` (channel only: every pruned layer keeps a multiple of this
+    many output channels, at least one multiple; 16 matches the AVX-512 blocks of ONNX
+    Runtime's CPU convolutions, 8 the AVX2 ones), ``schedule`` (``oneshot`` | ``gradual``,
     unstructured only), ``finetune_epochs`` (after or, when gradual, during pruning),
     ``scope`` (``global``: one threshold over all layers; ``layer``: every layer at ``ratio``),
     ``importance`` (channel ranking: ``l1`` | ``l2`` group magnitude, or ``taylor``, first
     order from gradients), ``is_sensitivity_guided`` (per-layer ratios from
     :func:`sensitivity` over ``DEFAULT_RATIOS`` for channels or ``HIGH_SPARSITY_RATIOS`` for
     weights, chosen by :func:`choose_ratios` so that the channel- or weight-weighted mean is
-    ``ratio``; ``scope`` is then not used), ``learning_rate`` and ``batch_size`` of
+    ``ratio``, or the MAC-weighted mean when ``ratio_of`` is ``macs``; ``scope`` is then not
+    used), ``learning_rate`` and ``batch_size`` of
     fine-tuning, ``seed``.
 
     In global scope every layer, the first convolution and the classifier included, is held to
@@ -107,6 +115,8 @@ class PruneConfig(Config):
     scope: str = "global"
     importance: str = "l1"
     is_sensitivity_guided: bool = False
+    ratio_of: str = "units"
+    channel_multiple: int = 1
     learning_rate: float = 1e-3
     batch_size: int = 64
     seed: int = 0
@@ -122,6 +132,7 @@ class PruneConfig(Config):
         one_of("schedule", self.schedule, SCHEDULES)
         one_of("scope", self.scope, SCOPES)
         one_of("importance", self.importance, IMPORTANCES)
+        one_of("ratio_of", self.ratio_of, RATIOS_OF)
         ratio = self.ratio
         if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not 0 <= ratio < 1:
             raise InputError(f"prune: ratio must be in [0, 1), got {ratio!r}.")
@@ -161,6 +172,23 @@ class PruneConfig(Config):
         if self.importance == "taylor" and self.granularity != "channel":
             raise InputError(
                 "prune: taylor importance ranks channels; use it with granularity channel."
+            )
+        if self.ratio_of == "macs" and self.granularity != "channel":
+            raise InputError(
+                f"prune: {self.granularity} pruning leaves the dense MACs unchanged, so ratio_of "
+                "macs applies to granularity channel only."
+            )
+        multiple = self.channel_multiple
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            raise InputError(
+                f"prune: channel_multiple must be a whole number of at least 1, got {multiple!r}."
+            )
+        if multiple > 1 and self.granularity != "channel":
+            raise InputError("prune: channel_multiple rounds channel counts; use it with channel.")
+        if multiple > 1 and self.scope == "global" and not self.is_sensitivity_guided:
+            raise InputError(
+                "prune: channel_multiple needs per-layer ratios (scope layer or sensitivity "
+                "guidance); a global threshold decides each layer's count itself."
             )
 
     @property
@@ -309,9 +337,11 @@ def _gradual(
     def after_step(step: int) -> None:
         k = at_step.get(step)
         if k is not None:
+            now: float | dict[str, float]
             if isinstance(target, dict):
-                now: float | dict[str, float] = {n: r * fractions[k] for n, r in target.items()}
-                overall = sum(now.get(x.name, 0.0) * x.weights for x in layers) / total
+                per_layer = {n: r * fractions[k] for n, r in target.items()}
+                overall = sum(per_layer.get(x.name, 0.0) * x.weights for x in layers) / total
+                now = per_layer
             else:
                 now = overall = target * fractions[k]
             masks.update(magnitude_masks(layers, now, scope=scope))
@@ -373,11 +403,18 @@ def prune(
             batch_size=config.batch_size,
             spec=handle.spec,
         )
-        ratios = choose_ratios(table, ratio=config.ratio)
+        ratios = choose_ratios(table, ratio=config.ratio, of=config.ratio_of)
     schedule: tuple[ScheduleEvent, ...] = ()
+    notes = list(_notes(config.granularity))
     if config.granularity == "channel":
+        ratio = config.ratio
+        if config.ratio_of == "macs":
+            ratio, ratios, note = _reach_macs(
+                module, layers, example, ratios, dataset, config, handle.spec
+            )
+            notes.append(note)
         left, history = _remove_channels(
-            module, layers, example, ratios, dataset, config, generator, handle.spec
+            module, layers, example, ratio, ratios, dataset, config, generator, handle.spec
         )
         skipped += left
     elif config.granularity == "2:4":
@@ -404,6 +441,10 @@ def prune(
         f"prune(granularity={config.granularity}, ratio={config.ratio}, "
         f"schedule={config.schedule}, finetune_epochs={config.finetune_epochs}, seed={config.seed})"
     )
+    if config.ratio_of != "units" or config.channel_multiple != 1:
+        step = (
+            f"{step[:-1]}, ratio_of={config.ratio_of}, channel_multiple={config.channel_multiple})"
+        )
     return PruneResult(
         model=handle.with_module(module, step),
         config=config,
@@ -418,14 +459,57 @@ def prune(
         schedule=schedule,
         history=history,
         sensitivity=table,
-        notes=_notes(config.granularity),
+        notes=tuple(notes),
     )
+
+
+def _gradients(module: Any, dataset: Dataset, config: PruneConfig) -> Any:
+    """Taylor importance's gradients for one pruning of ``module`` (None for magnitude).
+
+    A generator of its own, seeded from the config, so the trial prunes of a MAC ratio and the
+    final one rank channels alike.
+    """
+    if config.importance != "taylor":
+        return None
+    import torch
+
+    generator = torch.Generator().manual_seed(config.seed)
+    return functools.partial(taylor_gradients, module, dataset, config.batch_size, generator)
+
+
+def _reach_macs(
+    module: Any,
+    layers: list[WeightLayer],
+    example: Any,
+    ratios: dict[str, float],
+    dataset: Dataset,
+    config: PruneConfig,
+    spec: str,
+) -> tuple[float, dict[str, float], str]:
+    """The channel ratio, or per-layer ratios, that remove ``config.ratio`` of the dense MACs."""
+    ratio, per_layer, factor, reached = reach_macs(
+        module,
+        example,
+        target=config.ratio,
+        ratios=ratios,
+        scope=config.scope,
+        importance=config.importance,
+        multiple=config.channel_multiple,
+        cap=MAX_LAYER_RATIO,
+        spec=spec,
+        gradients_for=lambda clone: _gradients(clone, dataset, config),
+    )
+    how = f"per-layer ratios scaled by {factor:.4g}" if per_layer else f"channel ratio {ratio:.4g}"
+    verdict = "removes" if reached >= config.ratio else "removes at most"
+    note = f"ratio of MACs {config.ratio}: {how} {verdict} {reached:.1%} of the dense MACs"
+    return ratio, per_layer, note
 
 
 def _remove_channels(
     module: Any,
     layers: list[WeightLayer],
     example: Any,
+    ratio: float,
     ratios: dict[str, float],
     dataset: Dataset,
     config: PruneConfig,
@@ -437,21 +521,17 @@ def _remove_channels(
 
     with torch.no_grad():
         out_shape = module(example).shape
-    gradients = None
-    if config.importance == "taylor":
-        gradients = functools.partial(
-            taylor_gradients, module, dataset, config.batch_size, generator
-        )
     skipped = prune_channels(
         module,
         layers,
         example,
-        ratio=config.ratio,
+        ratio=ratio,
         ratios=ratios or None,
         scope=config.scope,
         importance=config.importance,
         spec=spec,
-        gradients=gradients,
+        gradients=_gradients(module, dataset, config),
+        multiple=config.channel_multiple,
     )
     with torch.no_grad():
         if module(example).shape != out_shape:

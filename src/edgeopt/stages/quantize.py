@@ -1,17 +1,29 @@
-"""``quantize(model, PTQConfig(...))``: post-training quantization to a QDQ ONNX file.
+"""``quantize(model, config, data=..., output=...)``: the one verb of quantization.
 
-Static PTQ: the fp32 model (a PyTorch model is exported first) is pre-processed, optionally
-equalized (CLE), calibrated on the data's calibration split, optionally AdaRounded and
-bias-corrected, and written as int8 QDQ ONNX that ONNX Runtime runs with int8 kernels. Dynamic
-quantization (weights int8, activations quantized at run time) is there for completeness.
+The config picks the method:
+
+- :class:`PTQConfig`, static post-training quantization: the fp32 model (a PyTorch model is
+  exported first) is pre-processed, optionally equalized (CLE), calibrated on the data's
+  calibration split, optionally AdaRounded and bias-corrected, and written as int8 QDQ ONNX that
+  ONNX Runtime runs with int8 kernels.
+- :class:`QATConfig`, quantization-aware training (:mod:`edgeopt.stages.qat`): a PyTorch model
+  fine-tuned with fake quantization, written by the same QDQ writer.
+- :class:`MixedPrecisionConfig` (:mod:`edgeopt.stages.mixed`): per-layer weight bits under a
+  flash budget, from a measured per-layer sensitivity.
+- :class:`DynamicConfig`: weights int8, activations quantized at run time (for completeness).
+
+:func:`edgeopt.stages.quantize_report.quantize_and_profile` adds what the CLI shows: both files
+profiled back to back and a JSON record written together with the ONNX file.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from typing import ClassVar
@@ -28,8 +40,23 @@ from edgeopt.models import onnx_input_shape
 from edgeopt.models import read_onnx
 from edgeopt.stages.calibrate import CALIBRATION_METHODS
 from edgeopt.stages.calibrate import check_calibration_data
+from edgeopt.stages.mixed import MixedPlan
+from edgeopt.stages.mixed import MixedPrecisionConfig
+from edgeopt.stages.mixed import run_mixed
+from edgeopt.stages.qat import QATConfig
+from edgeopt.stages.qat import run_qat
+from edgeopt.training import EpochRecord
+from edgeopt.training import ProgressFn
 
-__all__ = ["DynamicConfig", "PTQConfig", "QuantizeResult", "quantize"]
+__all__ = [
+    "DynamicConfig",
+    "MixedPrecisionConfig",
+    "PTQConfig",
+    "QATConfig",
+    "QuantizeResult",
+    "make_config",
+    "quantize",
+]
 
 
 def _check_exclude(kind: str, exclude: Any) -> tuple[str, ...]:
@@ -117,22 +144,41 @@ class DynamicConfig(Config):
         return f"{self.kind}({'per-channel' if self.is_per_channel else 'per-tensor'})"
 
 
+QuantizeConfig = PTQConfig | DynamicConfig | QATConfig | MixedPrecisionConfig
+
+
 @dataclass(frozen=True)
 class QuantizeResult:
-    """The written model, what stayed in float (named), the activation ranges, the config."""
+    """The written model, what stayed in float (named), the activation ranges, the config.
+
+    QAT adds ``qat_accuracy`` (the fake-quantized PyTorch model's test accuracy, the number
+    the exported file must match) and the per-epoch ``history``; mixed precision adds the
+    ``plan`` (sensitivity table and chosen bits).
+    """
 
     model: ModelHandle
     float_nodes: tuple[str, ...]
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
-    config: PTQConfig | DynamicConfig = field(default_factory=PTQConfig)
+    config: QuantizeConfig = field(default_factory=PTQConfig)
+    qat_accuracy: float | None = None
+    history: tuple[EpochRecord, ...] = ()
+    plan: MixedPlan | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "model": str(self.model.onnx_path),
             "config": self.config.to_dict(),
             "float_nodes": list(self.float_nodes),
             "ranges": {name: [lo, hi] for name, (lo, hi) in self.ranges.items()},
         }
+        if isinstance(self.config, QATConfig):
+            out["qat"] = {
+                "test_accuracy_pytorch": self.qat_accuracy,
+                "history": [vars(record) for record in self.history],
+            }
+        if self.plan is not None:
+            out["mixed"] = self.plan.to_dict()
+        return out
 
 
 def _fp32_model(handle: ModelHandle, scratch: Path) -> Any:
@@ -227,7 +273,7 @@ def _dynamic(fp32: Any, config: DynamicConfig, scratch: Path) -> tuple[Any, list
     return quantized, float_nodes
 
 
-def _check_output(output: Path, handle: ModelHandle) -> None:
+def check_output(output: Path, handle: ModelHandle) -> None:
     if output.suffix != ".onnx":
         raise InputError(f"{output}: the output of quantize must end in .onnx.")
     if handle.onnx_path is not None and output.resolve() == handle.onnx_path.resolve():
@@ -236,30 +282,266 @@ def _check_output(output: Path, handle: ModelHandle) -> None:
         )
 
 
+METHODS = ("ptq", "qat", "dynamic")
+
+
+def make_config(
+    method: str = "ptq",
+    *,
+    calibration: str | None = None,
+    is_per_channel: bool | None = None,
+    bits: int | None = None,
+    max_flash_bytes: int | None = None,
+    epochs: int | None = None,
+    learning_rate: float | None = None,
+    is_equalized: bool = False,
+    is_bias_corrected: bool = False,
+    is_adarounded: bool = False,
+) -> QuantizeConfig:
+    """The config the command line's options describe; options left None keep the defaults.
+
+    ``max_flash_bytes`` turns static PTQ into mixed precision. Options that do not apply to
+    the method are refused rather than ignored.
+
+    Raises:
+        InputError: an unknown method, bits outside {4, 8}, or an option the method does not
+            take (named).
+
+    Example:
+        >>> make_config("ptq", max_flash_bytes=20_000).kind
+        'quantize.mixed'
+    """
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}.")
+    if bits is not None and (isinstance(bits, bool) or bits not in (4, 8)):
+        raise InputError(f"--bits must be 4 or 8, got {bits}.")
+    ptq_only = {
+        "--equalize": is_equalized,
+        "--bias-correction": is_bias_corrected,
+        "--adaround": is_adarounded,
+    }
+    given = {
+        "--max-flash": max_flash_bytes is not None,
+        "--epochs": epochs is not None,
+        "--lr": learning_rate is not None,
+        "--calibration": calibration is not None,
+        **ptq_only,
+    }
+    allowed = {
+        "ptq": {"--max-flash", "--calibration", *ptq_only},
+        "qat": {"--epochs", "--lr", "--calibration"},
+        "dynamic": set(),
+    }[method]
+    if max_flash_bytes is not None and method == "ptq":
+        allowed = {"--max-flash", "--calibration"}
+    refused = [name for name, is_given in given.items() if is_given and name not in allowed]
+    if refused:
+        mixed = max_flash_bytes is not None and method == "ptq"
+        what = "mixed precision (--max-flash)" if mixed else method
+        raise InputError(f"{refused[0]} does not apply to {what}.")
+    shared: dict[str, Any] = {}
+    if is_per_channel is not None:
+        shared["is_per_channel"] = is_per_channel
+    if calibration is not None:
+        shared["calibration"] = calibration
+    if max_flash_bytes is not None:
+        if bits is not None:
+            raise InputError("--bits does not apply to mixed precision: it picks bits per layer.")
+        return replace(MixedPrecisionConfig(max_flash_bytes=max_flash_bytes), **shared)
+    if method == "dynamic":
+        if bits not in (None, 8):
+            raise InputError("dynamic quantization has 8-bit weights only; drop --bits 4.")
+        return replace(DynamicConfig(), **shared)
+    if method == "qat":
+        if epochs is not None:
+            shared["epochs"] = epochs
+        if learning_rate is not None:
+            shared["learning_rate"] = learning_rate
+        return replace(QATConfig(bits=bits or 8), **shared)
+    return replace(
+        PTQConfig(
+            bits=bits or 8,
+            is_equalized=is_equalized,
+            is_bias_corrected=is_bias_corrected,
+            is_adarounded=is_adarounded,
+        ),
+        **shared,
+    )
+
+
+def _check_bits(config: QuantizeConfig) -> None:
+    bits = getattr(config, "bits", 8)
+    if isinstance(bits, bool) or bits not in (4, 8):
+        raise InputError(f"{config.kind}: bits must be 4 or 8, got {bits}.")
+
+
+def check_inputs(
+    handle: ModelHandle, config: QuantizeConfig, dataset: Dataset | None
+) -> np.ndarray | None:
+    """Check what the method needs before any work: a PyTorch model for QAT, data and a usable
+    calibration split for every static method; return the calibration inputs."""
+    if not isinstance(config, QuantizeConfig):
+        raise InputError(f"quantize takes a quantization config, not {type(config).__name__}.")
+    _check_bits(config)
+    if isinstance(config, QATConfig):
+        handle.require_torch("QAT")
+    if isinstance(config, DynamicConfig):
+        return None
+    if dataset is None:
+        raise InputError(f"{config.kind} needs data to calibrate on; give a data spec.")
+    shape = handle.input_shape
+    if shape is not None and tuple(shape) != dataset.input_shape:
+        want, got = "x".join(map(str, shape)), "x".join(map(str, dataset.input_shape))
+        raise InputError(
+            f"{handle.spec}: the model takes input {want} but {dataset.spec} gives {got}."
+        )
+    x = dataset.arrays("calib")[0]
+    check_calibration_data(x, source=f"the calibration split of {dataset.spec}")
+    return x
+
+
+def quantize_into(
+    handle: ModelHandle,
+    config: QuantizeConfig,
+    dataset: Dataset | None,
+    out: Path,
+    scratch: Path,
+    progress: ProgressFn | None = None,
+) -> tuple[QuantizeResult, Path]:
+    """Quantize into ``out``; the fp32 ONNX file it started from is returned beside the result
+    (the input file itself, or an export inside ``scratch``)."""
+    import onnx
+
+    from edgeopt.export.onnx import save_onnx
+
+    x = check_inputs(handle, config, dataset)
+    ranges: dict[str, Any] = {}
+    qat_accuracy: float | None = None
+    history: tuple[EpochRecord, ...] = ()
+    plan: MixedPlan | None = None
+    history_of_model = handle.history + (config.describe(),)
+    props: dict[str, str] = {}
+
+    def stamp(model: Any, float_nodes: list[str]) -> None:
+        """Put the history, the config and the float nodes into the file's metadata."""
+        props.update({p.key: p.value for p in fp32.metadata_props})
+        props["edgeopt.history"] = json.dumps(list(history_of_model))
+        props["edgeopt.quantize"] = json.dumps(config.to_dict())
+        props["edgeopt.float_nodes"] = json.dumps(float_nodes)
+        del model.metadata_props[:]
+        for key, value in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+
+    if isinstance(config, QATConfig):
+        assert dataset is not None
+        outcome = run_qat(handle, config, dataset, scratch, progress=progress)
+        quantized, float_nodes, ranges = outcome.quantized, outcome.float_nodes, outcome.ranges
+        qat_accuracy, history = outcome.accuracy, outcome.history
+        fp32_path = outcome.fp32_path
+        fp32 = onnx.load(str(fp32_path))
+        shape = onnx_input_shape(fp32)
+    else:
+        fp32 = _fp32_model(handle, scratch)
+        fp32_path = handle.onnx_path or scratch / f"{handle.name}.onnx"
+        shape = onnx_input_shape(fp32)
+        if dataset is not None and shape is not None and tuple(shape) != dataset.input_shape:
+            want, got = "x".join(map(str, shape)), "x".join(map(str, dataset.input_shape))
+            raise InputError(
+                f"{handle.spec}: the model takes input {want} but {dataset.spec} gives {got}."
+            )
+        if isinstance(config, PTQConfig):
+            assert x is not None
+            quantized, float_nodes, ranges = _ptq(fp32, config, x)
+        elif isinstance(config, MixedPrecisionConfig):
+            assert x is not None and dataset is not None
+            # The budget is checked on the file as written, metadata included.
+            quantized, float_nodes, ranges, plan = _mixed(fp32, config, x, dataset, scratch, stamp)
+        else:
+            quantized, float_nodes = _dynamic(fp32, config, scratch)
+    stamp(quantized, float_nodes)
+    save_onnx(quantized, out)
+    written = ModelHandle(
+        name=handle.name,
+        spec=str(out),
+        input_shape=handle.input_shape or shape,
+        onnx_path=out,
+        num_classes=handle.num_classes,
+        history=history_of_model,
+        metadata=props,
+    )
+    result = QuantizeResult(
+        model=written,
+        float_nodes=tuple(float_nodes),
+        ranges={name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()},
+        config=config,
+        qat_accuracy=qat_accuracy,
+        history=history,
+        plan=plan,
+    )
+    return result, fp32_path
+
+
+def _mixed(
+    fp32: Any,
+    config: MixedPrecisionConfig,
+    x: np.ndarray,
+    dataset: Dataset,
+    scratch: Path,
+    stamp: Callable[[Any, list[str]], None],
+) -> tuple[Any, list[str], dict[str, Any], MixedPlan]:
+    from edgeopt.stages.calibrate import collect_stats
+    from edgeopt.stages.calibrate import ranges_from_stats
+    from edgeopt.stages.qdq import prepare
+
+    prepared = prepare(fp32)
+    stats = collect_stats(prepared, x)
+    ranges = ranges_from_stats(
+        prepared, stats, method=config.calibration, percentile=config.percentile
+    )
+    x_val, y_val = dataset.arrays("val")
+    if len(y_val) == 0:
+        raise InputError(
+            f"{dataset.spec}: the validation split is empty; mixed precision measures each "
+            "layer's sensitivity on it."
+        )
+    quantized, float_nodes, plan = run_mixed(
+        prepared, ranges, x_val, y_val, config, scratch, stamp=stamp
+    )
+    return quantized, float_nodes, ranges, plan
+
+
 def quantize(
     model: str | ModelHandle,
-    config: PTQConfig | DynamicConfig | None = None,
+    config: QuantizeConfig | None = None,
     *,
     data: str | Dataset | None = None,
     output: str | Path,
+    progress: ProgressFn | None = None,
 ) -> QuantizeResult:
-    """Quantize a model to an int8 (or int4-weight) ONNX file.
+    """Quantize a model to an int8 (or int4-weight, or mixed-precision) QDQ ONNX file.
 
     Args:
         model: a model spec or handle; a PyTorch model is exported to fp32 ONNX first, an ONNX
-            file is used as it is (and never modified).
-        config: :class:`PTQConfig` (the default) or :class:`DynamicConfig`.
-        data: the dataset; static PTQ calibrates on its calibration split.
+            file is used as it is (and never modified). QAT needs a PyTorch model.
+        config: :class:`PTQConfig` (the default), :class:`QATConfig`,
+            :class:`MixedPrecisionConfig` or :class:`DynamicConfig`.
+        data: the dataset; static methods calibrate on its calibration split, QAT trains on
+            its train split, mixed precision measures sensitivity on its validation split.
         output: the ``.onnx`` file to write, atomically; nothing is written on any error.
+        progress: QAT calls it after every batch, for progress bars.
 
     Returns:
         The written model's handle, the nodes left in float (``"name (OpType)"``), the
-        activation ranges and the config.
+        activation ranges and the config; QAT's PyTorch accuracy and history; the mixed
+        precision plan.
 
     Raises:
-        InputError: a bad model or data spec, no data for static PTQ, a calibration split with
-            fewer than two samples or with NaN / inf, an excluded node that does not exist, an
-            output that is not ``.onnx`` or is the input file.
+        InputError: a bad model or data spec, bits outside {4, 8}, no data for a static
+            method, a calibration split with fewer than two samples or with NaN / inf, an
+            ONNX-only model for QAT, an excluded node that does not exist, an output that is
+            not ``.onnx`` or is the input file.
+        BudgetError: a flash budget below the smallest mixed-precision file.
 
     Example:
         >>> import tempfile, pathlib
@@ -268,55 +550,11 @@ def quantize(
         >>> result.model.onnx_path == out, result.float_nodes
         (True, ())
     """
-    from edgeopt.export.onnx import save_onnx
-
     config = config or PTQConfig()
     out = Path(output)
     dataset = load_data(data) if data is not None else None
     handle = load_model(model, data=dataset)
-    _check_output(out, handle)
-    x = None
-    if isinstance(config, PTQConfig):
-        if dataset is None:
-            raise InputError(f"{config.kind} needs data to calibrate on; give a data spec.")
-        x = dataset.arrays("calib")[0]
-        check_calibration_data(x, source=f"the calibration split of {dataset.spec}")
+    check_output(out, handle)
     with tempfile.TemporaryDirectory(prefix="edgeopt-quantize-") as scratch:
-        fp32 = _fp32_model(handle, Path(scratch))
-        shape = onnx_input_shape(fp32)
-        if dataset is not None and shape is not None and tuple(shape) != dataset.input_shape:
-            want, got = "x".join(map(str, shape)), "x".join(map(str, dataset.input_shape))
-            raise InputError(
-                f"{handle.spec}: the model takes input {want} but {dataset.spec} gives {got}."
-            )
-        ranges: dict[str, Any] = {}
-        if isinstance(config, PTQConfig):
-            assert x is not None
-            quantized, float_nodes, ranges = _ptq(fp32, config, x)
-        else:
-            quantized, float_nodes = _dynamic(fp32, config, Path(scratch))
-    history = handle.history + (config.describe(),)
-    props = {p.key: p.value for p in fp32.metadata_props}
-    props["edgeopt.history"] = json.dumps(list(history))
-    props["edgeopt.quantize"] = json.dumps(config.to_dict())
-    props["edgeopt.float_nodes"] = json.dumps(float_nodes)
-    del quantized.metadata_props[:]
-    for key, value in props.items():
-        entry = quantized.metadata_props.add()
-        entry.key, entry.value = key, value
-    save_onnx(quantized, out)
-    written = ModelHandle(
-        name=handle.name,
-        spec=str(out),
-        input_shape=handle.input_shape or shape,
-        onnx_path=out,
-        num_classes=handle.num_classes,
-        history=history,
-        metadata=props,
-    )
-    return QuantizeResult(
-        model=written,
-        float_nodes=tuple(float_nodes),
-        ranges={name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()},
-        config=config,
-    )
+        result, _ = quantize_into(handle, config, dataset, out, Path(scratch), progress)
+    return result

@@ -24,6 +24,7 @@ from edgeopt.stages.channel import taylor_gradients
 from edgeopt.stages.sparsity import SkippedLayer
 from edgeopt.stages.sparsity import WeightLayer
 from edgeopt.stages.sparsity import apply_masks_
+from edgeopt.stages.sparsity import count_macs
 from edgeopt.stages.sparsity import layers_or_refuse
 from edgeopt.stages.sparsity import magnitude_masks
 from edgeopt.stages.sparsity import prepare_module
@@ -47,7 +48,9 @@ class SensitivityTable:
 
     ``accuracy[i][j]`` is the accuracy with ``layers[i]`` pruned at ``ratios[j]`` (NaN where the
     layer cannot be pruned that far); ``sizes[i]`` its output channels (channel) or weights
-    (unstructured).
+    (unstructured); ``macs[i]`` the dense MACs that scale with what is pruned of it: its own
+    (unstructured), or its own and those of the layers its output channels feed (channel,
+    measured on the trial prunes).
     """
 
     granularity: str
@@ -57,6 +60,7 @@ class SensitivityTable:
     sizes: tuple[int, ...]
     accuracy: tuple[tuple[float, ...], ...]
     skipped: tuple[SkippedLayer, ...] = ()
+    macs: tuple[int, ...] = ()
 
     def drops(self, layer: str) -> tuple[float, ...]:
         """Accuracy lost per ratio when ``layer`` alone is pruned."""
@@ -72,9 +76,16 @@ class SensitivityTable:
                 {
                     "name": name,
                     "size": size,
+                    "macs": macs,
                     "accuracy": [None if math.isnan(v) else v for v in row],
                 }
-                for name, size, row in zip(self.layers, self.sizes, self.accuracy, strict=True)
+                for name, size, macs, row in zip(
+                    self.layers,
+                    self.sizes,
+                    self.macs or (None,) * len(self.layers),
+                    self.accuracy,
+                    strict=True,
+                )
             ],
             "skipped": [layer.to_dict() for layer in self.skipped],
         }
@@ -96,8 +107,11 @@ def measure_sensitivity(
     """The table of :func:`sensitivity` for a module already loaded (it is restored after)."""
     x_val, y_val = dataset.arrays("val")
     baseline = evaluate(module, x_val, y_val)
+    dense = count_macs(module, example)
+    baseline_macs = sum(macs for macs, _ in dense.values())
     names: list[str] = []
     sizes: list[int] = []
+    macs: list[int] = []
     rows: list[tuple[float, ...]] = []
     skipped: list[SkippedLayer] = []
     if granularity == "unstructured":
@@ -110,9 +124,16 @@ def measure_sensitivity(
                 layer.weight.data.copy_(original)
             names.append(layer.name)
             sizes.append(layer.weights)
+            macs.append(dense[layer.name][0])
             rows.append(tuple(row))
         return SensitivityTable(
-            granularity, tuple(ratios), baseline, tuple(names), tuple(sizes), tuple(rows)
+            granularity,
+            tuple(ratios),
+            baseline,
+            tuple(names),
+            tuple(sizes),
+            tuple(rows),
+            macs=tuple(macs),
         )
     output = output_layer(module, layers, example)
     skipped.append(SkippedLayer(output.name, "output layer: its outputs are the classes"))
@@ -121,6 +142,7 @@ def measure_sensitivity(
             continue
         row = []
         problem = None
+        share = 0
         for ratio in ratios:
             clone = copy.deepcopy(module)
             clone_layers, _ = weight_layers(clone)
@@ -146,11 +168,15 @@ def measure_sensitivity(
                 problem = problem or own[0]
             else:
                 row.append(evaluate(clone, x_val, y_val))
+                removed = baseline_macs - sum(m for m, _ in count_macs(clone, example).values())
+                if ratio > 0:  # the largest ratio tried wins: the least channel rounding
+                    share = int(round(removed / ratio))
         if all(math.isnan(v) for v in row) and problem is not None:
             skipped.append(problem)
             continue
         names.append(layer.name)
         sizes.append(int(layer.weight.shape[0]))
+        macs.append(share)
         rows.append(tuple(row))
     return SensitivityTable(
         granularity,
@@ -160,6 +186,7 @@ def measure_sensitivity(
         tuple(sizes),
         tuple(rows),
         tuple(skipped),
+        tuple(macs),
     )
 
 
@@ -220,12 +247,14 @@ def sensitivity(
     )
 
 
-def choose_ratios(table: SensitivityTable, *, ratio: float) -> dict[str, float]:
+def choose_ratios(table: SensitivityTable, *, ratio: float, of: str = "units") -> dict[str, float]:
     """Per-layer ratios from a sensitivity table that reach ``ratio`` overall at the least cost.
 
     For an accuracy-drop threshold t, every layer takes the largest ratio of the table up to
     which its drop stays at or under t. The smallest t whose size-weighted mean ratio (sizes
-    are channels for channel pruning, weights for unstructured) reaches ``ratio`` is chosen,
+    are channels for channel pruning, weights for unstructured; with ``of="macs"`` the table's
+    ``macs`` instead, so the mean estimates the fraction of MACs removed) reaches ``ratio``
+    is chosen,
     and all layer ratios are scaled by one factor so the mean is exactly ``ratio``. Insensitive
     layers therefore lose more than sensitive ones; no layer loses more than
     ``MAX_LAYER_RATIO``. When even the largest tried ratios fall short, they are scaled up
@@ -239,7 +268,10 @@ def choose_ratios(table: SensitivityTable, *, ratio: float) -> dict[str, float]:
     """
     if not table.layers:
         return {}
-    total = sum(table.sizes)
+    if of not in ("units", "macs") or (of == "macs" and len(table.macs) != len(table.layers)):
+        raise ValueError(f"cannot weight by {of!r}: the table has no such sizes")
+    sizes = table.sizes if of == "units" else table.macs
+    total = max(1, sum(sizes))
 
     def at(threshold: float) -> list[float]:
         chosen = []
@@ -253,7 +285,7 @@ def choose_ratios(table: SensitivityTable, *, ratio: float) -> dict[str, float]:
         return chosen
 
     def mean(values: list[float]) -> float:
-        return sum(v * s for v, s in zip(values, table.sizes, strict=True)) / total
+        return sum(v * s for v, s in zip(values, sizes, strict=True)) / total
 
     finite = [d for name in table.layers for d in table.drops(name) if not math.isnan(d)]
     chosen = at(math.inf)

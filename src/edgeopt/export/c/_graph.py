@@ -1,0 +1,286 @@
+"""Read an int8 QDQ graph: quantized activations, their scales, weights, biases and tables.
+
+The base of the lowering (:mod:`edgeopt.export.c._lower`): it knows which tensors are int8
+buffers (QuantizeLinear outputs), what a layer reads and writes, and computes the constants the
+kernels need. Tables of one int8 input are evaluated with ONNX Runtime itself, so they hold
+exactly what the reference computes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import InputError
+from edgeopt.export.c._program import INT8
+from edgeopt.export.c._program import UINT8
+from edgeopt.export.c._program import Array
+from edgeopt.export.c._program import Buffer
+from edgeopt.export.c._program import Step
+from edgeopt.export.c._program import f32
+from edgeopt.export.c._program import node_attrs
+from edgeopt.export.c._program import node_label
+from edgeopt.export.c._program import quantize_values
+from edgeopt.measure.graph import read_graph
+
+#: Layers whose output clamp can absorb a Relu / Clip that follows them.
+CLAMPING_OPS = {"Conv", "Gemm", "MatMul", "Add", "Mul"}
+
+
+class GraphReader:
+    """The QDQ graph with its constants, and the buffers and steps lowered so far."""
+
+    def __init__(self, model: Any, source: str) -> None:
+        import onnx
+
+        self.source = source
+        self.graph = read_graph(model)
+        self.nodes = self.graph.nodes
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+        self.values: dict[str, np.ndarray] = {
+            init.name: onnx.numpy_helper.to_array(init)
+            for init in self.graph.model.graph.initializer
+        }
+        for node in self.nodes:
+            if node.op_type == "Constant":
+                value = node_attrs(node).get("value")
+                if value is not None:
+                    self.values[node.output[0]] = onnx.numpy_helper.to_array(value)
+        self.buffers: dict[str, Buffer] = {}
+        self.views: dict[str, str] = {}
+        self.steps: list[Step] = []
+        self.dequantized: dict[str, str] = {}  # DequantizeLinear output -> int8 buffer
+        self.floats: dict[str, str] = {}  # float tensor kept in the arena -> buffer
+        self.fused: set[int] = set()  # node indices folded into the layer before them
+        self.float_output: Buffer | None = None
+        self.input_buffer: Buffer | None = None
+        self.index = {id(node): i for i, node in enumerate(self.nodes)}
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def fail(self, message: str) -> InputError:
+        return InputError(f"{self.source}: {message}")
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.graph.constants
+
+    def value(self, name: str, node: Any) -> np.ndarray:
+        if name not in self.values:
+            raise self.fail(
+                f"node {node_label(node)} needs the constant {name!r}, which is computed."
+            )
+        return self.values[name]
+
+    def consumers(self, name: str) -> list[Any]:
+        return [self.nodes[i] for i in self.graph.consumers.get(name, [])]
+
+    def qparams(self, node: Any) -> tuple[float, int, int]:
+        """Scale, ONNX zero point and ONNX type of a QuantizeLinear / DequantizeLinear."""
+        scale = np.asarray(self.value(node.input[1], node), dtype=np.float32)
+        if scale.size != 1:
+            raise self.fail(
+                f"node {node_label(node)} quantizes an activation per channel; the C exporter "
+                "supports per-tensor activation scales only."
+            )
+        if len(node.input) > 2 and node.input[2]:
+            zero = np.asarray(self.value(node.input[2], node))
+            dtype = zero.dtype
+            zero_point = int(zero.ravel()[0])
+        else:
+            dtype, zero_point = np.dtype(np.uint8), 0
+            output_dtype = node_attrs(node).get("output_dtype", 0)
+            if output_dtype == INT8:
+                dtype = np.dtype(np.int8)
+        if dtype == np.uint8:
+            onnx_type = UINT8
+        elif dtype == np.int8:
+            onnx_type = INT8
+        else:
+            raise self.fail(
+                f"node {node_label(node)} quantizes an activation to {dtype}; the C exporter "
+                "supports uint8 and int8 activations."
+            )
+        return float(scale.ravel()[0]), zero_point, onnx_type
+
+    def new_buffer(self, q_node: Any) -> str:
+        name = q_node.output[0]
+        scale, zero_point, onnx_type = self.qparams(q_node)
+        info = self.graph.tensors.get(name) or self.graph.tensors.get(q_node.input[0])
+        if info is None:
+            raise self.fail(f"the shape of tensor {name!r} is unknown.")
+        self.buffers[name] = Buffer(
+            tensor=name,
+            shape=tuple(info.shape),
+            scale=scale,
+            zero_point=zero_point - (128 if onnx_type == UINT8 else 0),
+            onnx_type=onnx_type,
+        )
+        return str(name)
+
+    def input(self, node: Any, position: int) -> Buffer:
+        name = node.input[position]
+        if name in self.dequantized:
+            return self.buffers[self.dequantized[name]]
+        if self.is_constant(name):
+            raise self.fail(
+                f"node {node_label(node)} has a constant as input {position}; the C exporter "
+                "supports constants as weights and biases only."
+            )
+        raise self.fail(
+            f"node {node_label(node)} reads {name!r} in float (no DequantizeLinear in front): the "
+            "layer is not quantized; quantize the whole model to int8 QDQ (edgeopt quantize, "
+            "without excluding it)."
+        )
+
+    def activation_bounds(self, node: Any) -> tuple[float, float]:
+        if node.op_type == "Relu":
+            return 0.0, math.inf
+        attrs = node_attrs(node)
+        low, high = attrs.get("min", -math.inf), attrs.get("max", math.inf)
+        for position in (1, 2):
+            if len(node.input) > position and node.input[position]:
+                bound = float(np.asarray(self.value(node.input[position], node)).ravel()[0])
+                low, high = (bound, high) if position == 1 else (low, bound)
+        return float(low), float(high)
+
+    def output(self, node: Any) -> tuple[str | None, int, int]:
+        """The int8 buffer a layer writes (None: the graph's float output) and its clamp."""
+        name = node.output[0]
+        consumers = self.consumers(name)
+        if name in self.graph.outputs and not consumers:
+            return None, -128, 127
+        bounds = (-math.inf, math.inf)
+        if (
+            node.op_type in CLAMPING_OPS
+            and len(consumers) == 1
+            and consumers[0].op_type in ("Relu", "Clip")
+            and name not in self.graph.outputs
+        ):
+            activation = consumers[0]
+            self.fused.add(self.index[id(activation)])
+            bounds = self.activation_bounds(activation)
+            name = activation.output[0]
+            consumers = self.consumers(name)
+        quantizers = [c for c in consumers if c.op_type == "QuantizeLinear"]
+        if not quantizers or len(quantizers) != len(consumers) or name in self.graph.outputs:
+            other = next((c for c in consumers if c.op_type != "QuantizeLinear"), None)
+            reader = f"node {node_label(other)}" if other is not None else "the graph output"
+            raise self.fail(
+                f"node {node_label(node)} writes {name!r} in float, read by {reader}; the C "
+                "exporter needs every layer's output quantized (int8 QDQ), except a final "
+                "Gemm / MatMul / Softmax."
+            )
+        buffer = self.new_buffer(quantizers[0])
+        for extra in quantizers[1:]:
+            if self.qparams(extra) != self.qparams(quantizers[0]):
+                raise self.fail(f"tensor {name!r} is quantized twice with different scales.")
+            self.views[extra.output[0]] = buffer
+            self.buffers[extra.output[0]] = self.buffers[buffer]
+        out = self.buffers[buffer]
+        low = -128 if bounds[0] == -math.inf else self.storage_value(bounds[0], out)
+        high = 127 if bounds[1] == math.inf else self.storage_value(bounds[1], out)
+        return buffer, max(-128, low), min(127, high)
+
+    @staticmethod
+    def storage_value(real: float, buffer: Buffer) -> int:
+        q = quantize_values(
+            np.array([real]), buffer.scale, buffer.onnx_zero_point, buffer.onnx_type
+        )
+        return int(q[0]) - (128 if buffer.onnx_type == UINT8 else 0)
+
+    def weights(self, node: Any, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """Integer weights and their float32 scales (per output channel or one) of a layer."""
+        name = node.input[position]
+        producer = self.graph.producers.get(name)
+        if producer is None or producer.op_type != "DequantizeLinear":
+            raise self.fail(
+                f"node {node_label(node)} has float weights {name!r}; quantize the model first "
+                "(edgeopt quantize)."
+            )
+        q = np.asarray(self.value(producer.input[0], producer))
+        if q.dtype not in (np.int8, np.uint8) and q.dtype.kind not in "iu":
+            raise self.fail(f"node {node_label(node)} has weights of type {q.dtype}.")
+        scale = np.asarray(self.value(producer.input[1], producer), dtype=np.float32)
+        if len(producer.input) > 2 and producer.input[2]:
+            zero = np.asarray(self.value(producer.input[2], producer))
+            if np.any(zero != 0):
+                raise self.fail(
+                    f"node {node_label(node)} has asymmetric weights (zero point not 0); the C "
+                    "exporter supports symmetric weights (edgeopt quantize writes them)."
+                )
+        return q.astype(np.int64), scale
+
+    def bias(self, node: Any, position: int, acc_scale: np.ndarray, channels: int) -> np.ndarray:
+        """The int32 bias in the accumulator's scale (zeros when the layer has none)."""
+        if len(node.input) <= position or not node.input[position]:
+            return np.zeros(channels, dtype=np.int64)
+        name = node.input[position]
+        producer = self.graph.producers.get(name)
+        if producer is not None and producer.op_type == "DequantizeLinear":
+            values = np.asarray(self.value(producer.input[0], producer)).astype(np.int64)
+        else:  # a float bias: quantize it to the accumulator's scale as the quantizer would
+            real = np.asarray(self.value(name, node), dtype=np.float64)
+            values = np.rint(real / acc_scale.astype(np.float64)).astype(np.int64)
+        return np.broadcast_to(values.ravel(), (channels,)).copy()
+
+    def table(self, source: Buffer, target: Buffer, node: Any | None = None) -> np.ndarray:
+        """The int8 -> int8 table of ``target = Q(f(DQ(source)))`` (f: ``node`` or identity)."""
+        stored = np.arange(-128, 128, dtype=np.int64)
+        onnx_q = stored + (128 if source.onnx_type == UINT8 else 0)
+        x = (onnx_q - source.onnx_zero_point).astype(np.float32) * f32(source.scale)
+        y = x if node is None else self.evaluate(node, x)
+        q = quantize_values(y, target.scale, target.onnx_zero_point, target.onnx_type)
+        return (q - (128 if target.onnx_type == UINT8 else 0)).astype(np.int64)
+
+    def evaluate(self, node: Any, x: np.ndarray) -> np.ndarray:
+        """Run one float operator on a vector with ONNX Runtime (the reference's own math)."""
+        import onnx
+        import onnxruntime as ort
+
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        del copy.input[:]
+        copy.input.extend(["x", *node.input[1:]])
+        del copy.output[:]
+        copy.output.append("y")
+        constants = [
+            onnx.numpy_helper.from_array(np.asarray(self.value(name, node)), name)
+            for name in node.input[1:]
+            if name
+        ]
+        graph = onnx.helper.make_graph(
+            [copy],
+            "unary",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [x.size])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [x.size])],
+            constants,
+        )
+        model = onnx.helper.make_model(
+            graph, opset_imports=[onnx.helper.make_opsetid("", max(self.opset, 13))]
+        )
+        session = ort.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        return np.asarray(session.run(None, {"x": x.astype(np.float32)})[0], dtype=np.float32)
+
+    def add_step(self, step: Step) -> None:
+        self.steps.append(step)
+
+    def array(
+        self, step_index: int, what: str, ctype: str, values: np.ndarray | list[int]
+    ) -> Array:
+        dtype = {"int8_t": np.int8, "int32_t": np.int32, "float": np.float32}[ctype]
+        raw = np.asarray(values)
+        if ctype == "int32_t":  # modulo 2^32, as the kernels' accumulators add
+            raw = (raw.astype(np.int64) + 2**31) % 2**32 - 2**31
+        return Array(f"l{step_index}_{what}", ctype, raw.astype(dtype).ravel())
+
+    # -- the walk ------------------------------------------------------------------------------
+
+    def quantized_output(self, node: Any) -> str:
+        name, low, high = self.output(node)
+        if name is None:
+            raise self.fail(f"node {node_label(node)} writes the graph output in float.")
+        return name

@@ -1,0 +1,333 @@
+"""Lower the compute layers: convolutions, fully connected layers and pooling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeopt.export.c._graph import GraphReader
+from edgeopt.export.c._program import OUTPUT
+from edgeopt.export.c._program import UINT8
+from edgeopt.export.c._program import Array
+from edgeopt.export.c._program import Buffer
+from edgeopt.export.c._program import Ref
+from edgeopt.export.c._program import Step
+from edgeopt.export.c._program import f32
+from edgeopt.export.c._program import fixed_point
+from edgeopt.export.c._program import node_attrs
+from edgeopt.export.c._program import node_label
+
+
+class LayerLowering(GraphReader):
+    """Conv (general, depthwise, pointwise), Gemm / MatMul, max / average / global pooling."""
+
+    def lower_Conv(self, node: Any) -> None:
+        x = self.input(node, 0)
+        q, w_scale = self.weights(node, 1)
+        attrs = node_attrs(node)
+        if len(x.shape) not in (3, 4) or q.ndim != len(x.shape):
+            raise self.fail(
+                f"node {node_label(node)} is a {len(x.shape) - 2}-D convolution; 1-D and 2-D only."
+            )
+        name, low, high = self.output(node)
+        if name is None:
+            raise self.fail(f"node {node_label(node)} writes the graph output in float.")
+        y = self.buffers[name]
+        two_d = len(x.shape) == 4
+        in_c, in_h, in_w = (
+            (x.shape[1], x.shape[2], x.shape[3]) if two_d else (x.shape[1], 1, x.shape[2])
+        )
+        out_c, out_h, out_w = (
+            (y.shape[1], y.shape[2], y.shape[3]) if two_d else (y.shape[1], 1, y.shape[2])
+        )
+        kernel = list(attrs.get("kernel_shape", q.shape[2:]))
+        strides = list(attrs.get("strides", [1] * len(kernel)))
+        dilations = list(attrs.get("dilations", [1] * len(kernel)))
+        pads = self.pads(node, attrs, kernel, strides, dilations, x.shape[2:], y.shape[2:])
+        if not two_d:
+            kernel, strides, dilations = [1, *kernel], [1, *strides], [1, *dilations]
+            pads = [0, pads[0], 0, pads[1]]
+        groups = int(attrs.get("group", 1))
+        channel_scale = np.broadcast_to(w_scale.ravel(), (out_c,))
+        acc_scale = np.array([f32(x.scale) * s for s in channel_scale], dtype=np.float32)
+        multipliers = [fixed_point(float(a / f32(y.scale))) for a in acc_scale]
+        bias = self.bias(node, 2, acc_scale, out_c)
+        weights = q.reshape(out_c, -1)
+        is_pointwise = groups == 1 and kernel == [1, 1] and strides == [1, 1] and not any(pads)
+        if is_pointwise:
+            bias = bias - x.zero_point * weights.sum(axis=1)
+            function, kind = "edgeopt_pointwise_conv2d", "pointwise"
+        elif groups == in_c and groups > 1 and q.shape[1] == 1:
+            function, kind = "edgeopt_depthwise_conv2d", "depthwise"
+        else:
+            function, kind = "edgeopt_conv2d", "conv"
+        index = len(self.steps)
+        arrays = (
+            self.array(index, "weights", "int8_t", weights),
+            self.array(index, "bias", "int32_t", bias),
+            self.array(index, "multiplier", "int32_t", [m for m, _ in multipliers]),
+            self.array(index, "shift", "int32_t", [s for _, s in multipliers]),
+        )
+        params = {
+            "in_channels": in_c,
+            "in_height": in_h,
+            "in_width": in_w,
+            "out_channels": out_c,
+            "out_height": out_h,
+            "out_width": out_w,
+            "kernel_height": kernel[0],
+            "kernel_width": kernel[1],
+            "stride_height": strides[0],
+            "stride_width": strides[1],
+            "pad_top": pads[0],
+            "pad_left": pads[1],
+            "dilation_height": dilations[0],
+            "dilation_width": dilations[1],
+            "groups": groups,
+            "in_zero_point": x.zero_point,
+            "out_zero_point": y.zero_point,
+            "act_min": low,
+            "act_max": high,
+            "weights": Ref(arrays[0].name),
+            "bias": Ref(arrays[1].name),
+            "multiplier": Ref(arrays[2].name),
+            "shift": Ref(arrays[3].name),
+        }
+        shape = "x".join(map(str, kernel))
+        self.add_step(
+            Step(
+                function,
+                node_label(node),
+                (x.tensor,),
+                name,
+                struct="edgeopt_conv_params",
+                params=params,
+                arrays=arrays,
+                summary=f"{kind} {shape}/{strides[-1]}, {in_c}x{in_h}x{in_w} -> "
+                f"{out_c}x{out_h}x{out_w}",
+            )
+        )
+
+    def pads(
+        self,
+        node: Any,
+        attrs: dict[str, Any],
+        kernel: list[int],
+        strides: list[int],
+        dilations: list[int],
+        in_shape: tuple[int, ...],
+        out_shape: tuple[int, ...],
+    ) -> list[int]:
+        """Begin pads per spatial axis (and the end pads after them), from ``auto_pad`` too."""
+        auto = attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        rank = len(kernel)
+        if auto in ("NOTSET", ""):
+            pads = list(attrs.get("pads", [0] * 2 * rank))
+            return pads
+        if auto == "VALID":
+            return [0] * 2 * rank
+        begins, ends = [], []
+        for axis in range(rank):
+            span = (kernel[axis] - 1) * dilations[axis] + 1
+            total = max((out_shape[axis] - 1) * strides[axis] + span - in_shape[axis], 0)
+            small = total // 2
+            begins.append(small if auto == "SAME_UPPER" else total - small)
+            ends.append(total - begins[-1])
+        return begins + ends
+
+    def fully_connected(
+        self, node: Any, x: Buffer, weights: np.ndarray, w_scale: np.ndarray, bias_position: int
+    ) -> None:
+        out_features, in_features = weights.shape
+        if x.size != in_features:
+            raise self.fail(
+                f"node {node_label(node)} multiplies {x.size} values by a {in_features}-input "
+                "weight; the C exporter supports a batch of one row."
+            )
+        channel_scale = np.broadcast_to(w_scale.ravel(), (out_features,))
+        acc_scale = np.array([f32(x.scale) * s for s in channel_scale], dtype=np.float32)
+        bias = self.bias(node, bias_position, acc_scale, out_features)
+        bias = bias - x.zero_point * weights.sum(axis=1)
+        name, low, high = self.output(node)
+        index = len(self.steps)
+        arrays = [
+            self.array(index, "weights", "int8_t", weights),
+            self.array(index, "bias", "int32_t", bias),
+        ]
+        params: dict[str, Any] = {
+            "in_features": in_features,
+            "out_features": out_features,
+            "weights": Ref(arrays[0].name),
+            "bias": Ref(arrays[1].name),
+        }
+        output: str | Ref
+        if name is None:  # float logits, as ONNX Runtime's QGemm writes them
+            arrays.append(self.array(index, "scale", "float", acc_scale))
+            params.update(
+                out_zero_point=0, act_min=-128, act_max=127, out_scale=Ref(arrays[2].name)
+            )
+            function, output = "edgeopt_fully_connected_f32", OUTPUT
+            info = self.graph.tensors[node.output[0]]
+            self.float_output = Buffer(node.output[0], tuple(info.shape), dtype="float32")
+        else:
+            y = self.buffers[name]
+            multipliers = [fixed_point(float(a / f32(y.scale))) for a in acc_scale]
+            arrays.append(self.array(index, "multiplier", "int32_t", [m for m, _ in multipliers]))
+            arrays.append(self.array(index, "shift", "int32_t", [s for _, s in multipliers]))
+            params.update(
+                out_zero_point=y.zero_point,
+                act_min=low,
+                act_max=high,
+                multiplier=Ref(arrays[2].name),
+                shift=Ref(arrays[3].name),
+            )
+            function, output = "edgeopt_fully_connected", name
+        self.add_step(
+            Step(
+                function,
+                node_label(node),
+                (x.tensor,),
+                output,
+                struct="edgeopt_fc_params",
+                params=params,
+                arrays=tuple(arrays),
+                summary=f"fully connected {in_features} -> {out_features}",
+            )
+        )
+
+    def lower_Gemm(self, node: Any) -> None:
+        attrs = node_attrs(node)
+        if (
+            attrs.get("transA", 0)
+            or attrs.get("alpha", 1.0) != 1.0
+            or attrs.get("beta", 1.0) != 1.0
+        ):
+            raise self.fail(
+                f"node {node_label(node)} uses transA, alpha or beta; the C exporter supports "
+                "Gemm as a fully connected layer (y = x W^T + b)."
+            )
+        x = self.input(node, 0)
+        q, w_scale = self.weights(node, 1)
+        weights = q if attrs.get("transB", 0) else q.T
+        self.fully_connected(node, x, weights, w_scale, 2)
+
+    def lower_MatMul(self, node: Any) -> None:
+        x = self.input(node, 0)
+        q, w_scale = self.weights(node, 1)
+        if q.ndim != 2:
+            raise self.fail(f"node {node_label(node)} multiplies by a {q.ndim}-D weight; 2-D only.")
+        self.fully_connected(node, x, q.T, w_scale, 99)
+
+    def pool_params(self, node: Any, x: Buffer, y: Buffer) -> dict[str, Any]:
+        attrs = node_attrs(node)
+        if len(x.shape) != 4:
+            raise self.fail(f"node {node_label(node)} pools a {len(x.shape)}-D tensor; 4-D only.")
+        kernel = list(attrs.get("kernel_shape", x.shape[2:]))
+        strides = list(attrs.get("strides", [1, 1]))
+        if any(d != 1 for d in attrs.get("dilations", [1, 1])) or attrs.get("storage_order", 0):
+            raise self.fail(
+                f"node {node_label(node)} uses dilations or storage_order; not supported."
+            )
+        pads = self.pads(node, attrs, kernel, strides, [1, 1], x.shape[2:], y.shape[2:])
+        return {
+            "channels": x.shape[1],
+            "in_height": x.shape[2],
+            "in_width": x.shape[3],
+            "out_height": y.shape[2],
+            "out_width": y.shape[3],
+            "kernel_height": kernel[0],
+            "kernel_width": kernel[1],
+            "stride_height": strides[0],
+            "stride_width": strides[1],
+            "pad_top": pads[0],
+            "pad_left": pads[1],
+            "in_zero_point": x.zero_point,
+            "out_zero_point": y.zero_point,
+        }
+
+    def lower_MaxPool(self, node: Any) -> None:
+        x = self.input(node, 0)
+        if len(node.output) > 1 and node.output[1]:
+            raise self.fail(f"node {node_label(node)} returns indices; not supported.")
+        name = self.quantized_output(node)
+        y = self.buffers[name]
+        params = self.pool_params(node, x, y)
+        index = len(self.steps)
+        arrays: tuple[Array, ...] = ()
+        params["table"] = None
+        if (x.scale, x.zero_point) != (y.scale, y.zero_point):
+            arrays = (self.array(index, "table", "int8_t", self.table(x, y)),)
+            params["table"] = Ref(arrays[0].name)
+        self.add_step(
+            Step(
+                "edgeopt_max_pool2d",
+                node_label(node),
+                (x.tensor,),
+                name,
+                struct="edgeopt_pool_params",
+                params=params,
+                arrays=arrays,
+                summary=f"max pool {params['kernel_height']}x{params['kernel_width']}",
+            )
+        )
+
+    def lower_AveragePool(self, node: Any) -> None:
+        x = self.input(node, 0)
+        name = self.quantized_output(node)
+        y = self.buffers[name]
+        params = self.pool_params(node, x, y)
+        attrs = node_attrs(node)
+        if attrs.get("ceil_mode", 0) and attrs.get("count_include_pad", 0):
+            raise self.fail(f"node {node_label(node)} combines ceil_mode and count_include_pad.")
+        params.update(
+            count_include_pad=int(attrs.get("count_include_pad", 0)),
+            in_scale=f32(x.scale),
+            out_scale=f32(y.scale),
+            out_offset=128 if y.onnx_type == UINT8 else 0,
+        )
+        self.add_step(
+            Step(
+                "edgeopt_avg_pool2d",
+                node_label(node),
+                (x.tensor,),
+                name,
+                struct="edgeopt_pool_params",
+                params=params,
+                summary=f"average pool {params['kernel_height']}x{params['kernel_width']}",
+            )
+        )
+
+    def lower_GlobalAveragePool(self, node: Any) -> None:
+        x = self.input(node, 0)
+        name = self.quantized_output(node)
+        y = self.buffers[name]
+        if len(x.shape) != 4:
+            raise self.fail(f"node {node_label(node)} pools a {len(x.shape)}-D tensor; 4-D only.")
+        plane = x.shape[2] * x.shape[3]
+        # ONNX Runtime's order: x_scale / (y_scale * size), in float32
+        multiplier, shift = fixed_point(float(f32(x.scale) / (f32(y.scale) * f32(plane))))
+        params = {
+            "channels": x.shape[1],
+            "in_height": x.shape[2],
+            "in_width": x.shape[3],
+            "out_height": 1,
+            "out_width": 1,
+            "in_zero_point": x.zero_point,
+            "out_zero_point": y.zero_point,
+            "multiplier": multiplier,
+            "shift": shift,
+            "table": None,
+        }
+        self.add_step(
+            Step(
+                "edgeopt_global_avg_pool",
+                node_label(node),
+                (x.tensor,),
+                name,
+                struct="edgeopt_pool_params",
+                params=params,
+                summary=f"global average pool {x.shape[2]}x{x.shape[3]}",
+            )
+        )

@@ -1,0 +1,379 @@
+"""Build an exported C library with a real compiler: section sizes, and parity with ONNX Runtime.
+
+``measure_c`` compiles each source file to an object and reads its sections with binutils'
+``size``: flash is code + read-only data (+ initialized data, whose values are stored in flash),
+RAM is initialized data + zero-initialized data (the arena). ``check_c`` compiles the library
+with a small harness, runs it on samples and compares every output, and every int8 tensor of
+the schedule, with ONNX Runtime running the same QDQ file. Nothing is written beside the
+library: the builds happen in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from dataclasses import field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import EdgeoptError
+from edgeopt.errors import InputError
+from edgeopt.export.c._program import UINT8
+from edgeopt.export.c._program import Ref
+from edgeopt.export.c.generate import CExport
+
+__all__ = [
+    "CORTEX_M4_FLAGS",
+    "STRICT_FLAGS",
+    "CBuildError",
+    "CBuildSize",
+    "CParity",
+    "check_c",
+    "has_compiler",
+    "measure_c",
+]
+
+#: The flags every generated file must compile cleanly with.
+STRICT_FLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-O2")
+#: Cortex-M4F with its single-precision FPU (Debian's gcc-arm-none-eabi).
+CORTEX_M4_FLAGS = ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")
+_HARNESS = "edgeopt_check.c"
+
+
+class CBuildError(EdgeoptError):
+    """The generated C code did not compile, run or match ONNX Runtime (a bug in edgeopt)."""
+
+
+@dataclass(frozen=True)
+class CBuildSize:
+    """Section sizes of the compiled library (all object files together), in bytes."""
+
+    compiler: str
+    flags: tuple[str, ...]
+    text_bytes: int
+    rodata_bytes: int
+    data_bytes: int
+    bss_bytes: int
+    objects: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def flash_bytes(self) -> int:
+        return self.text_bytes + self.rodata_bytes + self.data_bytes
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.data_bytes + self.bss_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "compiler": self.compiler,
+            "flags": list(self.flags),
+            "text_bytes": self.text_bytes,
+            "rodata_bytes": self.rodata_bytes,
+            "data_bytes": self.data_bytes,
+            "bss_bytes": self.bss_bytes,
+            "flash_bytes": self.flash_bytes,
+            "ram_bytes": self.ram_bytes,
+            "objects": self.objects,
+            "method": "measured (size -A on the object files)",
+        }
+
+
+@dataclass(frozen=True)
+class CParity:
+    """The C library against ONNX Runtime on the same samples.
+
+    ``max_output_steps`` is the largest output difference in quantization steps: LSBs of a
+    quantized output, or accumulator steps (input scale x weight scale) of float logits from a
+    fully connected layer; None for a float Softmax output. ``tensor_lsb`` is the largest
+    difference of every int8 tensor of the schedule, in LSBs, by ONNX tensor name.
+    """
+
+    samples: int
+    top1_agreement: float
+    max_output_diff: float
+    max_output_steps: float | None
+    max_tensor_lsb: int
+    tensor_lsb: dict[str, int]
+    compiler: str
+
+    @property
+    def is_within_one_lsb(self) -> bool:
+        return self.top1_agreement == 1.0 and self.max_tensor_lsb <= 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "samples": self.samples,
+            "top1_agreement": self.top1_agreement,
+            "max_output_diff": self.max_output_diff,
+            "max_output_steps": self.max_output_steps,
+            "max_tensor_lsb": self.max_tensor_lsb,
+            "tensor_lsb": self.tensor_lsb,
+            "compiler": self.compiler,
+            "reference": "ONNX Runtime, CPU provider, all graph optimizations (int8 kernels)",
+        }
+
+
+def has_compiler(compiler: str = "gcc") -> bool:
+    """Whether the C compiler and binutils' ``size`` of the same prefix are on PATH.
+
+    Example:
+        >>> has_compiler("no-such-cc")
+        False
+    """
+    return shutil.which(compiler) is not None and shutil.which(_size_tool(compiler)) is not None
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise InputError(
+            f"{tool} was not found on PATH; install it (Debian: apt-get install gcc, or "
+            "gcc-arm-none-eabi for Cortex-M) to build the C library."
+        )
+    return path
+
+
+def _run(command: list[str], *, cwd: Path | None = None) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
+    if done.returncode != 0:
+        detail = " ".join((done.stderr or done.stdout).split())[:600]
+        raise CBuildError(f"{Path(command[0]).name} failed on the generated C code: {detail}")
+
+
+def _library_sources(export: CExport) -> list[Path]:
+    p = export.prefix
+    return [export.out_dir / f"{p}.c", export.out_dir / f"{p}_weights.c"] + [
+        export.out_dir / "edgeopt_kernels.c"
+    ]
+
+
+def _size_tool(compiler: str) -> str:
+    name = Path(compiler).name
+    return name[: -len("gcc")] + "size" if name.endswith("gcc") else "size"
+
+
+def measure_c(
+    export: CExport,
+    *,
+    compiler: str = "gcc",
+    flags: tuple[str, ...] = (),
+) -> CBuildSize:
+    """Compile the library to object files and read their section sizes.
+
+    Args:
+        export: what :func:`export_c` wrote.
+        compiler: the C compiler (``gcc``, ``arm-none-eabi-gcc``); binutils' ``size`` of the
+            same prefix reads the objects.
+        flags: added after :data:`STRICT_FLAGS` (e.g. :data:`CORTEX_M4_FLAGS`).
+
+    Returns:
+        ``.text``, ``.rodata``, ``.data`` and ``.bss`` bytes summed over the objects (flash:
+        text + rodata + data; RAM: data + bss), and per object.
+
+    Raises:
+        InputError: the compiler or ``size`` is not installed.
+        CBuildError: the code does not compile cleanly (a bug).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from edgeopt.export.c.generate import export_c
+        >>> from edgeopt.stages.quantize import PTQConfig, quantize
+        >>> work = pathlib.Path(tempfile.mkdtemp())
+        >>> q = quantize("zoo:cnn-s", PTQConfig(), data="digits", output=work / "int8.onnx")
+        >>> exported = export_c(work / "int8.onnx", work / "c")
+        >>> size = measure_c(exported)
+        >>> size.bss_bytes == exported.arena_bytes, size.flash_bytes > exported.weights_bytes
+        (True, True)
+    """
+    cc = _require(compiler)
+    size = _require(_size_tool(compiler))
+    totals = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+    objects: dict[str, dict[str, int]] = {}
+    with tempfile.TemporaryDirectory(prefix="edgeopt-size-") as scratch:
+        for source in _library_sources(export):
+            obj = Path(scratch) / (source.stem + ".o")
+            _run([cc, *STRICT_FLAGS, *flags, "-c", str(source), "-o", str(obj)])
+            listing = subprocess.run(
+                [size, "-A", str(obj)], capture_output=True, text=True, check=True
+            ).stdout
+            sections = {"text": 0, "rodata": 0, "data": 0, "bss": 0}
+            for line in listing.splitlines():
+                parts = line.split()
+                if len(parts) < 2 or not parts[0].startswith(".") or not parts[1].isdigit():
+                    continue
+                kind = parts[0].lstrip(".").split(".")[0]
+                if parts[0].startswith(".data.rel.ro"):
+                    kind = "rodata"  # const data with pointers, in position-independent builds
+                if kind in sections:
+                    sections[kind] += int(parts[1])
+            objects[source.name] = sections
+            for key, value in sections.items():
+                totals[key] += value
+    return CBuildSize(
+        compiler=Path(cc).name,
+        flags=(*STRICT_FLAGS, *flags),
+        text_bytes=totals["text"],
+        rodata_bytes=totals["rodata"],
+        data_bytes=totals["data"],
+        bss_bytes=totals["bss"],
+        objects=objects,
+    )
+
+
+def _build_harness(export: CExport, scratch: Path, compiler: str) -> Path:
+    cc = _require(compiler)
+    p, u = export.prefix, export.prefix.upper()
+    harness = scratch / _HARNESS
+    harness.write_text(resources.files("edgeopt.export.c").joinpath(_HARNESS).read_text())
+    binary = scratch / "check"
+    defines = [
+        "-DEDGEOPT_TRACE",
+        f"-DEDGEOPT_RUN={p}_run",
+        f"-DEDGEOPT_QUANTIZE={p}_quantize_input",
+        f"-DEDGEOPT_INPUT_T={p}_input_t",
+        f"-DEDGEOPT_OUTPUT_T={p}_output_t",
+        f"-DEDGEOPT_INPUT_SIZE={u}_INPUT_SIZE",
+        f"-DEDGEOPT_OUTPUT_SIZE={u}_OUTPUT_SIZE",
+    ]
+    sources = [str(s) for s in _library_sources(export)]
+    include = ["-I", str(export.out_dir), "-include", str(export.out_dir / f"{p}.h")]
+    _run([cc, *STRICT_FLAGS, *defines, *include, *sources, str(harness), "-o", str(binary)])
+    return binary
+
+
+def _read_trace(path: Path, samples: int) -> dict[int, list[bytes]]:
+    blob = path.read_bytes()
+    records: dict[int, list[bytes]] = {}
+    position = 0
+    while position < len(blob):
+        step, nbytes = np.frombuffer(blob, dtype="<i4", count=2, offset=position)
+        position += 8
+        records.setdefault(int(step), []).append(blob[position : position + int(nbytes)])
+        position += int(nbytes)
+    return {step: data for step, data in records.items() if len(data) == samples}
+
+
+def _reference(onnx_path: Path, x: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
+    """ONNX Runtime's outputs (the graph's, then ``tensors``) for every sample."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(onnx_path))
+    known = {o.name for o in model.graph.output}
+    for name in tensors:
+        if name not in known:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    feed = session.get_inputs()[0]
+    batch = feed.shape[0] if feed.shape else None
+    chunks = [x] if not isinstance(batch, int) else [x[i : i + batch] for i in range(len(x))]
+    results = [session.run(names, {feed.name: chunk.astype(np.float32)}) for chunk in chunks]
+    return {
+        name: np.concatenate([np.asarray(r[i]) for r in results]) for i, name in enumerate(names)
+    }
+
+
+def check_c(
+    export: CExport,
+    inputs: np.ndarray,
+    *,
+    compiler: str = "gcc",
+) -> CParity:
+    """Compile the exported library, run it on ``inputs`` and compare it with ONNX Runtime.
+
+    Args:
+        export: what :func:`export_c` wrote (the schedule is read from it).
+        inputs: float samples, shape ``(N, *input_shape)`` (e.g. a dataset's test split).
+        compiler: the host C compiler.
+
+    Returns:
+        Samples, top-1 agreement, the largest output difference (also in quantization steps)
+        and the largest difference of every int8 tensor, in LSBs.
+
+    Raises:
+        InputError: inputs of the wrong shape, or no compiler.
+        CBuildError: the code does not compile or the harness fails (a bug).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from edgeopt.data import load_data
+        >>> from edgeopt.export.c.generate import export_c
+        >>> from edgeopt.stages.quantize import PTQConfig, quantize
+        >>> work = pathlib.Path(tempfile.mkdtemp())
+        >>> q = quantize("zoo:cnn-s", PTQConfig(), data="digits", output=work / "int8.onnx")
+        >>> x = load_data("digits").arrays("test")[0][:50]
+        >>> parity = check_c(export_c(work / "int8.onnx", work / "c"), x)
+        >>> parity.samples, parity.top1_agreement, parity.max_tensor_lsb <= 1
+        (50, 1.0, True)
+    """
+    program = export.program
+    if program is None:
+        raise InputError("check_c needs the CExport that export_c returned.")
+    x = np.asarray(inputs, dtype=np.float32)
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(export.input_shape):
+        expected = "x".join(map(str, export.input_shape))
+        raise InputError(f"check_c: samples of shape {expected} expected, got {x.shape}.")
+    samples = len(x)
+    # the last step writing each int8 buffer holds its complete value
+    writers: dict[str, int] = {}
+    for index, step in enumerate(program.steps):
+        if not isinstance(step.output, Ref) and program.buffers[step.output].dtype == "int8":
+            writers[step.output] = index
+    with tempfile.TemporaryDirectory(prefix="edgeopt-check-") as folder:
+        scratch = Path(folder)
+        binary = _build_harness(export, scratch, compiler)
+        (scratch / "inputs.f32").write_bytes(x.astype("<f4").tobytes())
+        done = subprocess.run(
+            [str(binary), "inputs.f32", "outputs.bin", "trace.bin"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=scratch,
+        )
+        if done.returncode != 0:
+            raise CBuildError(f"the C harness failed (exit {done.returncode}): {done.stderr[:300]}")
+        out_dtype = {"float32": "<f4", "uint8": "u1", "int8": "i1"}[export.output_type]
+        got = np.frombuffer((scratch / "outputs.bin").read_bytes(), dtype=out_dtype)
+        trace = _read_trace(scratch / "trace.bin", samples)
+    got = got.reshape(samples, -1).astype(np.float64)
+    step_size: np.ndarray | float | None = None
+    if export.output_type != "float32":  # ONNX Runtime gives the dequantized values
+        assert export.output_scale is not None and export.output_zero_point is not None
+        scale = np.float32(export.output_scale)
+        got = ((got - export.output_zero_point).astype(np.float32) * scale).astype(np.float64)
+        step_size = float(scale)
+    elif program.steps[-1].function == "edgeopt_fully_connected_f32":
+        scales = next(a.values for a in program.steps[-1].arrays if a.name.endswith("_scale"))
+        step_size = scales.astype(np.float64)[None, :]
+    reference = _reference(export.onnx_path, x, list(writers))
+    want = reference[program.output_name].reshape(samples, -1).astype(np.float64)
+    diff = np.abs(got - want)
+    steps = None if step_size is None else float((diff / step_size).max(initial=0.0))
+    tensor_lsb: dict[str, int] = {}
+    for name, index in writers.items():
+        if index not in trace or name not in reference:
+            continue
+        buffer = program.buffers[name]
+        c_values = np.frombuffer(b"".join(trace[index]), dtype=np.int8).astype(np.int64)
+        if buffer.onnx_type == UINT8:
+            c_values = c_values + 128
+        ort_values = reference[name].astype(np.int64).ravel()
+        if c_values.size == ort_values.size:
+            tensor_lsb[name] = int(np.abs(c_values - ort_values).max())
+    agree = float(np.mean(got.argmax(axis=1) == want.argmax(axis=1))) if got.shape[1] > 1 else 1.0
+    return CParity(
+        samples=samples,
+        top1_agreement=agree,
+        max_output_diff=float(diff.max()) if diff.size else 0.0,
+        max_output_steps=steps,
+        max_tensor_lsb=max(tensor_lsb.values(), default=0),
+        tensor_lsb=tensor_lsb,
+        compiler=Path(_require(compiler)).name,
+    )
