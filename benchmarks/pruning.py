@@ -32,6 +32,7 @@ file, the median of each file's p50s reported. Trained baselines are cached in
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ import edgeopt
 from benchmarks._common import CACHE
 from benchmarks._common import require_shared
 from benchmarks._common import save_result
+from edgeopt._io import write_json
 from edgeopt.data import Dataset
 from edgeopt.export.onnx import export_onnx
 from edgeopt.measure import profile_onnx
@@ -54,33 +56,47 @@ MIN_RATIO = 50.0
 MAX_LOSS_CHANNEL = 0.01
 MIN_SPEEDUP = 1.5
 
-#: name, spec, training epochs, sparsity, fine-tuning epochs, conv bits, fc bits.
+#: name, spec, training epochs, sparsity, sensitivity-guided, fine-tuning epochs, conv bits,
+#: fc bits.
 DEEP_COMPRESSION = (
-    ("lenet300", "zoo:lenet300", 10, 0.95, 12, 8, 5),
-    ("lenet5", "zoo:lenet5", 10, 0.92, 12, 8, 5),
-    ("lenet5-caffe", "zoo:lenet5-caffe", 10, 0.95, 12, 8, 5),
+    ("lenet300", "zoo:lenet300", 10, 0.95, False, 12, 8, 5),
+    ("lenet5", "zoo:lenet5", 10, 0.92, False, 12, 8, 5),
+    ("lenet5-caffe", "zoo:lenet5-caffe", 10, 0.95, True, 12, 5, 4),
 )
 CHANNEL_SPEC = "zoo:resnet8?width=1.5"
 CHANNEL_EPOCHS = 6
 CHANNEL_FINETUNE_EPOCHS = 3
 
 
-def baseline(name: str, spec: str, epochs: int, data: Dataset) -> tuple[ModelHandle, float]:
-    """The trained model from the cache, or trained now and cached; and the training seconds."""
+def baseline(
+    name: str, spec: str, epochs: int, data: Dataset
+) -> tuple[ModelHandle, dict[str, Any]]:
+    """The trained model from the cache, or trained now and cached; how long training took."""
     path = CACHE / f"pruning-{name}.onnx"
+    record_path = path.with_suffix(".json")
     if not path.with_suffix(".pt").exists():
         start = time.perf_counter()
         result = edgeopt.train(spec, data, edgeopt.TrainConfig(epochs=epochs))
+        seconds = round(time.perf_counter() - start, 1)
         edgeopt.save_trained(result, data, path)
-        return result.model, time.perf_counter() - start
-    return edgeopt.load_model(spec, weights=path.with_suffix(".pt"), data=data), 0.0
+        record = json.loads(record_path.read_text())
+        write_json(record_path, {**record, "train_seconds": seconds})
+        return result.model, {"train_seconds": seconds, "is_cached": False}
+    handle = edgeopt.load_model(spec, weights=path.with_suffix(".pt"), data=data)
+    seconds = json.loads(record_path.read_text()).get("train_seconds")
+    return handle, {"train_seconds": seconds, "is_cached": True}
 
 
 def deep_compression(data: Dataset) -> list[dict[str, Any]]:
     rows = []
-    for name, spec, epochs, sparsity, finetune, bits_conv, bits_fc in DEEP_COMPRESSION:
-        handle, train_s = baseline(name, spec, epochs, data)
-        config = edgeopt.PruneConfig(ratio=sparsity, schedule="gradual", finetune_epochs=finetune)
+    for name, spec, epochs, sparsity, guided, finetune, bits_conv, bits_fc in DEEP_COMPRESSION:
+        handle, training = baseline(name, spec, epochs, data)
+        config = edgeopt.PruneConfig(
+            ratio=sparsity,
+            schedule="gradual",
+            finetune_epochs=finetune,
+            is_sensitivity_guided=guided,
+        )
         start = time.perf_counter()
         report = edgeopt.prune_and_profile(
             handle,
@@ -102,6 +118,7 @@ def deep_compression(data: Dataset) -> list[dict[str, Any]]:
                 "spec": spec,
                 "params": source.params,
                 "sparsity": report.result.sparsity,
+                "is_sensitivity_guided": guided,
                 "finetune_epochs": finetune,
                 "bits_conv": bits_conv,
                 "bits_fc": bits_fc,
@@ -119,7 +136,7 @@ def deep_compression(data: Dataset) -> list[dict[str, Any]]:
                 "is_loss_met": loss <= MAX_LOSS_DEEP_COMPRESSION,
                 "layers": [layer.to_dict() for layer in report.result.layers],
                 "tensors": [t.to_dict() for t in report.compression.tensors],
-                "train_seconds": round(train_s, 1),
+                "training": training,
                 "prune_seconds": round(seconds, 1),
             }
         )
@@ -146,7 +163,7 @@ def interleaved_latency(paths: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 
 def channel(data: Dataset) -> dict[str, Any]:
-    handle, train_s = baseline("resnet8-w1.5", CHANNEL_SPEC, CHANNEL_EPOCHS, data)
+    handle, training = baseline("resnet8-w1.5", CHANNEL_SPEC, CHANNEL_EPOCHS, data)
     start = time.perf_counter()
     config = edgeopt.PruneConfig(
         granularity="channel",
@@ -216,7 +233,7 @@ def channel(data: Dataset) -> dict[str, Any]:
         "rows": rows,
         "notes": list(report.result.notes),
         "history": [vars(record) for record in report.result.history],
-        "train_seconds": round(train_s, 1),
+        "training": training,
         "prune_seconds": round(prune_s, 1),
         "quantize_seconds": round(quantize_s, 1),
     }

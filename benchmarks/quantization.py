@@ -160,7 +160,8 @@ def _nncf_peer(row: Row, fp32: Path, x_calib: np.ndarray) -> Row:
         row.error, row.path = f"nncf.quantize failed: {lines[-1] if lines else '?'}", None
         return row
     row.seconds = time.perf_counter() - start
-    row.note = f"{done.stdout.strip()}, defaults (mixed preset, MinMax, fast bias correction)"
+    version = next((ln for ln in done.stdout.splitlines() if ln.startswith("nncf ")), "nncf")
+    row.note = f"{version}, defaults (mixed preset, MinMax, fast bias correction)"
     return row
 
 
