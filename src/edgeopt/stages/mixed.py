@@ -9,7 +9,7 @@
    proxy of HAWQ, Dong et al. 2019, arXiv 1905.03696, with measured drops for Hessian traces);
    the predicted size is the layers' bytes plus a measured overhead (the all-8-bit file's size
    less its layers' bytes). A multiple-choice knapsack, solved exactly by dynamic programming
-   over the byte budget in units of at most 1/4096 of it (each layer's bytes rounded up, so the
+   over the byte budget in units of at most 1/131072 of it (each layer's bytes rounded up, so the
    prediction never undershoots), picks the least predicted loss; at equal loss it prefers 8
    bits, then 4, then float (8-bit layers run with int8 kernels; ONNX Runtime dequantizes 4-bit
    weights to float). Float is chosen only for a layer whose 8-bit drop is measurable.
