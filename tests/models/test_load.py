@@ -27,6 +27,12 @@ def test_onnx_file_loads_with_its_input_shape(lenet_onnx: Path) -> None:
     assert not handle.is_torch
 
 
+def test_a_path_object_loads_like_its_string(lenet_onnx: Path) -> None:
+    from_path = load_model(lenet_onnx)
+    assert from_path.onnx_path == load_model(str(lenet_onnx)).onnx_path
+    assert from_path.input_shape == (1, 28, 28)
+
+
 def test_onnx_with_external_data_loads(lenet_onnx: Path, tmp_path: Path) -> None:
     model = onnx.load(str(lenet_onnx))
     path = tmp_path / "ext.onnx"

@@ -243,7 +243,7 @@ def _load_zoo(spec: str, weights: Path | None, data: Dataset | None) -> ModelHan
 
 
 def load_model(
-    spec: str | ModelHandle,
+    spec: str | Path | ModelHandle,
     *,
     weights: str | Path | None = None,
     data: Dataset | None = None,
@@ -271,6 +271,7 @@ def load_model(
     """
     if isinstance(spec, ModelHandle):
         return spec
+    spec = str(spec)
     weights_path = Path(weights) if weights is not None else None
     lowered = spec.lower().split("?")[0]
     if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep")):

@@ -109,6 +109,14 @@ class TensorStats:
         return counts, absmax
 
 
+def is_spread(minimum: float, maximum: float, bins: int) -> bool:
+    """Whether ``bins`` finite float32 bins fit in [minimum, maximum]. numpy refuses a range a few
+    float32 steps wide (a near-constant tensor gives one); such a tensor is binned and calibrated
+    as a constant."""
+    scale = max(abs(minimum), abs(maximum), float(np.finfo(np.float32).tiny))
+    return maximum - minimum > 4 * bins * float(np.finfo(np.float32).eps) * scale
+
+
 class Histogram:
     """Running min / max / zero count / fixed-bin histogram of one tensor, merged over batches."""
 
@@ -128,11 +136,14 @@ class Histogram:
         if low < self.minimum or high > self.maximum:
             self._widen(min(low, self.minimum), max(high, self.maximum))
         self.zeros += int(np.count_nonzero(flat == 0))
-        if self.maximum > self.minimum:
+        if self._is_spread():
             batch, _ = np.histogram(flat, bins=self.bins, range=(self.minimum, self.maximum))
             self.counts += batch
         else:
             self.counts[0] += flat.size
+
+    def _is_spread(self) -> bool:
+        return is_spread(self.minimum, self.maximum, self.bins)
 
     def _widen(self, low: float, high: float) -> None:
         if self.counts.any():
@@ -317,6 +328,8 @@ def compute_range(
     if method not in CALIBRATORS:
         known = ", ".join(CALIBRATION_METHODS)
         raise InputError(f"unknown calibration method {method!r}; known: {known}.")
+    if not is_spread(stats.minimum, stats.maximum, len(stats.counts)):
+        return minmax_range(stats)
     if method == "percentile":
         return percentile_range(stats, percentile)
     return CALIBRATORS[method](stats)
