@@ -69,6 +69,19 @@ def test_round_trip_is_bit_exact(
     assert back.read_bytes() == compressed.shared_path.read_bytes()
 
 
+def test_index_width_is_chosen_per_tensor_and_never_costs_more_than_a_fixed_one(
+    compressed: CompressionReport, pruned_onnx: Path, digits: Dataset, tmp_path: Path
+) -> None:
+    fixed = compress_onnx(pruned_onnx, tmp_path / "fixed.edc", bits_conv=6, bits_fc=5, index_bits=5)
+    assert all(t.index_bits == 5 for t in fixed.tensors)
+    for auto, five in zip(compressed.tensors, fixed.tensors, strict=True):
+        assert 2 <= auto.index_bits <= 8
+        assert auto.stored_bytes <= five.stored_bytes  # 5 is one of the widths tried
+    back = decompress(compressed.compressed_path, tmp_path / "auto.onnx")
+    x = digits.arrays("test")[0]
+    assert np.array_equal(run(back, x), run(fixed.shared_path, x))  # same shared weights
+
+
 def test_compressed_file_is_much_smaller_than_the_dense_onnx(
     compressed: CompressionReport, pruned_onnx: Path
 ) -> None:

@@ -12,7 +12,9 @@ ONNX graph's initializers), so it works for any ONNX model, pruned by edgeopt or
    (a relative change under 2^-11, far below the clustering error) so a codebook costs 2
    bytes a value; a linear codebook is stored as its step alone.
 2. **Sparse storage with relative indices** (section 2): each nonzero weight is stored as the
-   number of zeros before it (an ``index_bits`` symbol) and its codebook index. A run of zeros
+   number of zeros before it (an ``index_bits`` symbol; by default each tensor gets the width
+   from 2 to 8 bits that stores its index stream smallest, the paper's fixed 8 and 5 bits being
+   two of the choices) and its codebook index. A run of zeros
    longer than the largest symbol is cut by filler entries: the largest symbol means "skip
    that many zeros, no weight here". (The paper's filler is a stored zero weight; ours takes no
    slot in the value stream, because zero is not a codebook entry.)
@@ -63,8 +65,11 @@ MAGIC = b"EDCZ"
 FORMAT_VERSION = 1
 CODEBOOKS = ("kmeans", "linear")
 KMEANS_ITERATIONS = 200
-#: Default bits of a relative index symbol (the paper's 5 for fully connected layers).
-INDEX_BITS = 5
+#: Default bits of a relative index symbol: ``None`` picks, per tensor, the width from
+#: ``INDEX_BITS_RANGE`` that stores its index stream smallest (the paper fixes 8 for
+#: convolutions and 5 for fully connected layers; a 96%-sparse layer needs many 5-bit fillers).
+INDEX_BITS: int | None = None
+INDEX_BITS_RANGE = range(2, 9)
 #: Stream codecs, as stored in the file.
 PACKED, HUFFMAN, LZMA = 0, 1, 2
 CODEC_NAMES = {PACKED: "packed", HUFFMAN: "huffman", LZMA: "lzma"}
@@ -316,12 +321,13 @@ def _value_width(codebook_size: int) -> int:
     return max(1, math.ceil(math.log2(max(2, codebook_size))))
 
 
-def check_options(bits_conv: int, bits_fc: int, index_bits: int, codebook: str) -> None:
+def check_options(bits_conv: int, bits_fc: int, index_bits: int | None, codebook: str) -> None:
     """Refuse compression options out of range (InputError naming the option)."""
     for name, value in (("bits_conv", bits_conv), ("bits_fc", bits_fc)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8:
             raise InputError(f"compress: {name} must be a whole number from 1 to 8, got {value!r}.")
-    if isinstance(index_bits, bool) or not isinstance(index_bits, int) or not 2 <= index_bits <= 8:
+    is_whole = isinstance(index_bits, int) and not isinstance(index_bits, bool)
+    if index_bits is not None and not (is_whole and 2 <= index_bits <= 8):
         raise InputError(f"compress: index_bits must be from 2 to 8, got {index_bits!r}.")
     if codebook not in CODEBOOKS:
         raise InputError(f"compress: codebook must be kmeans or linear, got {codebook!r}.")
@@ -334,7 +340,7 @@ def _smallest(options: dict[int, bytes]) -> int:
 
 
 def _encode_tensor(
-    array: np.ndarray, *, name: str, kind: str, bits: int, index_bits: int, codebook: str
+    array: np.ndarray, *, name: str, kind: str, bits: int, index_bits: int | None, codebook: str
 ) -> tuple[np.ndarray, list[Any], list[bytes], TensorCompression]:
     """Share one weight tensor and encode it: shared weights, table row, payload, report."""
     weights, step = _share(array, bits=bits, codebook=codebook)
@@ -343,8 +349,16 @@ def _encode_tensor(
     fmt, size, book, labels, width = _codebook(flat[positions], step, bits)
     if not np.array_equal(_decode_values(fmt, size, book, labels), flat[positions]):
         raise RuntimeError(f"{name}: the codebook does not reproduce the weights")  # a bug
-    gaps, fillers = _gaps(positions, index_bits)
-    index = _stream(gaps, 1 << index_bits, index_bits)
+    widths = INDEX_BITS_RANGE if index_bits is None else (index_bits,)
+    best: tuple[int, int, np.ndarray, int, dict[int, bytes]] | None = None
+    for candidate in widths:
+        gaps, fillers = _gaps(positions, candidate)
+        index = _stream(gaps, 1 << candidate, candidate)
+        stored = len(index[_smallest(index)])
+        if best is None or stored < best[0]:
+            best = (stored, candidate, gaps, fillers, index)
+    assert best is not None
+    _, index_bits, gaps, fillers, index = best
     value = _stream(labels, 1 << width, width)
     index_codec, value_codec = _smallest(index), _smallest(value)
     row = [
@@ -383,7 +397,7 @@ def compress_onnx(
     *,
     bits_conv: int = 8,
     bits_fc: int = 5,
-    index_bits: int = INDEX_BITS,
+    index_bits: int | None = INDEX_BITS,
     codebook: str = "kmeans",
     shared_path: str | Path | None = None,
 ) -> CompressionReport:
@@ -394,7 +408,8 @@ def compress_onnx(
         out_path: the compressed file (``.edc`` by convention).
         bits_conv: codebook bits of convolution weights (``2^bits`` shared values).
         bits_fc: codebook bits of Gemm / MatMul weights.
-        index_bits: bits of a relative index symbol (the longest zero run one entry skips).
+        index_bits: bits of a relative index symbol (the longest zero run one entry skips);
+            ``None`` picks the smallest width per tensor (the decoder reads it from the file).
         codebook: ``kmeans`` (Deep Compression) or ``linear`` (evenly spaced levels).
         shared_path: where the weight-shared ONNX goes; by default ``OUT.shared.onnx`` beside
             ``out_path``. Node debug metadata and inferred shapes (``value_info``) are dropped
