@@ -11,13 +11,23 @@ from edgeopt.errors import InputError
 from edgeopt.export.compressed import CompressionReport
 from edgeopt.export.compressed import compress_onnx
 from edgeopt.export.compressed import decompress
+from edgeopt.export.fold import FoldResult
+from edgeopt.export.fold import fold_preprocessing
 from edgeopt.export.onnx import export_onnx
 from edgeopt.measure import profile
+from edgeopt.measure.bench import BenchConfig
+from edgeopt.measure.bench import BenchReport
+from edgeopt.measure.bench import bench
 from edgeopt.metrics import Metrics
 from edgeopt.metrics import Violation
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
 from edgeopt.registry import list_models
+from edgeopt.search import OptimizeConfig
+from edgeopt.search import OptimizeResult
+from edgeopt.search import Recipe
+from edgeopt.search import apply_recipe
+from edgeopt.search import optimize
 from edgeopt.stages.distill import DistillConfig
 from edgeopt.stages.distill import DistillResult
 from edgeopt.stages.distill import distill
@@ -46,6 +56,8 @@ from edgeopt.training import train
 __version__ = "0.1.0"
 
 __all__ = [
+    "BenchConfig",
+    "BenchReport",
     "BudgetError",
     "CompressionReport",
     "Dataset",
@@ -53,11 +65,14 @@ __all__ = [
     "DistillResult",
     "DynamicConfig",
     "EdgeoptError",
+    "FoldResult",
     "Estimate",
     "InputError",
     "Metrics",
     "MixedPrecisionConfig",
     "ModelHandle",
+    "OptimizeConfig",
+    "OptimizeResult",
     "PTQConfig",
     "PruneConfig",
     "PruneReport",
@@ -65,20 +80,25 @@ __all__ = [
     "QATConfig",
     "QuantizeReport",
     "QuantizeResult",
+    "Recipe",
     "SensitivityTable",
     "Target",
     "TrainConfig",
     "TrainResult",
     "Violation",
     "__version__",
+    "bench",
+    "apply_recipe",
     "compress_onnx",
     "decompress",
     "distill",
     "export_onnx",
+    "fold_preprocessing",
     "list_models",
     "list_targets",
     "load_data",
     "load_model",
+    "optimize",
     "profile",
     "prune",
     "prune_and_profile",

@@ -294,6 +294,100 @@ def profile(
         console.print(f"wrote {json_path}")
 
 
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"1,8,32"`` -> (1, 8, 32); anything but whole numbers is one sentence of bad input."""
+    from edgeopt.errors import InputError
+
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        if not item.lstrip("-").isdigit():
+            raise InputError(
+                f"{option}: {item!r} is not a whole number; give a comma-separated list such as "
+                "1,8,32."
+            )
+    return tuple(int(item) for item in items)
+
+
+def render_bench(report: Any) -> None:
+    """Print one row per (provider, threads, batch): latency, throughput, energy; then why any
+    cell did not run and how each energy figure was obtained (p90 is in the JSON)."""
+    from rich import box
+
+    table = Table(title=f"bench of {report.model}", header_style="bold", box=box.SIMPLE_HEAD)
+    table.show_edge = False
+    columns = ("provider", "threads", "batch", "p50 ms", "p99 ms", "samples/s", "uJ/sample")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "provider" else "right")
+    table.add_column("status")
+    notes: dict[str, None] = {}
+    for row in report.rows:
+        cells = [row.provider, str(row.threads or "—"), str(row.batch or "—")]
+        status = row.status.split(":", 1)[0]
+        if row.is_ok:
+            energy = "—"
+            if row.energy_uj is not None:
+                energy = f"{row.energy_uj:,.4g}"
+                notes[f"energy per sample: {row.energy_method}"] = None
+            elif row.energy_note:
+                why = f"no energy figure: {row.energy_note}; --target NAME gives an estimate"
+                notes[why] = None
+            cells += [f"{row.p50_ms:.3g}", f"{row.p99_ms:.3g}"]
+            cells += [f"{row.throughput_per_s:,.0f}", energy, status]
+        else:
+            cells += ["", "", "", "", status]
+            where = ", ".join(
+                f"{key} {value}"
+                for key, value in (("threads", row.threads), ("batch", row.batch))
+                if value is not None
+            )
+            notes[f"{row.provider}{' ' + where if where else ''}: {row.status}"] = None
+        table.add_row(*cells)
+    env = report.environment
+    table.caption = f"ONNX Runtime {env['onnxruntime']}; input: {report.input}"
+    console.print(table)
+    for note in notes:
+        console.print(note, style="dim", highlight=False)
+
+
+@app.command()
+def bench(
+    model: ModelArg,
+    batch: Annotated[str, typer.Option("--batch", help="batch sizes, e.g. 1,8,32")] = "1,8,32",
+    threads: Annotated[str, typer.Option("--threads", help="intra-op threads, e.g. 1,2")] = "1",
+    provider: Annotated[
+        str,
+        typer.Option(
+            "--provider", help="cpu, cuda, tensorrt, openvino, dml, coreml, rocm, qnn (comma list)"
+        ),
+    ] = "cpu",
+    data: DataOpt = None,
+    target: Annotated[
+        str | None, typer.Option(help="target name or YAML file: energy estimate without counters")
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="write the report as JSON")
+    ] = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Latency percentiles and throughput per provider, batch size and thread count."""
+    from edgeopt._io import write_json
+    from edgeopt.measure.bench import BenchConfig
+    from edgeopt.measure.bench import bench as bench_model
+
+    config = BenchConfig(
+        batches=_int_list(batch, "--batch"),
+        threads=_int_list(threads, "--threads"),
+        providers=tuple(p.strip() for p in provider.split(",") if p.strip()),
+        target=target,
+    )
+    with console.status("benching"):
+        report = bench_model(model, config, data=data, weights=weights)
+    render_bench(report)
+    if json_path is not None:
+        write_json(json_path, report.to_dict())
+        console.print(f"wrote {json_path}")
+
+
 def _change(before: float | None, after: float | None, *, ratio: bool = False) -> str:
     if before is None or after is None:
         return ""
@@ -610,6 +704,23 @@ def decompress(
     console.print(f"wrote {written} ({written.stat().st_size:,} bytes, from {path})")
 
 
+def render_fold(folded: Any, *, source: Path) -> None:
+    """Print where the normalization went and the parity of the folded file with its source."""
+    norm = folded.normalization
+    mean = ", ".join(f"{v:.4g}" for v in norm.mean)
+    std = ", ".join(f"{v:.4g}" for v in norm.std)
+    console.print(
+        f"wrote {folded.path}: input {folded.raw_dtype} (raw), normalization (x - [{mean}]) / "
+        f"[{std}] {folded.method}"
+    )
+    if folded.top1_agreement is not None:
+        console.print(
+            f"parity with {source} on {folded.samples} test samples (raw vs normalized input): "
+            f"top-1 agreement {folded.top1_agreement:.2%}, largest output difference "
+            f"{folded.max_abs_diff:.3g} (measured, ONNX Runtime)"
+        )
+
+
 def render_c_export(export: Any, size: Any, parity: Any, *, command: str) -> None:
     """Print what the C exporter wrote, its build sizes and the parity check (or its command)."""
     table = Table(title=f"C library {export.out_dir}", header_style="bold")
@@ -652,10 +763,25 @@ def render_c_export(export: Any, size: Any, parity: Any, *, command: str) -> Non
 @app.command()
 def export(
     model: Annotated[Path, typer.Argument(help="an int8 QDQ .onnx file (edgeopt quantize)")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="the folder to write")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the folder to write (c) | OUT.onnx (onnx)")
+    ],
     export_format: Annotated[
-        str, typer.Option("--format", help="c: a C99 library with a static arena, no malloc")
+        str,
+        typer.Option(
+            "--format",
+            help="c: a C99 library with a static arena, no malloc | onnx: with --raw-input",
+        ),
     ] = "c",
+    raw_input: Annotated[
+        bool,
+        typer.Option(
+            "--raw-input",
+            help="fold the normalization of --data into the first layer: the file takes raw "
+            "uint8, or int16 PCM for audio: data (its front end goes in the graph; --format "
+            "onnx)",
+        ),
+    ] = False,
     target: Annotated[
         str | None, typer.Option(help="target name or YAML file: the arena must fit its RAM")
     ] = None,
@@ -667,7 +793,9 @@ def export(
     ] = None,
     samples: Annotated[int, typer.Option(help="test samples the check runs")] = 1000,
 ) -> None:
-    """Write an int8 QDQ model as a C99 library for microcontrollers."""
+    """Write an int8 QDQ model as a C99 library for microcontrollers, or (``--format onnx
+    --raw-input``) an ONNX file that takes raw uint8 (or, for audio, int16 PCM) input, its
+    normalization (and audio front end) folded in."""
     from edgeopt.data import load_data
     from edgeopt.errors import InputError
     from edgeopt.export.c import CBuildError
@@ -676,8 +804,33 @@ def export(
     from edgeopt.export.c import has_compiler
     from edgeopt.export.c import measure_c
 
-    if export_format != "c":
-        raise InputError(f"unknown export format {export_format!r}; known: c.")
+    if export_format not in ("c", "onnx"):
+        raise InputError(f"unknown export format {export_format!r}; known: c, onnx.")
+    if export_format == "onnx" or raw_input:
+        if export_format != "onnx" or not raw_input or data is None:
+            raise InputError(
+                "--raw-input needs --format onnx and --data SPEC (the data whose normalization "
+                "is folded in); the C library quantizes float input itself."
+            )
+        from edgeopt.export.fold import fold_preprocessing
+        from edgeopt.export.onnx import ExportError
+
+        folded = fold_preprocessing(model, data, output=output, samples=samples)
+        render_fold(folded, source=model)
+        if folded.top1_agreement is not None and folded.top1_agreement < 1.0:
+            raise ExportError(
+                f"{output}: the folded model's top-1 differs from {model} on "
+                f"{1 - folded.top1_agreement:.2%} of {data}'s test samples; please report it."
+            )
+        return
+    from edgeopt.export.fold import folded_preprocessing
+
+    if folded_preprocessing(model) is not None:
+        raise InputError(
+            f"{model} takes raw input (its normalization is folded in), which the C exporter "
+            "does not take yet; export the unfolded int8 file, whose C library quantizes float "
+            "input in model_quantize_input()."
+        )
     result = export_c(model, output, target=target, prefix=prefix, is_forced=force)
     size = measure_c(result) if has_compiler() else None
     parity = None
@@ -691,6 +844,187 @@ def export(
             f"{output}: the C library differs from ONNX Runtime on {data} (top-1 agreement "
             f"{parity.top1_agreement:.2%}, {parity.max_tensor_lsb} LSB); please report it."
         )
+
+
+def render_optimize(result: Any) -> None:
+    """Print the Pareto front (and the closest candidates when none fits), the choice, the files."""
+    report = result.report
+    from rich import box
+
+    shown = {report["chosen"], *report["closest"]}
+    rows = [c for c in report["candidates"] if c["is_pareto"] or c["trial"] in shown]
+    study = report["study"]
+    table = Table(
+        title=f"optimize {report['model']} for {report['target']['name']}: "
+        f"{study['trials_complete']} trials complete, {study['trials_failed']} failed",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for column in ("#", "recipe", "acc", "drop", "ms", "uJ", "flash", "RAM", "fits"):
+        table.add_column(column, justify="left" if column == "recipe" else "right", no_wrap=True)
+    table.columns[1].no_wrap = False
+    table.columns[1].min_width = 20
+    baseline = report["baseline"]
+
+    def add(record: dict[str, Any], name: str, style: str | None = None) -> None:
+        from edgeopt.search import Recipe
+
+        recipe = name or Recipe.from_dict(record["recipe"]).describe()
+        table.add_row(
+            str(record["trial"]),
+            recipe,
+            f"{record['accuracy']:.2%}",
+            f"{record['accuracy_drop_pp']:+.2f}",
+            f"{record['latency_ms']:,.3g}",
+            f"{record['energy_uj']:,.1f}",
+            _bytes(record["flash_bytes"]),
+            _bytes(record["ram_bytes"]),
+            "yes" if record["is_feasible"] else "NO",
+            style=style,
+        )
+
+    add(baseline, "baseline", "dim")
+    for record in rows:
+        add(record, "", "bold green" if record["trial"] == report["chosen"] else None)
+    table.caption = (
+        "the Pareto front (and the pick); accuracy measured on the ONNX test split (drop in "
+        f"pp), latency (ms) and energy (uJ) estimated for {report['target']['name']}; chosen in "
+        "green"
+    )
+    console.print(table)
+    if result.is_feasible:
+        console.print(f"chosen: trial {report['chosen']}, wrote {result.model_path}")
+    else:
+        console.print(f"[bold red]no candidate fits:[/] {result.explanation}", highlight=False)
+        for path in result.closest_paths:
+            console.print(f"closest candidate saved: {path}")
+    paths = ", ".join(str(path) for path in result.report_paths)
+    console.print(f"report: {paths}; study {study['name']} in {study['storage']}")
+
+
+@app.command()
+def optimize(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="RUNDIR: study, trials, report")],
+    target: Annotated[str, typer.Option(help="target name or YAML file")],
+    data: DataOpt = "digits",
+    max_accuracy_drop: Annotated[
+        float | None, typer.Option("--max-accuracy-drop", help="percentage points")
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option("--max-latency-ms", help="estimated on the target")
+    ] = None,
+    max_energy_uj: Annotated[
+        float | None, typer.Option("--max-energy-uj", help="estimated on the target")
+    ] = None,
+    max_flash: Annotated[
+        int | None, typer.Option("--max-flash", help="bytes (default: the target's flash)")
+    ] = None,
+    max_ram: Annotated[
+        int | None, typer.Option("--max-ram", help="bytes (default: the target's RAM)")
+    ] = None,
+    objectives: Annotated[
+        str, typer.Option(help="comma list of accuracy, latency, energy, flash, ram")
+    ] = "accuracy,energy",
+    trials: Annotated[int, typer.Option(help="completed trials to reach")] = 20,
+    timeout: Annotated[
+        float | None, typer.Option(help="seconds after which no trial starts")
+    ] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="RDB URL (default sqlite:///RUNDIR/study.db)")
+    ] = None,
+    study: Annotated[str, typer.Option(help="study name in the storage")] = "edgeopt",
+    workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    sampler: Annotated[str, typer.Option(help="tpe | nsga2")] = "tpe",
+    quantize: Annotated[
+        str, typer.Option(help="quantization choices: none, ptq8, qat8, ptq4, mixed")
+    ] = "none,ptq8,qat8,ptq4,mixed",
+    epochs: Annotated[int, typer.Option(help="distillation epochs per trial")] = 5,
+    finetune_epochs: Annotated[int, typer.Option(help="pruning / QAT epochs per trial")] = 2,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    weights: WeightsOpt = None,
+) -> None:
+    """Search compression recipes under the device budget; keep the best one that fits."""
+    from rich.progress import BarColumn
+    from rich.progress import MofNCompleteColumn
+    from rich.progress import Progress
+    from rich.progress import TextColumn
+    from rich.progress import TimeElapsedColumn
+
+    from edgeopt.errors import BudgetError
+    from edgeopt.search import OptimizeConfig
+    from edgeopt.search import optimize as run_search
+
+    config = OptimizeConfig(
+        max_accuracy_drop_pp=max_accuracy_drop,
+        max_latency_ms=max_latency_ms,
+        max_energy_uj=max_energy_uj,
+        max_flash_bytes=max_flash,
+        max_ram_bytes=max_ram,
+        objectives=tuple(name for name in objectives.split(",") if name.strip()),
+        trials=trials,
+        timeout_s=timeout,
+        storage=storage,
+        study=study,
+        workers=workers,
+        sampler=sampler,
+        quantize_methods=tuple(name.strip() for name in quantize.split(",") if name.strip()),
+        distill_epochs=epochs,
+        finetune_epochs=finetune_epochs,
+        seed=seed,
+    )
+    columns = (
+        TextColumn("trials"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("optimize", total=trials)
+
+        def progress(complete: int, total: int) -> None:
+            bar.update(task, completed=complete, total=total)
+
+        result = run_search(
+            model,
+            data or "digits",
+            target,
+            config,
+            rundir=output,
+            weights=weights,
+            progress=progress,
+        )
+    render_optimize(result)
+    if not result.is_feasible:
+        raise BudgetError(result.explanation or "no candidate meets the budget.")
+
+
+@app.command()
+def apply(
+    model: ModelArg,
+    recipe: Annotated[Path, typer.Option(help="recipe.yaml written by optimize")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx")],
+    data: DataOpt = "digits",
+    target: Annotated[str | None, typer.Option(help="target name: profile the file on it")] = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Replay a saved recipe on the model: the same seed gives the same artifact."""
+    from edgeopt.data import load_data
+    from edgeopt.measure import profile as profile_model
+    from edgeopt.search import Recipe
+    from edgeopt.search import apply_recipe
+
+    parsed = Recipe.from_yaml(recipe)
+    dataset = load_data(data or "digits")
+    with console.status(f"applying {parsed.describe()}"):
+        written = apply_recipe(model, dataset, parsed, output, weights=weights)
+    metrics = profile_model(str(written), data=dataset, target=target)
+    console.print(
+        f"wrote {written} ({parsed.describe()}): test accuracy {metrics.accuracy:.2%} "
+        f"(measured on the ONNX file), {metrics.size_bytes:,} bytes"
+    )
 
 
 def main() -> None:

@@ -29,6 +29,8 @@ from edgeopt.spec import Spec
 FMIN_HZ = 20.0
 #: Added before the log so silent (zero-padded) frames stay finite.
 LOG_OFFSET = 1e-6
+#: 16-bit PCM full scale: :func:`read_wav` divides int16 samples by it (so -32768 maps to -1).
+PCM16_FULL_SCALE = 32768.0
 #: Clips transformed per batch: bounds the memory of the complex spectra (~13 MB per 100 clips).
 _CHUNK_CLIPS = 256
 #: Free Spoken Digit Dataset names: ``<label>_<speaker>_<take>.wav``.
@@ -119,13 +121,48 @@ def mel_filterbank(*, sample_rate: int, n_fft: int, mels: int) -> np.ndarray:
     return _filterbank(int(sample_rate), int(n_fft), int(mels))
 
 
-def _dct_matrix(size: int, keep: int) -> np.ndarray:
-    """First ``keep`` rows of the orthonormal DCT-II of length ``size`` (scipy ``norm="ortho"``)."""
+def dct_matrix(size: int, keep: int) -> np.ndarray:
+    """Build the first ``keep`` rows of the orthonormal DCT-II of length ``size``.
+
+    Public for the same reason as :func:`mel_filterbank`: a front end built elsewhere (the ONNX
+    one of ``edgeopt.export.frontend``) must use this very matrix.
+
+    Args:
+        size: Input length (the number of mel filters).
+        keep: Rows (cepstral coefficients) kept.
+
+    Returns:
+        float64 matrix shaped (keep, size), scipy's ``dct(norm="ortho")`` rows.
+
+    Example:
+        >>> basis = dct_matrix(40, 40)
+        >>> bool(np.allclose(basis @ basis.T, np.eye(40)))
+        True
+    """
     k = np.arange(keep)[:, None]
     n = np.arange(size)[None, :]
-    basis = np.sqrt(2.0 / size) * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
+    basis: np.ndarray = np.sqrt(2.0 / size) * np.cos(np.pi * k * (2 * n + 1) / (2 * size))
     basis[0] /= np.sqrt(2.0)
     return basis
+
+
+def hann_window(frame_length: int) -> np.ndarray:
+    """Build the periodic Hann window :func:`log_mel` multiplies every frame by.
+
+    Periodic, the FFT-analysis form (TensorFlow's ``hann_window`` default, used by KWS models).
+
+    Args:
+        frame_length: Window length in samples.
+
+    Returns:
+        float32 window of ``frame_length`` samples.
+
+    Example:
+        >>> hann_window(4).tolist()
+        [0.0, 0.5, 1.0, 0.5]
+    """
+    n = np.arange(frame_length)
+    return (0.5 - 0.5 * np.cos(2 * np.pi * n / frame_length)).astype(np.float32)
 
 
 def _fit_length(signal: np.ndarray, samples: int) -> np.ndarray:
@@ -194,12 +231,9 @@ def log_mel(
     if batch.ndim not in (1, 2):
         raise InputError(f"log_mel: signal has shape {batch.shape}; expected 1 or 2 dims.")
     batch = _fit_length(np.atleast_2d(batch), framing.samples)
-    # Periodic Hann, the FFT-analysis form (TensorFlow's hann_window default, used by KWS models).
-    window = (
-        0.5 - 0.5 * np.cos(2 * np.pi * np.arange(framing.frame_length) / framing.frame_length)
-    ).astype(np.float32)
+    window = hann_window(framing.frame_length)
     bank_t = mel_filterbank(sample_rate=sample_rate, n_fft=framing.n_fft, mels=mels).T
-    dct_t = _dct_matrix(mels, mfcc).T.astype(np.float32) if mfcc else None
+    dct_t = dct_matrix(mels, mfcc).T.astype(np.float32) if mfcc else None
     out = np.empty((len(batch), framing.frames, mfcc or mels), dtype=np.float32)
     for start in range(0, len(batch), _CHUNK_CLIPS):
         chunk = batch[start : start + _CHUNK_CLIPS]
@@ -210,6 +244,66 @@ def log_mel(
         features = np.log(power @ bank_t + LOG_OFFSET)
         out[start : start + len(chunk)] = features @ dct_t if dct_t is not None else features
     return out if np.ndim(signal) == 2 else out[0]
+
+
+def _to_pcm16(batch: np.ndarray) -> np.ndarray:
+    """The int16 samples a device would feed: exact for mono 16-bit WAVs at their own rate
+    (FSDD), rounded to the nearest 16-bit step for other widths, channel means or resampling."""
+    scaled = np.round(np.asarray(batch, dtype=np.float64) * PCM16_FULL_SCALE)
+    return np.clip(scaled, -PCM16_FULL_SCALE, PCM16_FULL_SCALE - 1).astype(np.int16)
+
+
+def describe_frontend(
+    *,
+    sample_rate: int,
+    seconds: float = 1.0,
+    frame_ms: float = 40.0,
+    hop_ms: float = 20.0,
+    mels: int = 40,
+    mfcc: int = 0,
+) -> dict[str, object]:
+    """Describe the front end an ``audio:`` spec with these parameters records.
+
+    The record (``Dataset.frontend``) is what a device, or the ONNX front end of
+    ``edgeopt.export.frontend``, rebuilds :func:`log_mel` from; this gives it without WAV files.
+
+    Args:
+        sample_rate: Sample rate of the clips in Hz.
+        seconds: Clip length the features describe.
+        frame_ms: Frame (window) length in milliseconds.
+        hop_ms: Step between frame starts in milliseconds.
+        mels: Number of mel filters.
+        mfcc: Number of cepstral coefficients kept; 0 for log-mel energies.
+
+    Returns:
+        The record: parameters in samples, the int16 input it takes, and per-clip op counts.
+
+    Raises:
+        InputError: the settings leave no whole frame, or ``mfcc`` is above ``mels``.
+
+    Example:
+        >>> record = describe_frontend(sample_rate=8000, mfcc=10)
+        >>> record["samples"], record["frame_length"], record["hop_length"], record["n_fft"]
+        (8000, 320, 160, 512)
+    """
+    if mels < 1 or not 0 <= mfcc <= mels:
+        raise InputError(f"need mels >= 1 and 0 <= mfcc <= mels (got {mels}, {mfcc}).")
+    framing = _framing(
+        sample_rate=sample_rate,
+        seconds=seconds,
+        frame_ms=frame_ms,
+        hop_ms=hop_ms,
+        where="describe_frontend",
+    )
+    return _frontend_record(
+        framing,
+        sample_rate=sample_rate,
+        seconds=seconds,
+        frame_ms=frame_ms,
+        hop_ms=hop_ms,
+        mels=mels,
+        mfcc=mfcc,
+    )
 
 
 def _frontend_record(
@@ -229,6 +323,11 @@ def _frontend_record(
         "features": "mfcc" if mfcc else "log-mel",
         "sample_rate": sample_rate,
         "seconds": seconds,
+        # What a device feeds: ``samples`` int16 values (the clip already centre-cropped or
+        # zero-padded), read as int16 / pcm_full_scale; the ONNX front end takes exactly this.
+        "samples": framing.samples,
+        "pcm_dtype": "int16",
+        "pcm_full_scale": PCM16_FULL_SCALE,
         "frame_ms": frame_ms,
         "hop_ms": hop_ms,
         "frame_length": framing.frame_length,
@@ -451,17 +550,20 @@ def load_audio(spec: Spec) -> Dataset:
     except InputError as exc:
         raise InputError(f"{spec.text}: {exc}") from None
     x = features[:, None, :, :]
+    signals = _to_pcm16(batch)
 
     classes = _class_order(labels)
     index = {name: i for i, name in enumerate(classes)}
     y = np.array([index[label] for label in labels], dtype=np.int64)
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    signals_test: np.ndarray | None = None
     rule = None
     if is_fsdd:
         take = np.array([int(match.group(1)) for match in takes if match is not None])
         is_test = take < test_takes
         x_test, y_test, x, y = x[is_test], y[is_test], x[~is_test], y[~is_test]
+        signals_test, signals = signals[is_test], signals[~is_test]
         rule = f"FSDD convention: takes 0-{test_takes - 1} are the test split"
     return make_dataset(
         name=folder.name,
@@ -474,6 +576,8 @@ def load_audio(spec: Spec) -> Dataset:
         raw_dtype="float32",
         test_rule=rule,
         notes=tuple(notes),
+        signals=signals,
+        signals_test=signals_test,
         frontend=_frontend_record(
             framing,
             sample_rate=sample_rate,

@@ -78,7 +78,9 @@ class Dataset:
 
     ``raw[split]`` holds samples shaped (N, C, H, W) for images, (N, 1, frames, mels) for audio
     and (N, 1, F) for flat feature vectors. ``arrays(split)`` returns the normalized float32
-    input and int64 labels.
+    input and int64 labels. Audio also keeps ``test_signals``, the test clips as the int16
+    samples (N, samples) a device records, in ``raw["test"]`` order: folding the front end into
+    the model is checked on them (only the test split's, to keep memory small).
     """
 
     name: str
@@ -90,6 +92,7 @@ class Dataset:
     split_rule: str
     notes: tuple[str, ...] = field(default=())
     frontend: dict[str, object] = field(default_factory=dict)
+    test_signals: np.ndarray | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -155,14 +158,24 @@ def make_dataset(
     test_rule: str | None = None,
     notes: tuple[str, ...] = (),
     frontend: dict[str, object] | None = None,
+    signals: np.ndarray | None = None,
+    signals_test: np.ndarray | None = None,
 ) -> Dataset:
     """Split raw samples into train / val / calib / test and fit the normalization on train.
 
     With ``x_test`` given (the dataset's official test split) it is the test split; otherwise
     ``TEST_FRACTION`` of each class is held out. ``VAL_FRACTION`` of each class of the remaining
     pool is the validation split; the calibration split is ``CALIB_SAMPLES`` drawn from train
-    (calibration data is training data, never validation or test data).
+    (calibration data is training data, never validation or test data). ``signals`` (and
+    ``signals_test``) are the raw recordings behind ``x`` (and ``x_test``), row for row; the
+    test split's are kept as ``Dataset.test_signals``.
     """
+    if signals is not None and len(signals) != len(x):
+        raise InputError(f"{spec}: {len(x)} samples but {len(signals)} signals.")
+    if (signals_test is not None) != (signals is not None and x_test is not None):
+        raise InputError(f"{spec}: signals need one row per sample of every split given.")
+    if signals_test is not None and x_test is not None and len(signals_test) != len(x_test):
+        raise InputError(f"{spec}: {len(x_test)} test samples but {len(signals_test)} signals.")
     if len(x) == 0:
         raise InputError(f"{spec}: the dataset has no samples.")
     if len(x) != len(y):
@@ -188,6 +201,7 @@ def make_dataset(
     if x_test is None or y_test is None:
         pool, test = _stratified_holdout(y, TEST_FRACTION, SPLIT_SEED)
         x_pool, y_pool, x_test, y_test = x[pool], y[pool], x[test], y[test]
+        signals_test = None if signals is None else signals[test]
         rule = test_rule or f"stratified {TEST_FRACTION:.0%} test holdout (seed {SPLIT_SEED})"
     else:
         x_pool, y_pool = x, y
@@ -222,4 +236,5 @@ def make_dataset(
         split_rule=rule,
         notes=notes,
         frontend=frontend or {},
+        test_signals=signals_test,
     )

@@ -1,0 +1,106 @@
+"""The pieces of ``report.json`` that are not candidates: environment, provenance, sensitivity,
+memory schedules, and the hand-off to :func:`edgeopt.report.write_report`."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+REPORT_KIND = "edgeopt-optimize-report"
+SENSITIVITY_RATIOS = (0.25, 0.5, 0.75)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(threads: int) -> dict[str, Any]:
+    """Versions and machine: what a reader needs to compare host latencies."""
+    return {
+        "edgeopt": _version("edgeopt"),
+        "python": sys.version.split()[0],
+        "torch": _version("torch"),
+        "onnx": _version("onnx"),
+        "onnxruntime": _version("onnxruntime"),
+        "optuna": _version("optuna"),
+        "cpu": _cpu(),
+        "cores": os.cpu_count() or 1,
+        "threads": threads,
+        "platform": platform.platform(),
+    }
+
+
+def provenance(data_spec: str, target: str, threads: int) -> dict[str, str]:
+    """How each candidate number was obtained, in words."""
+    return {
+        "accuracy": f"measured: top-1 of the exported ONNX file on the test split of {data_spec} "
+        "(ONNX Runtime)",
+        "latency_ms": f"estimated for {target} from the target profile (cycles model over the "
+        "ONNX graph's layers)",
+        "energy_uj": f"estimated for {target}: estimated latency times the profile's active power",
+        "flash_bytes": "measured: bytes of the ONNX file on disk (weights and graph)",
+        "ram_bytes": "counted: peak of live activation tensors over the ONNX graph's node order",
+        "host_latency_ms": f"measured: ONNX Runtime p50 on this machine, {threads} thread(s), "
+        "batch 1",
+    }
+
+
+def memory_schedule(path: Path) -> dict[str, list] | None:
+    """Live activation bytes after each node of the file, with the node names."""
+    from edgeopt.measure.graph import analyse
+    from edgeopt.measure.memory import plan_memory
+    from edgeopt.models import read_onnx
+
+    if not path.is_file():
+        return None
+    graph, _ = analyse(read_onnx(path))
+    plan = plan_memory(graph)
+    return {"names": list(plan.step_names), "bytes": [int(b) for b in plan.step_bytes]}
+
+
+def sensitivity_table(handle: Any, dataset: Any) -> dict[str, Any] | None:
+    """Per-layer channel-pruning sensitivity of a PyTorch baseline (cheap: three ratios)."""
+    from edgeopt.errors import InputError
+    from edgeopt.stages.sensitivity import sensitivity
+
+    if handle.module is None:
+        return None
+    try:
+        table = sensitivity(handle, dataset, granularity="channel", ratios=SENSITIVITY_RATIOS)
+    except InputError:
+        return None
+    return {
+        "model": handle.spec,
+        "ratios": list(table.ratios),
+        "baseline_accuracy": table.baseline_accuracy,
+        "layers": [
+            {"name": name, "accuracy": [None if math.isnan(v) else v for v in row]}
+            for name, row in zip(table.layers, table.accuracy, strict=True)
+        ],
+    }
+
+
+def write_report(rundir: Path, report: dict[str, Any]) -> tuple[Path, ...]:
+    """Write report.json (stable keys) and the self-contained report.html."""
+    from edgeopt.report import write_report as render
+
+    return tuple(render(rundir, report))

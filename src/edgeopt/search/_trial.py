@@ -1,0 +1,185 @@
+"""One trial of the search: its recipe built into its own folder, exported and measured.
+
+What a worker needs travels in :class:`Search` (picklable: it crosses a process spawn). A trial
+asks :mod:`edgeopt.search.space` for a plan, runs the stage verbs through
+:mod:`edgeopt.search.recipe` into ``RUNDIR/trials/NNNN/`` and measures the ONNX file with
+:func:`edgeopt.measure.profile_onnx`; the record it keeps with the trial is the report's
+candidate, and the budget reaches the sampler as constraint values (above 0: broken).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+from edgeopt._io import write_json
+from edgeopt.data import Dataset
+from edgeopt.models import ModelHandle
+from edgeopt.search import select
+from edgeopt.search.recipe import Recipe
+from edgeopt.search.recipe import Step
+from edgeopt.search.recipe import build_before_quantize
+from edgeopt.search.recipe import finish_recipe
+from edgeopt.search.space import suggest_plan
+from edgeopt.target import Target
+
+if TYPE_CHECKING:
+    from edgeopt.search.optimize import OptimizeConfig
+
+__all__ = [
+    "HAS_SET_CONSTRAINT",
+    "Search",
+    "candidate_record",
+    "measure",
+    "mixed_budget",
+    "run_trial",
+]
+
+#: ``progress(complete, total)``: completed trials so far and the number asked for.
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Search:
+    """Everything a worker process needs (picklable: it crosses a spawn)."""
+
+    handle: ModelHandle
+    data_spec: str
+    target: Target
+    config: OptimizeConfig
+    rundir: Path
+    url: str
+    baseline_accuracy: float
+    limits: dict[str, float | None]
+    students: tuple[str, ...]
+    progress: ProgressFn | None = field(default=None, compare=False)
+
+
+def candidate_record(
+    trial: int, recipe: Recipe, metrics: Any, baseline_accuracy: float, artifact: str
+) -> dict[str, Any]:
+    """The measured record of one artifact (feasibility and Pareto are added for the report)."""
+    accuracy = float(metrics.accuracy)
+    return {
+        "trial": trial,
+        "recipe": recipe.to_dict(),
+        "accuracy": accuracy,
+        "accuracy_drop_pp": round(100.0 * (baseline_accuracy - accuracy), 6),
+        "latency_ms": float(metrics.estimate.latency_ms),
+        "energy_uj": float(metrics.estimate.energy_uj),
+        "flash_bytes": int(metrics.size_bytes),
+        "ram_bytes": int(metrics.peak_ram_bytes),
+        "size_bytes": int(metrics.size_bytes),
+        "params": int(metrics.params),
+        "macs": int(metrics.macs),
+        "host_latency_ms": float(metrics.latency_ms.p50) if metrics.latency_ms else None,
+        "artifact": artifact,
+    }
+
+
+def measure(search: Search, dataset: Dataset, path: Path) -> Any:
+    from edgeopt.measure import profile_onnx
+
+    return profile_onnx(path, data=dataset, target=search.target, threads=search.config.threads)
+
+
+def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]:
+    """Build the trial's recipe into its own folder, export it, measure the file."""
+    from edgeopt.stages.quantize import MixedPrecisionConfig
+
+    config = search.config
+    plan = suggest_plan(
+        trial,
+        students=list(search.students),
+        is_torch=search.handle.module is not None,
+        seed=config.seed,
+        distill_epochs=config.distill_epochs,
+        finetune_epochs=config.finetune_epochs,
+        methods=config.quantize_methods,
+    )
+    twin = find_twin(trial)
+    if twin is not None:
+        # The sampler proposed a recipe already measured (small categorical spaces repeat):
+        # the same seed would build the same file, so its record stands in for a rebuild.
+        record = {**twin.user_attrs["candidate"], "trial": trial.number}
+        trial.set_user_attr("candidate", record)
+        trial.set_user_attr("duplicate_of", twin.number)
+        set_constraints(trial, record, search.limits)
+        return tuple(float(record[name]) for name in config.objectives)
+    folder = search.rundir / "trials" / f"{trial.number:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=folder) as scratch:
+        built = build_before_quantize(search.handle, dataset, plan.before)
+        quantize = plan.quantize
+        if plan.mixed_fraction is not None:
+            budget = mixed_budget(built, dataset, plan.mixed_fraction, Path(scratch))
+            mixed = MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
+            quantize = Step(mixed)
+        recipe = Recipe(seed=config.seed, steps=plan.before + ((quantize,) if quantize else ()))
+        trial.set_user_attr("recipe", recipe.describe())
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        path = finish_recipe(built, dataset, quantize, folder / "model.onnx", Path(scratch))
+    recipe.to_yaml(folder / "recipe.yaml")
+    metrics = measure(search, dataset, path)
+    write_json(folder / "metrics.json", metrics.to_dict())
+    artifact = path.relative_to(search.rundir).as_posix()
+    record = candidate_record(trial.number, recipe, metrics, search.baseline_accuracy, artifact)
+    trial.set_user_attr("candidate", record)
+    set_constraints(trial, record, search.limits)
+    return tuple(float(record[name]) for name in config.objectives)
+
+
+def mixed_budget(handle: ModelHandle, dataset: Dataset, fraction: float, scratch: Path) -> int:
+    """Mixed precision's byte budget: ``fraction`` of the model's int8 file, never below its
+    all-4-bit file.
+
+    The graph, scales and metadata weigh more in a small model, so its 4-bit file can be 70-85%
+    of its int8 file (a distilled LeNet-5 at width 0.25: 10,193 of 12,472 B); a budget under
+    that is one no allocation meets, and failed the trial after its training. The 4-bit PTQ
+    file is the floor (a few bytes over the all-4-bit file that mixed precision writes).
+    """
+    from edgeopt.stages.quantize import PTQConfig
+
+    sizes = []
+    for bits in (8, 4):
+        probe = scratch / f"int{bits}.onnx"
+        finish_recipe(handle, dataset, Step(PTQConfig(bits=bits)), probe, scratch)
+        sizes.append(probe.stat().st_size)
+    return max(int(fraction * sizes[0]), sizes[1])
+
+
+def find_twin(trial: Any) -> Any:
+    """A completed trial of the study with exactly this trial's parameters, or None."""
+    from optuna.trial import TrialState
+
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.params == trial.params and "candidate" in other.user_attrs:
+            return other
+    return None
+
+
+def set_constraints(trial: Any, record: dict[str, Any], limits: dict[str, float | None]) -> None:
+    if HAS_SET_CONSTRAINT:
+        values = select.constraint_values(record, limits)
+        for key, value in zip(select.LIMIT_KEYS, values, strict=True):
+            trial.set_constraint(key, value)
+
+
+def has_set_constraint() -> bool:
+    try:
+        from optuna.trial import Trial
+    except ImportError:  # pragma: no cover  (optuna is a dependency)
+        return False
+    return hasattr(Trial, "set_constraint")
+
+
+#: Optuna 5 takes constraint values from the trial (``set_constraint``); Optuna 4 asks the
+#: sampler's ``constraints_func`` after each trial. The values are the same either way.
+HAS_SET_CONSTRAINT = has_set_constraint()

@@ -1,0 +1,312 @@
+"""``Recipe``: the ordered compression steps that made an artifact, and their deterministic replay.
+
+A recipe is at most one step of each kind, in the order the toolkit runs them: ``distill`` (a
+student trained on the model's outputs), ``prune`` (weights or channels, then fine-tuning),
+``quantize`` (PTQ, QAT or mixed precision; always last, since it writes the deployed file).
+Each step is the stage's own frozen config, so a recipe is exactly what the stage verbs take,
+and its YAML form is the configs' ``to_dict`` with a ``step`` key::
+
+    kind: edgeopt-recipe
+    version: 1
+    seed: 0
+    steps:
+    - {step: distill, student: "zoo:cnn-s?width=0.5", kind: distill, epochs: 5, seed: 0, ...}
+    - {step: quantize, kind: quantize.ptq, bits: 8, calibration: mse, ...}
+
+Every step is seeded (training shuffles, initial weights) and PyTorch runs deterministic
+kernels, so :func:`apply_recipe` on the same model and data writes the same artifact: the search
+relies on it to rebuild a candidate found by a worker on another machine.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edgeopt._io import atomic_path
+from edgeopt.config import Config
+from edgeopt.data import Dataset
+from edgeopt.data import load_data
+from edgeopt.errors import InputError
+from edgeopt.models import ModelHandle
+from edgeopt.models import load_model
+from edgeopt.stages.distill import DistillConfig
+from edgeopt.stages.prune import PruneConfig
+from edgeopt.stages.quantize import MixedPrecisionConfig
+from edgeopt.stages.quantize import PTQConfig
+from edgeopt.stages.quantize import QATConfig
+
+__all__ = ["Recipe", "Step", "apply_recipe", "build_before_quantize", "finish_recipe"]
+
+RECIPE_KIND = "edgeopt-recipe"
+RECIPE_VERSION = 1
+STEP_ORDER = ("distill", "prune", "quantize")
+#: The configs a step may hold, by their ``kind`` (the YAML name).
+CONFIGS: dict[str, type[Config]] = {
+    "distill": DistillConfig,
+    "prune": PruneConfig,
+    "quantize.ptq": PTQConfig,
+    "quantize.qat": QATConfig,
+    "quantize.mixed": MixedPrecisionConfig,
+}
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so the YAML is plain (safe_dump refuses tuples)."""
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a recipe: a stage config, plus the student's spec for ``distill``."""
+
+    config: Config
+    student: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``distill``, ``prune`` or ``quantize`` (the part of the kind before the dot)."""
+        return self.config.kind.split(".")[0]
+
+    def __post_init__(self) -> None:
+        if self.config.kind not in CONFIGS:
+            raise InputError(f"recipe: unknown step config {self.config.kind!r}.")
+        if (self.name == "distill") != (self.student is not None):
+            raise InputError("recipe: a distill step, and only it, names a student model.")
+
+    def to_dict(self) -> dict[str, Any]:
+        head: dict[str, Any] = {"step": self.name}
+        if self.student is not None:
+            head["student"] = self.student
+        return _plain({**head, **self.config.to_dict()})
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Step:
+        """Rebuild a step, naming the field at fault."""
+        if not isinstance(raw, dict):
+            raise InputError("recipe: every step must be a mapping with a 'step' key.")
+        raw = dict(raw)
+        name = raw.pop("step", None)
+        if name not in STEP_ORDER:
+            raise InputError(f"recipe: step must be one of {', '.join(STEP_ORDER)}, got {name!r}.")
+        student = raw.pop("student", None)
+        kind = raw.get("kind", name if name != "quantize" else None)
+        if kind is None:
+            raise InputError("recipe: a quantize step needs a kind (quantize.ptq|qat|mixed).")
+        if kind not in CONFIGS or kind.split(".")[0] != name:
+            raise InputError(f"recipe: step {name!r} cannot hold a {kind!r} config.")
+        for key in ("exclude", "candidates"):
+            if isinstance(raw.get(key), list):
+                raw[key] = tuple(raw[key])
+        try:
+            config = CONFIGS[kind].from_dict(raw)
+        except TypeError as exc:
+            raise InputError(f"recipe: step {name!r} has a malformed field ({exc}).") from None
+        if student is not None and not isinstance(student, str):
+            raise InputError("recipe: student must be a model spec such as zoo:cnn-s?width=0.5.")
+        return cls(config=config, student=student)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An ordered list of compression steps and the seed they were made with.
+
+    Example:
+        >>> r = Recipe(seed=0, steps=(Step(PTQConfig()),))
+        >>> Recipe.from_dict(r.to_dict()) == r
+        True
+    """
+
+    seed: int = 0
+    steps: tuple[Step, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InputError(f"recipe: seed must be a whole number, got {self.seed!r}.")
+        object.__setattr__(self, "steps", tuple(self.steps))
+        names = [step.name for step in self.steps]
+        if len(set(names)) != len(names) or names != sorted(names, key=STEP_ORDER.index):
+            raise InputError(
+                f"recipe: steps must be at most one each of {', '.join(STEP_ORDER)}, in that "
+                f"order; got {', '.join(names)}."
+            )
+
+    @property
+    def quantize_step(self) -> Step | None:
+        return self.steps[-1] if self.steps and self.steps[-1].name == "quantize" else None
+
+    def describe(self) -> str:
+        """One line: ``distill(cnn-s?width=0.5) > prune(channel 0.3) > quantize.ptq``."""
+        parts = []
+        for step in self.steps:
+            config: Any = step.config
+            if step.name == "distill":
+                parts.append(f"distill({(step.student or '').removeprefix('zoo:')})")
+            elif step.name == "prune":
+                parts.append(f"prune({config.granularity} {config.ratio:g})")
+            elif isinstance(config, MixedPrecisionConfig):
+                parts.append(f"mixed({config.max_flash_bytes:,} B)")
+            else:
+                parts.append(f"{config.kind.removeprefix('quantize.')}{config.bits}")
+        return " > ".join(parts) or "as is (fp32)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "steps": [step.to_dict() for step in self.steps]}
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Recipe:
+        if not isinstance(raw, dict):
+            raise InputError("recipe: must be a mapping with seed and steps.")
+        raw = dict(raw)
+        kind = raw.pop("kind", RECIPE_KIND)
+        version = raw.pop("version", RECIPE_VERSION)
+        if kind != RECIPE_KIND:
+            raise InputError(f"recipe: kind {kind!r} is not {RECIPE_KIND!r}.")
+        if not isinstance(version, int) or version > RECIPE_VERSION:
+            raise InputError(f"recipe: version {version!r} is newer than {RECIPE_VERSION}.")
+        unknown = sorted(set(raw) - {"seed", "steps"})
+        if unknown:
+            raise InputError(f"recipe: unknown field {unknown[0]!r}.")
+        steps = raw.get("steps") or []
+        if not isinstance(steps, list):
+            raise InputError("recipe: steps must be a list.")
+        return cls(seed=raw.get("seed", 0), steps=tuple(Step.from_dict(s) for s in steps))
+
+    def to_yaml(self, path: str | Path) -> Path:
+        """Write the recipe as YAML, atomically."""
+        out = Path(path)
+        body = {"kind": RECIPE_KIND, "version": RECIPE_VERSION, **self.to_dict()}
+        with atomic_path(out) as tmp:
+            tmp.write_text(yaml.safe_dump(body, sort_keys=False))
+        return out
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Recipe:
+        """Load a recipe file; errors name the file and the field."""
+        source = Path(path)
+        if not source.is_file():
+            raise InputError(f"{source}: recipe file does not exist.")
+        try:
+            raw = yaml.safe_load(source.read_text())
+        except yaml.YAMLError as exc:
+            raise InputError(f"{source}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+        try:
+            return cls.from_dict(raw)
+        except InputError as exc:
+            raise InputError(f"{source}: {exc}") from None
+
+
+def _onnx_metadata(handle: ModelHandle, dataset: Dataset) -> dict[str, object]:
+    """What ``save_trained`` stamps: later steps fold the normalization into the model."""
+    return {
+        "normalization": dataset.normalization.to_dict(),
+        "classes": list(dataset.classes),
+        "data": dataset.spec,
+        "model_spec": handle.spec,
+    }
+
+
+def build_before_quantize(
+    handle: ModelHandle, dataset: Dataset, steps: tuple[Step, ...]
+) -> ModelHandle:
+    """Run the training-side steps (distill, prune) and return the model they made."""
+    from edgeopt.stages.distill import distill
+    from edgeopt.stages.prune import prune
+
+    for step in steps:
+        if step.name == "distill":
+            assert step.student is not None and isinstance(step.config, DistillConfig)
+            handle = distill(handle, step.student, step.config, data=dataset).model
+        elif step.name == "prune":
+            assert isinstance(step.config, PruneConfig)
+            handle = prune(handle, step.config, data=dataset).model
+    return handle
+
+
+def write_fp32(handle: ModelHandle, dataset: Dataset, output: Path) -> Path:
+    """The model as an fp32 ONNX file: a PyTorch model exported, an ONNX file copied."""
+    from edgeopt.export.onnx import export_onnx
+    from edgeopt.export.onnx import save_onnx
+    from edgeopt.models import read_onnx
+
+    if handle.module is not None:
+        return export_onnx(handle, output, metadata=_onnx_metadata(handle, dataset))
+    assert handle.onnx_path is not None
+    return save_onnx(read_onnx(handle.onnx_path), output)
+
+
+def finish_recipe(
+    handle: ModelHandle, dataset: Dataset, step: Step | None, output: Path, scratch: Path
+) -> Path:
+    """Write the deployed file: quantized by ``step``, or the fp32 model when there is none.
+
+    PTQ and mixed precision start from the fp32 file written here with the data's metadata
+    (normalization, classes), the same file a search candidate starts from.
+    """
+    from edgeopt.stages.quantize import quantize
+
+    if step is None:
+        return write_fp32(handle, dataset, output)
+    if not isinstance(step.config, QATConfig) and handle.module is not None:
+        fp32 = write_fp32(handle, dataset, scratch / f"{handle.name}.fp32.onnx")
+        handle = load_model(str(fp32), data=dataset)
+    quantize(handle, step.config, data=dataset, output=output)  # type: ignore[arg-type]
+    return output
+
+
+def apply_recipe(
+    model: str | ModelHandle,
+    data: str | Dataset,
+    recipe: Recipe | str | Path,
+    output: str | Path,
+    *,
+    weights: str | Path | None = None,
+) -> Path:
+    """Replay a recipe on a model: the same model, data and recipe give the same artifact.
+
+    Args:
+        model: the model the recipe started from (the search's baseline): a spec or a handle.
+        data: the data spec or dataset the search used.
+        recipe: a :class:`Recipe` or the path of its YAML file.
+        output: the ``.onnx`` file to write (atomically).
+        weights: a state dict for a zoo or factory spec.
+
+    Returns:
+        The written path.
+
+    Raises:
+        InputError: a bad model, data or recipe (named), an output that is not ``.onnx``, or a
+            training-side step on an ONNX-only model.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "m.onnx"
+        >>> apply_recipe("zoo:cnn-s", "digits", Recipe(steps=(Step(PTQConfig()),)), out) == out
+        True
+    """
+    resolved = recipe if isinstance(recipe, Recipe) else Recipe.from_yaml(recipe)
+    out = Path(output)
+    if out.suffix != ".onnx":
+        raise InputError(f"{out}: the output must end in .onnx.")
+    dataset = load_data(data)
+    handle = load_model(model, weights=weights, data=dataset)
+    first = resolved.steps[0] if resolved.steps else None
+    if handle.module is None and first is not None and first.name == "prune":
+        handle.require_torch("pruning")
+    quantize_step = resolved.quantize_step
+    if quantize_step is not None and isinstance(quantize_step.config, QATConfig):
+        if handle.module is None and not any(s.name == "distill" for s in resolved.steps):
+            handle.require_torch("QAT")
+    before = tuple(step for step in resolved.steps if step.name != "quantize")
+    built = build_before_quantize(handle, dataset, before)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgeopt-recipe-", dir=out.parent) as scratch:
+        return finish_recipe(built, dataset, quantize_step, out, Path(scratch))
