@@ -37,9 +37,16 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 def conv_model(
-    path: Path, *, channels: int = 4, size: int = 8, op: str = "Conv", is_quantized: bool = True
+    path: Path,
+    *,
+    channels: int = 4,
+    size: int = 8,
+    width: int | None = None,
+    op: str = "Conv",
+    is_quantized: bool = True,
 ) -> Path:
-    """One 3x3 convolution (or another operator) on a CxSxS input, as int8 QDQ or in float."""
+    """One 3x3 convolution (or another operator) on a CxSxS (or CxSxW) input, as int8 QDQ or in
+    float."""
     rng = np.random.default_rng(0)
     weights = rng.integers(-127, 128, (channels, channels, 3, 3)).astype(np.int8)
     scalars = {
@@ -72,7 +79,7 @@ def conv_model(
         ]
     else:
         nodes[-1].output[0] = sink
-    shape = ["batch", channels, size, size]
+    shape = ["batch", channels, size, width or size]
     graph = helper.make_graph(
         nodes,
         "conv",
@@ -178,3 +185,34 @@ def test_an_unknown_format_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFi
     model = conv_model(tmp_path / "int8.onnx")
     code, _, err = run_cli(["export", str(model), "--format", "tflite", "-o", "x"], capsys)
     assert code == 2 and "unknown export format 'tflite'; known: c, onnx." in err
+
+
+def test_a_folded_audio_model_says_why_c_cannot_take_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """int16 PCM through the folded front end: its DFT Conv is float, so the C exporter refuses
+    it in one sentence and names the way out (the unfolded model, features on the device)."""
+    from scipy.io import wavfile
+
+    from edgeopt.data import load_data
+    from edgeopt.export.fold import fold_preprocessing
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    rng = np.random.default_rng(2)
+    for label in range(2):
+        for take in range(8):  # FSDD names: takes 0-4 are the test split
+            t = np.arange(4000) / 8000
+            noise = 0.01 * rng.standard_normal(4000)
+            tone = 0.5 * np.sin(2 * np.pi * 400 * (label + 1) * t) + noise
+            wavfile.write(clips / f"{label}_ann_{take}.wav", 8000, (tone * 32767).astype(np.int16))
+    data = load_data(f"audio:{clips}?mfcc=10")
+    model = conv_model(tmp_path / "int8.onnx", channels=1, size=49, width=10)
+    folded = fold_preprocessing(model, data, output=tmp_path / "raw.onnx", samples=0)
+    assert folded.raw_dtype == "int16" and folded.frontend is not None
+    out = tmp_path / "c"
+    code, _, err = run_cli(["export", str(folded.path), "--format", "c", "-o", str(out)], capsys)
+    assert code == 2 and "takes int16 PCM through the audio front end" in err
+    assert "DFT Conv" in err and "export the unfolded int8 model" in err
+    assert err.count(". ") == 0 and "Traceback" not in err
+    assert not out.exists()

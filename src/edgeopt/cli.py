@@ -742,9 +742,11 @@ def render_c_export(export: Any, size: Any, parity: Any, *, command: str) -> Non
     else:
         table.add_row("flash", _bytes(export.weights_bytes), "estimated: weights, code not counted")
     x = f"{export.input_type} {'x'.join(map(str, export.input_shape))}"
-    table.add_row(
-        "input", x, f"scale {export.input_scale:.6g}, zero point {export.input_zero_point}"
-    )
+    if export.has_raw_input:
+        how = "raw values (normalization folded in, a 256-entry table)"
+    else:
+        how = f"scale {export.input_scale:.6g}, zero point {export.input_zero_point}"
+    table.add_row("input", x, how)
     y = f"{export.output_type} {'x'.join(map(str, export.output_shape))}"
     how = "float" if export.output_scale is None else f"scale {export.output_scale:.6g}"
     table.add_row("output", y, how)
@@ -810,7 +812,8 @@ def export(
         if export_format != "onnx" or not raw_input or data is None:
             raise InputError(
                 "--raw-input needs --format onnx and --data SPEC (the data whose normalization "
-                "is folded in); the C library quantizes float input itself."
+                "is folded in); export the folded .onnx file with --format c for a C library "
+                "that takes raw input."
             )
         from edgeopt.export.fold import fold_preprocessing
         from edgeopt.export.onnx import ExportError
@@ -823,19 +826,13 @@ def export(
                 f"{1 - folded.top1_agreement:.2%} of {data}'s test samples; please report it."
             )
         return
-    from edgeopt.export.fold import folded_preprocessing
-
-    if folded_preprocessing(model) is not None:
-        raise InputError(
-            f"{model} takes raw input (its normalization is folded in), which the C exporter "
-            "does not take yet; export the unfolded int8 file, whose C library quantizes float "
-            "input in model_quantize_input()."
-        )
     result = export_c(model, output, target=target, prefix=prefix, is_forced=force)
     size = measure_c(result) if has_compiler() else None
     parity = None
     if data is not None:
-        parity = check_c(result, load_data(data).arrays("test")[0][:samples])
+        dataset = load_data(data)  # a folded model takes the raw values, others normalized ones
+        x = dataset.raw["test"] if result.has_raw_input else dataset.arrays("test")[0]
+        parity = check_c(result, x[:samples])
     command = f"edgeopt export {model} --format c -o {output}"
     command += f" --prefix {prefix}" if prefix != "model" else ""
     render_c_export(result, size, parity, command=command)

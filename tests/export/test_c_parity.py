@@ -241,3 +241,94 @@ def test_a_tiny_multiplier_keeps_the_largest_shift() -> None:
     m, shift = fixed_point(2.0**-50 * 1.5)
     assert shift == 62 and math.ldexp(m, -shift) == pytest.approx(2.0**-50 * 1.5, rel=1e-3)
     assert fixed_point(0.0) == (0, 1)
+
+
+def _fold(quantized: Path, data: Any, out: Path) -> Path:
+    from edgeopt.export.fold import fold_preprocessing
+
+    return fold_preprocessing(quantized, data, output=out, samples=0).path
+
+
+@needs_gcc
+@pytest.mark.parametrize("case", ["digits", "fashion-mnist"])
+def test_folded_model_takes_raw_uint8_and_matches_onnx_runtime(
+    case: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A model folded to raw input (``--raw-input``): the library takes the dataset's raw uint8
+    test images and matches ONNX Runtime running the folded file on the same bytes."""
+    from edgeopt.data import load_data
+    from edgeopt.testing import shared_data_dir
+
+    if case == "digits":
+        quantized, data = request.getfixturevalue("cnn_s_int8"), load_data("digits")
+    else:
+        fashion = shared_data_dir("fashion-mnist")
+        if fashion is None:
+            pytest.skip("shared/data/fashion-mnist is not beside this checkout")
+        quantized = request.getfixturevalue("lenet5_int8")
+        data = load_data(f"idx:{fashion}?limit=2000")  # the fixture's data: same normalization
+    folded = _fold(quantized.onnx_path, data, tmp_path / "raw.onnx")
+    export = export_c(folded, tmp_path / "c")
+    assert export.has_raw_input and export.input_type == "uint8"
+    assert export.input_scale is None and export.input_zero_point is None
+    header = (export.out_dir / "model.h").read_text()
+    assert "typedef uint8_t model_input_t;" in header and "#define MODEL_INPUT_IS_RAW 1" in header
+    assert "no normalization" in header and "quantize_input" not in header
+    first = export.program.steps[0]  # type: ignore[union-attr]
+    assert first.function == "edgeopt_lookup_u8" and first.args[0] == 1  # one table
+    assert [a.values.size for a in first.arrays] == [256]
+    raw = data.raw["test"][:300]
+    assert raw.dtype == np.uint8
+    _assert_parity(export, raw)
+
+
+@needs_gcc
+def test_raw_input_table_equals_onnx_runtime_on_all_256_values(
+    cnn_s_int8: Any, tmp_path: Path
+) -> None:
+    """Every table entry, not only the digits' 0..16: four 8x8 images hold the values 0..255."""
+    from edgeopt.data import load_data
+
+    export = export_c(
+        _fold(cnn_s_int8.onnx_path, load_data("digits"), tmp_path / "raw.onnx"), tmp_path / "c"
+    )
+    every_value = np.arange(256, dtype=np.uint8).reshape(4, 1, 8, 8)
+    parity = check_c(export, every_value)
+    first = export.program.steps[0].output  # type: ignore[union-attr]
+    assert parity.tensor_lsb[first] == 0  # the table is ONNX Runtime's own QuantizeLinear
+    assert parity.top1_agreement == 1.0 and parity.max_tensor_lsb <= 1
+
+
+@needs_gcc
+@pytest.mark.parametrize("raw_dtype", ["uint8", "int8"])
+def test_per_channel_normalization_folds_to_one_table_per_channel(
+    raw_dtype: str, resnet8_int8: Any, tmp_path: Path
+) -> None:
+    """RGB means and deviations differ per channel: three tables of 256, indexed by the uint8
+    value or the int8 value + 128."""
+    from edgeopt.data import Normalization
+
+    info = np.iinfo(raw_dtype)
+    centre = (int(info.min) + int(info.max)) / 2
+    norm = Normalization(
+        mean=(centre - 20, centre, centre + 15), std=(60.0, 45.0, 70.0), raw_dtype=raw_dtype
+    )
+    export = export_c(_fold(resnet8_int8.onnx_path, norm, tmp_path / "raw.onnx"), tmp_path / "c")
+    first = export.program.steps[0]  # type: ignore[union-attr]
+    function = {"uint8": "edgeopt_lookup_u8", "int8": "edgeopt_lookup_s8"}[raw_dtype]
+    assert first.function == function and first.args == (3, 256)
+    assert export.input_type == raw_dtype and first.arrays[0].values.size == 3 * 256
+    rng = np.random.default_rng(8)
+    raw = rng.integers(info.min, int(info.max) + 1, size=(64, 3, 16, 16)).astype(raw_dtype)
+    _assert_parity(export, raw)
+    assert check_c(export, raw[:4]).tensor_lsb[first.output] == 0  # type: ignore[index]
+
+
+@needs_gcc
+def test_raw_input_refuses_normalized_float_samples(cnn_s_int8: Any, tmp_path: Path) -> None:
+    from edgeopt.data import load_data
+
+    digits = load_data("digits")
+    export = export_c(_fold(cnn_s_int8.onnx_path, digits, tmp_path / "raw.onnx"), tmp_path / "c")
+    with pytest.raises(InputError, match="raw uint8 input, so the samples must be integers"):
+        check_c(export, digits.arrays("test")[0][:8])

@@ -16,7 +16,9 @@ Datasets keep samples in their raw units (uint8 pixels, digits' 0..16 levels) an
 * An int8 QDQ model (the input feeds a ``QuantizeLinear``): the weights are integers already,
   so the normalization is put in front of the ``QuantizeLinear`` as ``Sub`` and ``Mul`` nodes
   instead; the file still takes raw input. Folding into the fp32 model and then quantizing is
-  not supported yet: calibration feeds the normalized split.
+  not supported yet: calibration feeds the normalized split. The C exporter
+  (:func:`edgeopt.export.c.export_c`) turns that Cast -> Sub -> Mul -> QuantizeLinear chain into
+  one 256-entry table, so the library takes the raw uint8 values too.
 
 A ``Cast`` to float comes first, and the graph input takes the raw dtype the dataset recorded
 (``uint8`` for images, IDX and digits). Everything is computed in float64 and stored as float32;
@@ -516,8 +518,9 @@ def _shape(dims: list[Any]) -> str:
 def folded_preprocessing(model: str | Path) -> dict[str, Any] | None:
     """The record :func:`fold_preprocessing` left in a file's metadata, or None.
 
-    The C exporter does not take these files yet (it takes float input and quantizes it in
-    ``<prefix>_quantize_input``); the CLI uses this to say so in one sentence.
+    It says what a file's raw input is (dtype, normalization, audio front end), e.g. for a
+    report; the C exporter reads the graph itself (an int8 QDQ file folded here exports with
+    ``uint8`` input mapped by a table, an audio one is refused: its front end is float).
     """
     import onnx
 

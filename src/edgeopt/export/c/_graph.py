@@ -56,6 +56,7 @@ class GraphReader:
         self.fused: set[int] = set()  # node indices folded into the layer before them
         self.float_output: Buffer | None = None
         self.input_buffer: Buffer | None = None
+        self.raw_input: str | None = None  # uint8 | int8: a folded model's raw graph input
         self.index = {id(node): i for i, node in enumerate(self.nodes)}
 
     # -- helpers -------------------------------------------------------------------------------

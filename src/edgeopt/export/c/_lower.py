@@ -32,6 +32,9 @@ from edgeopt.export.c._program import f32
 from edgeopt.export.c._program import fixed_point
 from edgeopt.export.c._program import node_attrs
 from edgeopt.export.c._program import node_label
+from edgeopt.export.c._raw import find_raw_chain
+from edgeopt.export.c._raw import raw_tables
+from edgeopt.export.c._raw import table_size
 
 _VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 #: Element-wise functions of one quantized value, lowered to a 256-entry table.
@@ -58,6 +61,7 @@ SUPPORTED_OPS = {
 class _Lowering(LayerLowering):
     def run(self) -> Program:
         self.check_quantized()
+        self.lower_raw_input()
         for index, node in enumerate(self.nodes):
             if index in self.fused or all(self.is_constant(o) for o in node.output if o):
                 continue
@@ -99,6 +103,45 @@ class _Lowering(LayerLowering):
                 f"the graph has {len(self.graph.inputs)} inputs and {len(self.graph.outputs)} "
                 "outputs; the C exporter supports one of each."
             )
+
+    def lower_raw_input(self) -> None:
+        """Map a folded model's raw 8-bit input to its first int8 buffer through tables."""
+        chain = find_raw_chain(
+            self.graph.model,
+            source=self.source,
+            shapes=self.graph.tensors,
+            constants=self.values,
+            consumers=self.consumers,
+        )
+        if chain is None:
+            return
+        quantize = chain.quantize
+        name = self.new_buffer(quantize)
+        buffer = self.buffers[name]
+        if buffer.shape != chain.shape:
+            raise self.fail(
+                f"node {node_label(quantize)} quantizes shape {buffer.shape}, not the raw input's "
+                f"{chain.shape}."
+            )
+        onnx_values = raw_tables(chain, self.values, self.opset)
+        stored = onnx_values - (128 if buffer.onnx_type == UINT8 else 0)
+        table = self.array(len(self.steps), "table", "int8_t", stored)
+        self.input_buffer = buffer
+        self.raw_input = chain.dtype
+        self.fused.update(self.index[id(node)] for node in chain.nodes)
+        per = "per channel " if chain.channels > 1 else ""
+        self.add_step(
+            Step(
+                "edgeopt_lookup_u8" if chain.dtype == "uint8" else "edgeopt_lookup_s8",
+                node_label(quantize),
+                (INPUT,),
+                name,
+                leading=(Ref(table.name),),
+                args=(chain.channels, table_size(chain)),
+                arrays=(table,),
+                summary=f"raw {chain.dtype} input, 256-entry table {per}({len(chain.nodes)} nodes)",
+            )
+        )
 
     def lower_QuantizeLinear(self, node: Any) -> None:
         source = node.input[0]
@@ -458,6 +501,7 @@ class _Lowering(LayerLowering):
             output=result,
             input_name=self.graph.inputs[0],
             output_name=output,
+            raw_input=self.raw_input,
         )
 
 

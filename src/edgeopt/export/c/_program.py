@@ -90,6 +90,9 @@ class Program:
     output: Buffer  # float32 for float logits / probabilities, else the quantized output
     input_name: str
     output_name: str
+    #: uint8 | int8 when the caller passes raw values (a folded model: the first step maps them
+    #: through tables to ``input``), None when it passes ``input`` quantized.
+    raw_input: str | None = None
 
     def root(self, name: str) -> str:
         while name in self.views:

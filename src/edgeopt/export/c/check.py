@@ -235,12 +235,14 @@ def _build_harness(export: CExport, scratch: Path, compiler: str) -> Path:
     defines = [
         "-DEDGEOPT_TRACE",
         f"-DEDGEOPT_RUN={p}_run",
-        f"-DEDGEOPT_QUANTIZE={p}_quantize_input",
+        f"-DEDGEOPT_INPUT_IS_RAW={u}_INPUT_IS_RAW",
         f"-DEDGEOPT_INPUT_T={p}_input_t",
         f"-DEDGEOPT_OUTPUT_T={p}_output_t",
         f"-DEDGEOPT_INPUT_SIZE={u}_INPUT_SIZE",
         f"-DEDGEOPT_OUTPUT_SIZE={u}_OUTPUT_SIZE",
     ]
+    if not export.has_raw_input:  # raw input has no quantization: samples go in as they are
+        defines.append(f"-DEDGEOPT_QUANTIZE={p}_quantize_input")
     sources = [str(s) for s in _library_sources(export)]
     include = ["-I", str(export.out_dir), "-include", str(export.out_dir / f"{p}.h")]
     _run([cc, *STRICT_FLAGS, *defines, *include, *sources, str(harness), "-o", str(binary)])
@@ -260,7 +262,8 @@ def _read_trace(path: Path, samples: int) -> dict[int, list[bytes]]:
 
 
 def _reference(onnx_path: Path, x: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
-    """ONNX Runtime's outputs (the graph's, then ``tensors``) for every sample."""
+    """ONNX Runtime's outputs (the graph's, then ``tensors``) for every sample, fed as ``x``'s
+    dtype (float32, or the raw uint8 / int8 of a folded model)."""
     import onnx
     import onnxruntime as ort
 
@@ -274,10 +277,24 @@ def _reference(onnx_path: Path, x: np.ndarray, tensors: list[str]) -> dict[str, 
     feed = session.get_inputs()[0]
     batch = feed.shape[0] if feed.shape else None
     chunks = [x] if not isinstance(batch, int) else [x[i : i + batch] for i in range(len(x))]
-    results = [session.run(names, {feed.name: chunk.astype(np.float32)}) for chunk in chunks]
+    results = [session.run(names, {feed.name: chunk}) for chunk in chunks]
     return {
         name: np.concatenate([np.asarray(r[i]) for r in results]) for i, name in enumerate(names)
     }
+
+
+def _raw_samples(inputs: np.ndarray, dtype: str) -> np.ndarray:
+    """Raw samples as ``dtype``, refused where a value would change (a float or out of range)."""
+    info = np.iinfo(dtype)
+    values = inputs.astype(np.float64)
+    if not np.all(np.isfinite(values) & (values == np.round(values))) or (
+        values.size and (values.min() < info.min or values.max() > info.max)
+    ):
+        raise InputError(
+            f"check_c: the library takes raw {dtype} input, so the samples must be integers "
+            f"from {info.min} to {info.max} (the dataset's raw values, not normalized ones)."
+        )
+    return inputs.astype(dtype)
 
 
 def check_c(
@@ -290,7 +307,10 @@ def check_c(
 
     Args:
         export: what :func:`export_c` wrote (the schedule is read from it).
-        inputs: float samples, shape ``(N, *input_shape)`` (e.g. a dataset's test split).
+        inputs: samples, shape ``(N, *input_shape)``: float (e.g. a dataset's normalized test
+            split), or for a library with raw input (``export.has_raw_input``) the raw values
+            (``Dataset.raw["test"]``), integers in the range of ``export.input_type``; the
+            library and ONNX Runtime are both fed the same values in that type.
         compiler: the host C compiler.
 
     Returns:
@@ -298,7 +318,8 @@ def check_c(
         and the largest difference of every int8 tensor, in LSBs.
 
     Raises:
-        InputError: inputs of the wrong shape, or no compiler.
+        InputError: inputs of the wrong shape, raw inputs that are not integers of the input
+            type, or no compiler.
         CBuildError: the code does not compile or the harness fails (a bug).
 
     Example:
@@ -320,6 +341,8 @@ def check_c(
     if x.ndim < 1 or tuple(x.shape[1:]) != tuple(export.input_shape):
         expected = "x".join(map(str, export.input_shape))
         raise InputError(f"check_c: samples of shape {expected} expected, got {x.shape}.")
+    if export.has_raw_input:
+        x = _raw_samples(np.asarray(inputs), export.input_type)
     samples = len(x)
     # the last step writing each int8 buffer holds its complete value
     writers: dict[str, int] = {}
@@ -329,9 +352,9 @@ def check_c(
     with tempfile.TemporaryDirectory(prefix="edgeopt-check-") as folder:
         scratch = Path(folder)
         binary = _build_harness(export, scratch, compiler)
-        (scratch / "inputs.f32").write_bytes(x.astype("<f4").tobytes())
+        (scratch / "inputs.bin").write_bytes(x.astype(x.dtype.newbyteorder("<")).tobytes())
         done = subprocess.run(
-            [str(binary), "inputs.f32", "outputs.bin", "trace.bin"],
+            [str(binary), "inputs.bin", "outputs.bin", "trace.bin"],
             capture_output=True,
             text=True,
             check=False,

@@ -1,12 +1,14 @@
 /* edgeopt parity harness (not part of an exported library).
  *
- * Runs the generated model on float samples read from a file and writes the outputs, so a
- * test can compare them with ONNX Runtime. Compiled by edgeopt.export.c.check_c with
+ * Runs the generated model on samples read from a file and writes the outputs, so a test can
+ * compare them with ONNX Runtime. Compiled by edgeopt.export.c.check_c with
  *   -include PREFIX.h -DEDGEOPT_TRACE -DEDGEOPT_RUN=PREFIX_run
- *   -DEDGEOPT_QUANTIZE=PREFIX_quantize_input -DEDGEOPT_INPUT_T=PREFIX_input_t
+ *   -DEDGEOPT_INPUT_IS_RAW=PREFIX_INPUT_IS_RAW -DEDGEOPT_INPUT_T=PREFIX_input_t
  *   -DEDGEOPT_OUTPUT_T=PREFIX_output_t -DEDGEOPT_INPUT_SIZE=... -DEDGEOPT_OUTPUT_SIZE=...
- * Usage: check INPUTS.f32 OUTPUTS.bin [TRACE.bin]
- *   INPUTS.f32: samples of EDGEOPT_INPUT_SIZE float32 values, back to back;
+ *   and, unless the input is raw, -DEDGEOPT_QUANTIZE=PREFIX_quantize_input.
+ * Usage: check INPUTS.bin OUTPUTS.bin [TRACE.bin]
+ *   INPUTS.bin: samples of EDGEOPT_INPUT_SIZE values back to back: float32, quantized here by
+ *   EDGEOPT_QUANTIZE, or (raw input) the raw uint8 / int8 values the model takes as they are;
  *   OUTPUTS.bin: one output per sample; TRACE.bin: (step int32, bytes int32, data) records.
  */
 #include <stdio.h>
@@ -24,16 +26,34 @@ void edgeopt_trace(int32_t step, const void *data, int32_t bytes)
     }
 }
 
-static float values[EDGEOPT_INPUT_SIZE];
 static EDGEOPT_INPUT_T input[EDGEOPT_INPUT_SIZE];
 static EDGEOPT_OUTPUT_T output[EDGEOPT_OUTPUT_SIZE];
+
+#if EDGEOPT_INPUT_IS_RAW
+/* The raw values go to the model as they are: the file holds what a sensor would give. */
+static int read_sample(FILE *inputs)
+{
+    return fread(input, sizeof input[0], EDGEOPT_INPUT_SIZE, inputs) == EDGEOPT_INPUT_SIZE;
+}
+#else
+static float values[EDGEOPT_INPUT_SIZE];
+
+static int read_sample(FILE *inputs)
+{
+    if (fread(values, sizeof values[0], EDGEOPT_INPUT_SIZE, inputs) != EDGEOPT_INPUT_SIZE) {
+        return 0;
+    }
+    EDGEOPT_QUANTIZE(values, input);
+    return 1;
+}
+#endif
 
 int main(int argc, char **argv)
 {
     FILE *inputs;
     FILE *outputs;
     if (argc < 3) {
-        (void)fputs("usage: check INPUTS.f32 OUTPUTS.bin [TRACE.bin]\n", stderr);
+        (void)fputs("usage: check INPUTS.bin OUTPUTS.bin [TRACE.bin]\n", stderr);
         return 2;
     }
     inputs = fopen(argv[1], "rb");
@@ -45,8 +65,7 @@ int main(int argc, char **argv)
     if (argc > 3) {
         trace_file = fopen(argv[3], "wb");
     }
-    while (fread(values, sizeof values[0], EDGEOPT_INPUT_SIZE, inputs) == EDGEOPT_INPUT_SIZE) {
-        EDGEOPT_QUANTIZE(values, input);
+    while (read_sample(inputs)) {
         if (EDGEOPT_RUN(input, output) != 0) {
             return 3;
         }

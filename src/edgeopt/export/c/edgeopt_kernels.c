@@ -432,6 +432,30 @@ void edgeopt_lookup(const int8_t *table, const int8_t *in, int8_t *out, int32_t 
     }
 }
 
+void edgeopt_lookup_u8(const int8_t *tables, const uint8_t *in, int8_t *out, int32_t channels,
+                       int32_t inner)
+{
+    int32_t c, i;
+    for (c = 0; c < channels; ++c) {
+        const int8_t *table = tables + 256 * c;
+        for (i = 0; i < inner; ++i) {
+            out[c * inner + i] = table[in[c * inner + i]];
+        }
+    }
+}
+
+void edgeopt_lookup_s8(const int8_t *tables, const int8_t *in, int8_t *out, int32_t channels,
+                       int32_t inner)
+{
+    int32_t c, i;
+    for (c = 0; c < channels; ++c) {
+        const int8_t *table = tables + 256 * c;
+        for (i = 0; i < inner; ++i) {
+            out[c * inner + i] = table[(int32_t)in[c * inner + i] + 128];
+        }
+    }
+}
+
 /* e^x for x <= 0 without libm: x = k ln2 + r with |r| <= ln2 / 2 (Cody-Waite), e^r by its
  * degree-7 Taylor polynomial (relative error below 1e-8), times 2^k built in the exponent. */
 static float edgeopt_exp_nonpositive(float x)

@@ -114,6 +114,12 @@ void edgeopt_split(const edgeopt_concat_params *p, const int8_t *in, int8_t *out
 void edgeopt_transpose(const edgeopt_transpose_params *p, const int8_t *in, int8_t *out);
 /* out[i] = table[in[i] + 128]: any function of one int8 value (requantization, activations). */
 void edgeopt_lookup(const int8_t *table, const int8_t *in, int8_t *out, int32_t size);
+/* Raw input of a folded model: `channels` runs of `inner` values, run c mapped through
+ * tables[256 * c ...]: out = tables[256 * c + in] (uint8 input) or [... + in + 128] (int8). */
+void edgeopt_lookup_u8(const int8_t *tables, const uint8_t *in, int8_t *out, int32_t channels,
+                       int32_t inner);
+void edgeopt_lookup_s8(const int8_t *tables, const int8_t *in, int8_t *out, int32_t channels,
+                       int32_t inner);
 /* Softmax over the last axis, in float, of a dequantized int8 tensor. */
 void edgeopt_softmax_f32(const int8_t *in, float *out, int32_t rows, int32_t size, float scale,
                          int32_t zero_point);

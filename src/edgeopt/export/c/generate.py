@@ -57,13 +57,15 @@ class CExport:
     layers: int  # kernel calls in the schedule
     input_shape: tuple[int, ...]
     input_type: str  # uint8 | int8
-    input_scale: float
-    input_zero_point: int
+    input_scale: float | None  # None for raw input (the normalization is folded in)
+    input_zero_point: int | None
     output_shape: tuple[int, ...]
     output_type: str  # float32 | uint8 | int8
     output_scale: float | None
     output_zero_point: int | None
     target: str | None = None
+    #: The entry point takes raw values (uint8 pixels): a model folded by ``--raw-input``.
+    has_raw_input: bool = False
     program: Program | None = field(default=None, repr=False, compare=False)
     plan: ArenaPlan | None = field(default=None, repr=False, compare=False)
 
@@ -82,6 +84,7 @@ class CExport:
                 "type": self.input_type,
                 "scale": self.input_scale,
                 "zero_point": self.input_zero_point,
+                "is_raw": self.has_raw_input,
             },
             "output": {
                 "shape": list(self.output_shape),
@@ -146,10 +149,12 @@ def export_c(
     """Write an int8 QDQ ONNX model as a C99 library with a static arena and no malloc.
 
     The entry point takes the quantized input in the ONNX input quantization (uint8 for models
-    from :func:`edgeopt.quantize`) and writes the model's output: float logits when the last
-    layer writes float (as ``edgeopt.quantize`` leaves the last Gemm), else the quantized
-    output; the header has the scales and zero points. Layout is NCHW. Every kernel is int8
-    with fixed-point requantization, except Softmax (float).
+    from :func:`edgeopt.quantize`), or, for a model folded to raw input
+    (:func:`edgeopt.export.fold.fold_preprocessing`), the raw uint8 / int8 values, which a
+    256-entry table per channel maps to the first int8 buffer. It writes the model's output:
+    float logits when the last layer writes float (as ``edgeopt.quantize`` leaves the last
+    Gemm), else the quantized output; the header has the scales and zero points. Layout is
+    NCHW. Every kernel is int8 with fixed-point requantization, except Softmax (float).
 
     Args:
         onnx_path: the int8 QDQ ``.onnx`` file (see :func:`edgeopt.quantize`).
@@ -165,7 +170,8 @@ def export_c(
 
     Raises:
         InputError: a bad file or prefix, a float model (quantize it first), an unsupported
-            operator (named with its node), an arena larger than the target's RAM (by how
+            operator (named with its node), a folded audio model (int16 PCM through a float
+            front end), an arena larger than the target's RAM (by how
             much), an existing non-empty folder without ``is_forced``.
 
     Example:
@@ -208,14 +214,15 @@ def export_c(
         weights_bytes=weights_bytes,
         layers=len(program.steps),
         input_shape=x.shape[1:],
-        input_type=_type_name(x),
-        input_scale=x.scale,
-        input_zero_point=x.onnx_zero_point,
+        input_type=program.raw_input or _type_name(x),
+        input_scale=None if program.raw_input else x.scale,
+        input_zero_point=None if program.raw_input else x.onnx_zero_point,
         output_shape=y.shape[1:],
         output_type=_type_name(y),
         output_scale=None if y.dtype == "float32" else y.scale,
         output_zero_point=None if y.dtype == "float32" else y.onnx_zero_point,
         target=resolved.name if resolved is not None else None,
+        has_raw_input=program.raw_input is not None,
         program=program,
         plan=plan,
     )
