@@ -3,8 +3,8 @@ one sentence, nothing written)."""
 
 from __future__ import annotations
 
+import functools
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from onnx import TensorProto
 from onnx import helper
 from onnx import numpy_helper
 
-from edgeopt.cli import main
+from clitools import run_cli as _run_cli
 
 needs_gcc = pytest.mark.skipif(
     shutil.which("gcc") is None or shutil.which("size") is None,
@@ -22,18 +22,7 @@ needs_gcc = pytest.mark.skipif(
 )
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["edgeopt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())
+run_cli = functools.partial(_run_cli, is_err_flat=True)
 
 
 def conv_model(

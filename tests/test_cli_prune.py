@@ -13,24 +13,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from edgeopt.cli import main
+from clitools import run_cli
 from edgeopt.data import load_data
 from edgeopt.measure.runtime import measure_accuracy
 from edgeopt.models import load_model
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["edgeopt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:

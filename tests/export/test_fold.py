@@ -3,7 +3,7 @@ what the unfolded file computes on normalized input (parity on real test splits)
 
 from __future__ import annotations
 
-import sys
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from onnx import TensorProto
 from onnx import helper
 from onnx import numpy_helper
 
-from edgeopt.cli import main
+from clitools import run_cli as _run_cli
 from edgeopt.config import TrainConfig
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
@@ -165,18 +165,7 @@ def test_fold_refuses_a_first_op_that_is_not_conv_or_gemm(digits: Dataset, tmp_p
     assert not (tmp_path / "out.onnx").exists()
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["edgeopt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())
+run_cli = functools.partial(_run_cli, is_err_flat=True)
 
 
 def test_cli_export_raw_input_writes_and_checks(

@@ -9,8 +9,8 @@ and 2e-5 on MFCC over FSDD's 300 test clips, 4.7e-4 on a loud noiseless sweep, w
 
 from __future__ import annotations
 
+import functools
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto
 from scipy.io import wavfile
 
-from edgeopt.cli import main
+from clitools import run_cli as _run_cli
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
 from edgeopt.data.audio import PCM16_FULL_SCALE
@@ -237,18 +237,7 @@ def test_fold_refuses_a_model_whose_input_is_not_the_frontend_output(
     assert not out.exists()
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["edgeopt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, " ".join(out.split()), " ".join(err.split())
+run_cli = functools.partial(_run_cli, is_err_flat=True, is_out_flat=True)
 
 
 def test_cli_export_raw_input_folds_the_audio_frontend(

@@ -3,8 +3,8 @@ RAPL files laid out like sysfs, or the target's estimate; bad input as one sente
 
 from __future__ import annotations
 
+import functools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from onnx import TensorProto
 from onnx import helper
 from onnx import numpy_helper
 
-from edgeopt.cli import main
+from clitools import run_cli as _run_cli
 from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.export.onnx import export_onnx
@@ -160,18 +160,7 @@ def test_bench_reads_rapl_when_present_else_estimates(cnn: Path, tmp_path: Path)
     assert estimated.energy_note == f"no RAPL zones under {empty}"
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["edgeopt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())
+run_cli = functools.partial(_run_cli, is_err_flat=True)
 
 
 def test_cli_bench_writes_json(

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from clitools import run_cli
 from edgeopt import InputError
 from edgeopt import OptimizeConfig
 from edgeopt import OptimizeResult
 from edgeopt import load_data
 from edgeopt import optimize
-from edgeopt.cli import main
 from edgeopt.measure.runtime import make_session
 
 REPORT_KEYS = {
@@ -57,20 +56,6 @@ CANDIDATE_KEYS = {
     "artifact",
     "memory_schedule",
 }
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["edgeopt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def outputs(path: Path) -> np.ndarray:
