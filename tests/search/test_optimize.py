@@ -15,47 +15,10 @@ from edgeopt import OptimizeResult
 from edgeopt import load_data
 from edgeopt import optimize
 from edgeopt.measure.runtime import make_session
+from edgeopt.report import schema
 
-REPORT_KEYS = {
-    "schema_version",
-    "kind",
-    "created",
-    "environment",
-    "model",
-    "data",
-    "target",
-    "constraints",
-    "objectives",
-    "study",
-    "baseline",
-    "candidates",
-    "pareto",
-    "chosen",
-    "is_feasible",
-    "closest",
-    "explanation",
-    "sensitivity",
-    "provenance",
-}
-CANDIDATE_KEYS = {
-    "trial",
-    "recipe",
-    "accuracy",
-    "accuracy_drop_pp",
-    "latency_ms",
-    "energy_uj",
-    "flash_bytes",
-    "ram_bytes",
-    "size_bytes",
-    "params",
-    "macs",
-    "host_latency_ms",
-    "is_feasible",
-    "violations",
-    "is_pareto",
-    "artifact",
-    "memory_schedule",
-}
+REPORT_KEYS = set(schema.REPORT_KEYS)
+CANDIDATE_KEYS = set(schema.CANDIDATE_KEYS)
 
 
 def outputs(path: Path) -> np.ndarray:

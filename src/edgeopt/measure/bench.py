@@ -195,21 +195,6 @@ class BenchReport:
         }
 
 
-def _make_session(path: Path, *, threads: int, provider: str) -> Any:
-    """A session with edgeopt's latency settings (see :func:`edgeopt.measure.runtime.make_session`)
-    on one provider, the CPU provider behind it for the nodes the provider does not take."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    providers = [provider] if provider == PROVIDERS["cpu"] else [provider, PROVIDERS["cpu"]]
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-
-
 def _samples(session: Any, data: Dataset | None, count: int, path: Path) -> tuple[np.ndarray, str]:
     """``count`` inputs for the session: the test split of ``data`` (raw values when the model
     takes integers, i.e. its normalization is folded in), or seeded random values."""
@@ -312,7 +297,7 @@ def bench_onnx(
         meter, meter_why = _meter(provider, powercap_root)
         for threads in config.threads:
             try:
-                session = _make_session(path, threads=threads, provider=ort_name)
+                session = make_session(path, threads=threads, provider=ort_name, is_cpu_behind=True)
             except Exception as exc:  # a provider's own start-up failure, not the model's
                 why = " ".join(str(exc).split())[:160]
                 rows.append(BenchRow(provider, None, threads, f"unavailable: {why}"))
