@@ -117,6 +117,19 @@ def test_rerun_on_a_finished_study_runs_no_new_trial(
     assert [c["accuracy"] for c in again.report["candidates"]] == [c["accuracy"] for c in before]
 
 
+def test_a_study_made_for_another_target_or_other_weights_is_not_resumed(
+    searched: OptimizeResult, trained: Path
+) -> None:
+    config = OptimizeConfig(trials=3, distill_epochs=1, finetune_epochs=1)
+    run = searched.rundir
+    weights = trained.with_suffix(".pt")
+    with pytest.raises(InputError, match="was made for model 'zoo:cnn-s', data 'digits'"):
+        optimize("zoo:cnn-s", "digits", "cortex-m7", config, rundir=run, weights=weights)
+    with pytest.raises(InputError, match="test accuracy, this one measures .*other weights"):
+        optimize("zoo:cnn-s", "digits", "cortex-m4", config, rundir=run)  # untrained
+    assert searched.report["study"]["trials_total"] == 3
+
+
 def test_impossible_budget_exits_3_with_explanation_and_closest_saved(
     trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -63,6 +63,9 @@ __all__ = ["OptimizeConfig", "OptimizeResult", "optimize"]
 
 SAMPLERS = ("tpe", "nsga2")
 POLL_S = 0.5
+#: How far (pp) a resumed study's stored baseline accuracy may be from this run's (another
+#: CPU may flip a borderline sample; other weights move it more).
+RESUME_ACCURACY_PP = 0.5
 
 
 @dataclass(frozen=True)
@@ -304,20 +307,45 @@ def _open_study(search: Search, *, is_own_storage: bool) -> Any:
         load_if_exists=True,
     )
     stored = study.user_attrs.get("objectives")
+    made_for = {
+        "model": search.handle.spec,
+        "data": search.data_spec,
+        "target": search.target.name,
+    }
     if stored is None:
         study.set_user_attr("objectives", objectives)
         study.set_user_attr("baseline_accuracy", search.baseline_accuracy)
+        study.set_user_attr("made_for", made_for)
     elif stored != objectives:
         raise InputError(
             f"study {search.config.study!r} in {redact(search.url)} searches "
             f"{', '.join(stored)}, not {', '.join(objectives)}; give another --study."
         )
+    else:
+        _check_same_problem(search, study.user_attrs, made_for)
     if is_own_storage:
         # The run folder's own SQLite file has no other user: a trial still RUNNING there was
         # killed with its process. (A shared storage relies on heartbeats instead.)
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
     return study
+
+
+def _check_same_problem(search: Search, attrs: dict[str, Any], made_for: dict[str, str]) -> None:
+    """Refuse to resume a study made for another model, dataset or target: its trials' drops and
+    budgets would be mixed with this run's. A baseline more than ``RESUME_ACCURACY_PP`` away
+    means other weights under the same spec."""
+    stored = attrs.get("made_for")
+    where = f"study {search.config.study!r} in {redact(search.url)}"
+    if stored is not None and stored != made_for:
+        was = ", ".join(f"{key} {stored.get(key)!r}" for key in made_for)
+        raise InputError(f"{where} was made for {was}; give another --study or run folder.")
+    accuracy = attrs.get("baseline_accuracy")
+    if accuracy is not None and abs(accuracy - search.baseline_accuracy) * 100 > RESUME_ACCURACY_PP:
+        raise InputError(
+            f"{where} was made for a model of {accuracy:.2%} test accuracy, this one measures "
+            f"{search.baseline_accuracy:.2%} (other weights?); give another --study or run folder."
+        )
 
 
 def _rebuild(search: Search, dataset: Dataset, record: dict[str, Any]) -> Path:
