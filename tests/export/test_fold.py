@@ -21,8 +21,10 @@ from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.export.fold import fold_preprocessing
 from edgeopt.export.onnx import export_onnx
+from edgeopt.measure import profile_onnx
 from edgeopt.measure.runtime import make_session
 from edgeopt.measure.runtime import predict
+from edgeopt.target import Target
 from edgeopt.testing import shared_data_dir
 from edgeopt.training import train
 
@@ -72,6 +74,18 @@ def test_folded_cnn_takes_uint8_and_matches_on_digits(
     assert result.top1_agreement == 1.0 and result.max_abs_diff is not None
     assert result.max_abs_diff < 1e-4 and result.samples == len(digits.labels["test"])
     _assert_parity(cnn_fp32, result.path, digits)
+
+
+def test_profile_measures_a_folded_file_on_the_raw_test_split(
+    cnn_fp32: Path, digits: Dataset, tmp_path: Path
+) -> None:
+    folded = fold_preprocessing(cnn_fp32, digits, output=tmp_path / "raw.onnx", samples=0)
+    before = profile_onnx(cnn_fp32, data=digits, target=Target.from_name("cortex-m4"))
+    after = profile_onnx(folded.path, data=digits, target=Target.from_name("cortex-m4"))
+    assert after.accuracy == before.accuracy  # fed the uint8 samples, not normalized floats
+    assert after.latency_ms is not None and after.macs == before.macs
+    alone = profile_onnx(folded.path)  # no data: random uint8 input of the model's shape
+    assert alone.latency_ms is not None and alone.accuracy is None
 
 
 def test_fold_moves_padding_into_a_pad_of_the_raw_mean(

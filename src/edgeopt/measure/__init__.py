@@ -6,6 +6,7 @@ import platform
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -29,11 +30,43 @@ if TYPE_CHECKING:
 __all__ = ["profile", "profile_onnx"]
 
 
+#: ONNX element types of a graph input that takes raw samples (``edgeopt export --raw-input``).
+_RAW_INPUT_TYPES = {2: np.uint8, 3: np.int8, 5: np.int16}
+
+
+def _raw_dtype(proto: Any) -> Any:
+    """The numpy dtype of a raw-input (folded) model's graph input, or None for float input."""
+    elem_type = proto.graph.input[0].type.tensor_type.elem_type if proto.graph.input else 0
+    return _RAW_INPUT_TYPES.get(elem_type)
+
+
 def _check_input(path: Path, model_shape: tuple[int, ...] | None, data: Dataset) -> None:
     if model_shape is not None and tuple(model_shape) != tuple(data.input_shape):
         want = "x".join(str(d) for d in model_shape)
         got = "x".join(str(d) for d in data.input_shape)
         raise InputError(f"{path}: the model takes input {want} but {data.spec} gives {got}.")
+
+
+def _test_inputs(path: Path, proto: Any, data: Dataset) -> np.ndarray:
+    """The test split as the model takes it: normalized floats, or the raw samples of a model
+    whose normalization (and audio front end) is folded in: uint8 pixels, int16 PCM clips."""
+    from edgeopt.models import onnx_input_shape
+
+    dtype = _raw_dtype(proto)
+    model_shape = onnx_input_shape(proto)
+    if dtype is None:
+        _check_input(path, model_shape, data)
+        return data.arrays("test")[0]
+    if data.test_signals is not None and model_shape is not None and len(model_shape) == 1:
+        raw = data.test_signals  # the audio front end is in the graph: it takes PCM
+    else:
+        _check_input(path, model_shape, data)
+        raw = data.raw["test"]
+    if model_shape is not None and tuple(raw.shape[1:]) != tuple(model_shape):
+        want = "x".join(str(d) for d in model_shape)
+        got = "x".join(str(d) for d in raw.shape[1:])
+        raise InputError(f"{path}: the model takes raw input {want} but {data.spec} gives {got}.")
+    return raw.astype(dtype)
 
 
 def profile_onnx(
@@ -48,11 +81,7 @@ def profile_onnx(
     import onnxruntime
 
     proto = read_onnx(path)
-    from edgeopt.models import onnx_input_shape
-
-    model_shape = onnx_input_shape(proto)
-    if data is not None:
-        _check_input(path, model_shape, data)
+    x_test = _test_inputs(path, proto, data) if data is not None else None
     graph, layers = analyse(proto)
     plan = plan_memory(graph)
     layers = with_live_bytes(layers, dict(zip(plan.step_names, plan.step_bytes, strict=True)))
@@ -67,20 +96,26 @@ def profile_onnx(
     if data is not None or is_latency_measured:
         session = make_session(path, threads=threads)
     if is_latency_measured:
-        if data is not None:
-            sample = data.arrays("test")[0][:1]
+        if x_test is not None:
+            sample = x_test[:1]
         else:
             arg = session.get_inputs()[0]
             shape = [1] + [d if isinstance(d, int) else 1 for d in arg.shape[1:]]
-            sample = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+            rng = np.random.default_rng(0)
+            dtype = _raw_dtype(proto)
+            if dtype is None:
+                sample = rng.standard_normal(shape).astype(np.float32)
+            else:
+                info = np.iinfo(dtype)
+                sample = rng.integers(info.min, int(info.max) + 1, size=shape).astype(dtype)
         latency = measure_latency(session, sample, threads=threads)
         provenance["latency_ms"] = (
             f"measured: ONNX Runtime {onnxruntime.__version__} {latency.provider}, "
             f"{threads} thread(s), batch 1, {latency.runs} runs after warm-up, on "
             f"{platform.machine()} {platform.processor() or platform.system()}"
         )
-    if data is not None:
-        x_test, y_test = data.arrays("test")
+    if data is not None and x_test is not None:
+        y_test = data.arrays("test")[1]
         accuracy = measure_accuracy(path, x_test, y_test)
         provenance["accuracy"] = f"measured: top-1 on the test split of {data.spec} ({len(y_test)})"
     estimate = fits = None
