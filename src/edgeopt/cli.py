@@ -294,6 +294,16 @@ def profile(
         console.print(f"wrote {json_path}")
 
 
+def _float_list(text: str, option: str) -> tuple[float, ...]:
+    """``0.5,0.25`` as numbers; anything else is one sentence naming the option."""
+    from edgeopt.errors import InputError
+
+    try:
+        return tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise InputError(f"{option}: give a comma list of numbers, got {text!r}.") from None
+
+
 def _int_list(text: str, option: str) -> tuple[int, ...]:
     """``"1,8,32"`` -> (1, 8, 32); anything but whole numbers is one sentence of bad input."""
     from edgeopt.errors import InputError
@@ -940,6 +950,12 @@ def optimize(
     ] = "none,ptq8,qat8,ptq4,mixed",
     epochs: Annotated[int, typer.Option(help="distillation epochs per trial")] = 5,
     finetune_epochs: Annotated[int, typer.Option(help="pruning / QAT epochs per trial")] = 2,
+    students: Annotated[
+        str, typer.Option(help="extra students, comma list of zoo specs (zoo:ds-cnn-s,...)")
+    ] = "",
+    student_widths: Annotated[
+        str, typer.Option(help="students: the model's zoo architecture at these widths")
+    ] = "0.5,0.25",
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     weights: WeightsOpt = None,
 ) -> None:
@@ -970,6 +986,8 @@ def optimize(
         quantize_methods=tuple(name.strip() for name in quantize.split(",") if name.strip()),
         distill_epochs=epochs,
         finetune_epochs=finetune_epochs,
+        students=tuple(spec.strip() for spec in students.split(",") if spec.strip()),
+        student_widths=_float_list(student_widths, "--student-widths"),
         seed=seed,
     )
     columns = (

@@ -192,3 +192,41 @@ def test_bad_objective_is_input_error() -> None:
         "energy_uj",
         "flash_bytes",
     )
+
+
+def test_a_student_of_another_architecture_is_searched(trained: Path, tmp_path: Path) -> None:
+    config = OptimizeConfig(
+        trials=2,
+        distill_epochs=1,
+        finetune_epochs=1,
+        students=("zoo:lenet300",),
+        student_widths=(),
+        quantize_methods=("none",),
+        seed=0,
+    )
+    result = optimize(
+        "zoo:cnn-s",
+        "digits",
+        "cortex-m4",
+        config,
+        rundir=tmp_path / "run",
+        weights=trained.with_suffix(".pt"),
+    )
+    mlp = [
+        c
+        for c in result.report["candidates"]
+        if any(step.get("student") == "zoo:lenet300" for step in c["recipe"]["steps"])
+    ]
+    assert mlp and mlp[0]["macs"] != result.report["baseline"]["macs"]
+    assert mlp[0]["accuracy"] > 0.5  # a trained MLP student, measured on its ONNX file
+
+
+def test_an_unknown_student_is_refused_before_any_work(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = ["optimize", "zoo:cnn-s", "--weights", str(trained.with_suffix(".pt"))]
+    args += ["--data", "digits", "--target", "cortex-m4", "--students", "zoo:no-such-net"]
+    code, _, err = run_cli([*args, "-o", str(run)], capsys)
+    assert code == 2 and "no-such-net" in err and "Traceback" not in err
+    assert not (run / "baseline").exists() and not list(run.glob("trials/*"))

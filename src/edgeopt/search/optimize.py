@@ -420,6 +420,10 @@ def optimize(
         )
     run.mkdir(parents=True, exist_ok=True)
     students = tuple(zoo_students(handle, config.student_widths)) + config.students
+    for student in config.students:  # a typo would fail every trial that draws it: refuse now
+        built = load_model(student, data=dataset)
+        if not built.is_torch:
+            raise InputError(f"student {student}: a student is trained, so give a zoo:NAME spec.")
     baseline_path = _baseline(handle, dataset, run)
     started = time.perf_counter()
     search = Search(
