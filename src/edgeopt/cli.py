@@ -191,7 +191,11 @@ def train(
 @app.command()
 def distill(
     teacher: Annotated[
-        str, typer.Option(help="trained teacher: model.onnx | zoo:NAME | module:factory | .pt2")
+        list[str],
+        typer.Option(
+            help="trained teacher: model.onnx | zoo:NAME | module:factory | .pt2; repeat it for "
+            "an ensemble (mean logits)"
+        ),
     ],
     student: Annotated[str, typer.Option(help="PyTorch student: zoo:NAME?width= | module:factory")],
     output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx (weights: OUT.pt)")],
@@ -206,7 +210,8 @@ def distill(
     learning_rate: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 3e-3,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     teacher_weights: Annotated[
-        Path | None, typer.Option(help="state dict for a zoo or factory teacher")
+        list[Path] | None,
+        typer.Option(help="state dict for a zoo or factory teacher (once per --teacher)"),
     ] = None,
     weights: WeightsOpt = None,
 ) -> None:
@@ -218,6 +223,7 @@ def distill(
     from rich.progress import TimeRemainingColumn
 
     from edgeopt.data import load_data
+    from edgeopt.errors import InputError
     from edgeopt.models import load_model
     from edgeopt.stages.distill import DistillConfig
     from edgeopt.stages.distill import distill as distill_model
@@ -235,7 +241,16 @@ def distill(
     if output.suffix != ".onnx":
         raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
     dataset = load_data(data or "digits")
-    teacher_handle = load_model(teacher, weights=teacher_weights, data=dataset)
+    teacher_paths = list(teacher_weights or [])
+    if teacher_paths and len(teacher_paths) != len(teacher):
+        raise InputError(
+            f"--teacher-weights: give one per --teacher ({len(teacher)}), or none; got "
+            f"{len(teacher_paths)}."
+        )
+    teacher_handles = [
+        load_model(spec, weights=teacher_paths[i] if teacher_paths else None, data=dataset)
+        for i, spec in enumerate(teacher)
+    ]
     student_handle = load_model(student, weights=weights, data=dataset)
     columns = (
         TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
@@ -252,11 +267,12 @@ def distill(
             bar.update(task, epoch=epoch + 1, loss=loss)
 
         result = distill_model(
-            teacher_handle, student_handle, config, data=dataset, progress=progress
+            teacher_handles, student_handle, config, data=dataset, progress=progress
         )
     files = save_trained(result, dataset, output)
     table = Table(
-        title=f"distilled {teacher} into {student} on {dataset.spec}", header_style="bold"
+        title=f"distilled {' + '.join(teacher)} into {student} on {dataset.spec}",
+        header_style="bold",
     )
     table.add_column("epoch", justify="right")
     table.add_column("loss", justify="right")

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from edgeopt.cli import main
+from clitools import run_cli
 from edgeopt.config import TrainConfig
 from edgeopt.errors import InputError
 from edgeopt.export.onnx import export_onnx
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
 from edgeopt.stages.distill import DistillConfig
+from edgeopt.stages.distill import _ensemble_logits
 from edgeopt.stages.distill import _teacher_logits
 from edgeopt.stages.distill import distill
 from edgeopt.stages.distill import distillation_loss
@@ -105,6 +105,48 @@ def test_onnx_teacher_distils_with_onnx_runtime(onnx_teacher: Path) -> None:
     assert "ONNX Runtime" in result.notes[0]
 
 
+@pytest.fixture(scope="module")
+def second_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another architecture, another seed, as an ONNX file: the second member of an ensemble."""
+    trained = train("zoo:lenet300", "digits", TrainConfig(epochs=4, seed=2)).model
+    return export_onnx(trained, tmp_path_factory.mktemp("second") / "mlp.onnx")
+
+
+def test_an_ensemble_teaches_with_its_mean_logits(
+    teacher: ModelHandle, second_teacher: Path
+) -> None:
+    from edgeopt.data import load_data
+
+    data = load_data("digits")
+    members = [teacher, load_model(str(second_teacher))]
+    x_test, y_test = data.arrays("test")
+    mean = (
+        _teacher_logits(members[0], x_test, where="digits")
+        + _teacher_logits(members[1], x_test, where="digits")
+    ) / 2
+    np.testing.assert_allclose(_ensemble_logits(members, x_test, where="digits"), mean, atol=1e-6)
+    result = distill(
+        [teacher, str(second_teacher)], "zoo:cnn-s?width=0.5", DistillConfig(epochs=5), data=data
+    )
+    assert result.teacher_test_accuracy == pytest.approx(np.mean(mean.argmax(1) == y_test))
+    assert result.teacher == f"zoo:cnn-s?width=2 + {second_teacher}"
+    assert result.teacher_runtime == "onnxruntime+pytorch"
+    assert any("ensemble of 2 teachers" in note for note in result.notes)
+    assert result.test_accuracy > 0.5
+
+
+def test_feature_loss_is_refused_for_an_ensemble(
+    teacher: ModelHandle, second_teacher: Path
+) -> None:
+    with pytest.raises(InputError, match="an ensemble has no one set"):
+        distill(
+            [teacher, str(second_teacher)],
+            "zoo:cnn-s?width=0.5",
+            DistillConfig(epochs=1, feature_weight=1.0),
+            data="digits",
+        )
+
+
 def test_teacher_and_student_class_counts_must_match(teacher: ModelHandle) -> None:
     with pytest.raises(InputError, match="predicts 10 classes but student .* predicts 5"):
         distill(teacher, "zoo:cnn-s?classes=5", DistillConfig(epochs=1), data="digits")
@@ -180,26 +222,12 @@ def test_config_round_trips() -> None:
     assert config.to_dict()["kind"] == "distill"
 
 
-def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    argv = sys.argv
-    sys.argv = ["edgeopt", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_distill_writes_onnx_weights_and_record(
     onnx_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "student.onnx"
     args = ["distill", "--teacher", str(onnx_teacher), "--student", "zoo:cnn-s?width=0.5"]
-    code, stdout, err = _run_cli([*args, "--epochs", "1", "-o", str(out)], capsys)
+    code, stdout, err = run_cli([*args, "--epochs", "1", "-o", str(out)], capsys)
     assert code == 0, err
     assert out.is_file() and out.with_suffix(".pt").is_file() and out.with_suffix(".json").is_file()
     assert "teacher" in stdout and "ONNX file" in stdout
@@ -210,8 +238,30 @@ def test_cli_distill_class_mismatch_is_exit_2_and_writes_nothing(
 ) -> None:
     out = tmp_path / "student.onnx"
     args = ["distill", "--teacher", str(onnx_teacher), "--student", "zoo:cnn-s?classes=3"]
-    code, _, err = _run_cli([*args, "--epochs", "1", "-o", str(out)], capsys)
+    code, _, err = run_cli([*args, "--epochs", "1", "-o", str(out)], capsys)
     assert code == 2
     assert "predicts 10 classes but student zoo:cnn-s?classes=3 predicts 3" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_distill_from_two_teachers(
+    onnx_teacher: Path, second_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "student.onnx"
+    args = ["distill", "--teacher", str(onnx_teacher), "--teacher", str(second_teacher)]
+    args += ["--student", "zoo:cnn-s?width=0.5", "--epochs", "1", "-o", str(out)]
+    code, stdout, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "an ensemble of 2 teachers" in stdout and out.is_file()
+
+
+def test_cli_teacher_weights_must_match_the_teachers(
+    onnx_teacher: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "w.pt"
+    args = ["distill", "--teacher", "zoo:cnn-s", "--teacher", str(onnx_teacher)]
+    args += ["--teacher-weights", str(weights), "--student", "zoo:cnn-s?width=0.5"]
+    code, _, err = run_cli([*args, "-o", str(tmp_path / "s.onnx")], capsys)
+    assert code == 2 and "give one per --teacher (2), or none; got 1" in err
     assert list(tmp_path.iterdir()) == []

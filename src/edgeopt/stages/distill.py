@@ -17,13 +17,17 @@ after; here both are trained together, one loop, one schedule.
 
 The teacher's logits on the train split are computed once before training: there is no data
 augmentation, so they never change. A PyTorch teacher runs in PyTorch, an ONNX teacher with ONNX
-Runtime. The training loop is :func:`edgeopt.training.fit` with its ``batch_loss`` hook.
+Runtime. Several teachers are an ensemble: their mean logits are the soft targets, which is how
+Hinton et al. distil an ensemble into one deployable model (on Fashion-MNIST, an ensemble of three
+cached models taught LeNet-5 seven times what the best single one did; BENCHMARKS.md). The
+training loop is :func:`edgeopt.training.fit` with its ``batch_loss`` hook.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace
 from typing import Any
@@ -145,7 +149,7 @@ class DistillResult:
     test_accuracy: float
     teacher: str
     teacher_test_accuracy: float
-    teacher_runtime: str  # "pytorch" | "onnxruntime"
+    teacher_runtime: str  # "pytorch" | "onnxruntime" | "onnxruntime+pytorch" (an ensemble)
     feature_pair: FeaturePair | None = None
     notes: tuple[str, ...] = ()
 
@@ -299,6 +303,14 @@ def _teacher_logits(teacher: ModelHandle, x: np.ndarray, *, where: str) -> np.nd
     return logits.astype(np.float32)
 
 
+def _ensemble_logits(teachers: list[ModelHandle], x: np.ndarray, *, where: str) -> np.ndarray:
+    """The mean of the teachers' logits (one teacher: its logits)."""
+    total = _teacher_logits(teachers[0], x, where=where)
+    for teacher in teachers[1:]:
+        total = total + _teacher_logits(teacher, x, where=where)
+    return (total / len(teachers)).astype(np.float32)
+
+
 def _check_teacher_normalization(teacher: ModelHandle, dataset: Dataset) -> None:
     """Refuse an ONNX teacher whose recorded input normalization differs from the data's."""
     raw = teacher.metadata.get("edgeopt.normalization")
@@ -335,7 +347,7 @@ def _with_adapter(student: Any, adapter: Any) -> Any:
 
 
 def distill(
-    teacher: str | ModelHandle,
+    teacher: str | ModelHandle | Sequence[str | ModelHandle],
     student: str | ModelHandle,
     config: DistillConfig | None = None,
     *,
@@ -345,7 +357,9 @@ def distill(
     """Train ``student`` on the train split to match ``teacher``'s softened outputs.
 
     Args:
-        teacher: a trained PyTorch model (spec or handle) or an ONNX file.
+        teacher: a trained PyTorch model (spec or handle) or an ONNX file; or several, an
+            ensemble whose mean logits are the soft targets (Hinton et al. 2015, section 3:
+            distilling an ensemble into one small model).
         student: a PyTorch model spec or handle (zoo models take the data's classes and input).
         config: temperature, alpha, feature weight and training settings; defaults to
             ``DistillConfig()``.
@@ -359,7 +373,7 @@ def distill(
     Raises:
         InputError: an ONNX student, teacher and student with different class counts, a model
             whose input or output does not fit the data, an ONNX teacher normalized unlike the
-            data, or a feature loss asked of an ONNX teacher.
+            data, or a feature loss asked of an ONNX teacher or of an ensemble.
 
     Example:
         >>> from edgeopt.training import train
@@ -375,25 +389,35 @@ def distill(
     dataset = load_data(data)
     student_handle = load_model(student, data=dataset)
     source = student_handle.require_torch("distillation")
-    teacher_handle = load_model(teacher, data=dataset)
-    for handle in (student_handle, teacher_handle):
+    given = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
+    if not given:
+        raise InputError("distill: give at least one teacher.")
+    teachers = [load_model(one, data=dataset) for one in given]
+    for handle in (student_handle, *teachers):
         if handle.input_shape is not None and tuple(handle.input_shape) != dataset.input_shape:
             raise InputError(
                 f"{handle.spec}: the model takes input {handle.input_shape} but {dataset.spec} "
                 f"gives {dataset.input_shape}."
             )
-    if config.feature_weight > 0 and teacher_handle.module is None:
+    if config.feature_weight > 0 and (len(teachers) > 1 or teachers[0].module is None):
+        what = "an ensemble has no one set" if len(teachers) > 1 else "so give a PyTorch teacher"
         raise InputError(
-            f"{teacher_handle.spec}: the feature loss needs the teacher's feature maps, so give a "
-            "PyTorch teacher or set feature_weight to 0."
+            f"{' + '.join(t.spec for t in teachers)}: the feature loss needs the teacher's "
+            f"feature maps ({what}); set feature_weight to 0."
         )
-    if teacher_handle.module is not None:
-        # A copy: hooks and eval mode must not touch the caller's module.
-        teacher_handle = replace(teacher_handle, module=copy.deepcopy(teacher_handle.module))
-    else:
-        _check_teacher_normalization(teacher_handle, dataset)
+    for index, handle in enumerate(teachers):
+        if handle.module is not None:
+            # A copy: hooks and eval mode must not touch the caller's module.
+            teachers[index] = replace(handle, module=copy.deepcopy(handle.module))
+        else:
+            _check_teacher_normalization(handle, dataset)
+    teacher_spec = " + ".join(t.spec for t in teachers)
     x_train, _ = dataset.arrays("train")
-    teacher_classes = _teacher_logits(teacher_handle, x_train[:1], where=dataset.spec).shape[1]
+    first = [_teacher_logits(t, x_train[:1], where=dataset.spec).shape[1] for t in teachers]
+    if len(set(first)) > 1:
+        counts = ", ".join(f"{t.spec} {n}" for t, n in zip(teachers, first, strict=True))
+        raise InputError(f"the teachers predict different class counts ({counts}).")
+    teacher_classes = first[0]
     module = copy.deepcopy(source).eval()
     try:
         with torch.no_grad():
@@ -405,22 +429,25 @@ def distill(
         ) from None
     if student_out.ndim == 2 and student_out.shape[1] != teacher_classes:
         raise InputError(
-            f"teacher {teacher_handle.spec} predicts {teacher_classes} classes but student "
+            f"teacher {teacher_spec} predicts {teacher_classes} classes but student "
             f"{student_handle.spec} predicts {student_out.shape[1]}; they must match."
         )
     check_classes(student_handle, module, dataset)
 
     generator = seed_everything(config.seed)
-    soft_targets = torch.from_numpy(_teacher_logits(teacher_handle, x_train, where=dataset.spec))
+    soft_targets = torch.from_numpy(_ensemble_logits(teachers, x_train, where=dataset.spec))
+    runtimes = sorted({"PyTorch" if t.module is not None else "ONNX Runtime" for t in teachers})
     notes = [
         f"teacher logits on the {len(x_train)} train samples computed once with "
-        + ("PyTorch" if teacher_handle.module is not None else "ONNX Runtime")
+        + " and ".join(runtimes)
     ]
+    if len(teachers) > 1:
+        notes.append(f"an ensemble of {len(teachers)} teachers: the soft targets are mean logits")
     pair = None
     captured: dict[str, Any] = {}
     hooks = []
     trainee = module
-    teacher_module = teacher_handle.module
+    teacher_module = teachers[0].module if len(teachers) == 1 else None
     if config.feature_weight > 0 and teacher_module is not None:
         pair, note = _pick_pair(module, teacher_module, dataset.input_shape)
         notes.append(note)
@@ -467,15 +494,17 @@ def distill(
         for hook in hooks:
             hook.remove()
     x_test, y_test = dataset.arrays("test")
-    teacher_test_logits = _teacher_logits(teacher_handle, x_test, where=dataset.spec)
+    teacher_test_logits = _ensemble_logits(teachers, x_test, where=dataset.spec)
     return DistillResult(
-        model=student_handle.with_module(module, config.describe(teacher_handle.spec)),
+        model=student_handle.with_module(module, config.describe(teacher_spec)),
         config=config,
         history=history,
         test_accuracy=evaluate(module, x_test, y_test),
-        teacher=teacher_handle.spec,
+        teacher=teacher_spec,
         teacher_test_accuracy=float(np.mean(teacher_test_logits.argmax(1) == y_test)),
-        teacher_runtime="pytorch" if teacher_handle.module is not None else "onnxruntime",
+        teacher_runtime="+".join(
+            sorted({"pytorch" if t.module is not None else "onnxruntime" for t in teachers})
+        ),
         feature_pair=pair,
         notes=tuple(notes),
     )
