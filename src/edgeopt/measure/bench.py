@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-import time
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -237,22 +236,21 @@ def _time_cell(
     session: Any, feed: dict[str, np.ndarray], config: BenchConfig, meter: EnergyMeter | None
 ) -> tuple[np.ndarray, float | None]:
     """Run times (s) of the timed loop and the energy the meter saw over it (uJ)."""
+    from edgeopt.measure.runtime import time_runs
+
     for _ in range(config.warmup_runs):
         session.run(None, feed)
-    times: list[float] = []
     before = meter.read() if meter is not None else ()
-    start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - t0)
-        elapsed = time.perf_counter() - start
-        if elapsed >= config.max_seconds:
-            break
-        if len(times) >= config.min_runs and elapsed >= config.min_seconds:
-            break
+    times = time_runs(
+        session,
+        feed,
+        min_runs=config.min_runs,
+        min_seconds=config.min_seconds,
+        max_runs=1 << 62,  # bench bounds the loop by time alone
+        max_seconds=config.max_seconds,
+    )
     energy = meter.energy_uj(before, meter.read()) if meter is not None else None
-    return np.asarray(times), energy
+    return times, energy
 
 
 def _estimate_uj(path: Path, target: str | None) -> tuple[float | None, str | None]:

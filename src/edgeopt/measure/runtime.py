@@ -75,12 +75,17 @@ def make_session(
         raise InputError(f"{name}: ONNX Runtime cannot load the model ({first}).") from None
 
 
-def measure_latency(session: Any, sample: np.ndarray, *, threads: int, batch: int = 1) -> Latency:
-    """p50 / p90 / p99 over at least ``MIN_RUNS`` runs and ``MIN_SECONDS``, after warm-up."""
-    name = session.get_inputs()[0].name
-    feed = {name: np.ascontiguousarray(sample[:batch])}
-    for _ in range(WARMUP_RUNS):
-        session.run(None, feed)
+def time_runs(
+    session: Any,
+    feed: dict[str, np.ndarray],
+    *,
+    min_runs: int,
+    min_seconds: float,
+    max_runs: int = MAX_RUNS,
+    max_seconds: float = MAX_SECONDS,
+) -> np.ndarray:
+    """Seconds of each run of a timed loop (warm the session up first): at least ``min_runs``
+    runs and ``min_seconds``, at most ``max_runs`` or ``max_seconds``, whichever comes first."""
     times: list[float] = []
     start = time.perf_counter()
     while True:
@@ -88,17 +93,26 @@ def measure_latency(session: Any, sample: np.ndarray, *, threads: int, batch: in
         session.run(None, feed)
         times.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
-        if len(times) >= MAX_RUNS or elapsed >= MAX_SECONDS:
+        if len(times) >= max_runs or elapsed >= max_seconds:
             break
-        if len(times) >= MIN_RUNS and elapsed >= MIN_SECONDS:
+        if len(times) >= min_runs and elapsed >= min_seconds:
             break
-    ms = np.asarray(times) * 1e3
+    return np.asarray(times)
+
+
+def measure_latency(session: Any, sample: np.ndarray, *, threads: int, batch: int = 1) -> Latency:
+    """p50 / p90 / p99 over at least ``MIN_RUNS`` runs and ``MIN_SECONDS``, after warm-up."""
+    name = session.get_inputs()[0].name
+    feed = {name: np.ascontiguousarray(sample[:batch])}
+    for _ in range(WARMUP_RUNS):
+        session.run(None, feed)
+    ms = time_runs(session, feed, min_runs=MIN_RUNS, min_seconds=MIN_SECONDS) * 1e3
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     return Latency(
         p50=p50,
         p90=p90,
         p99=p99,
-        runs=len(times),
+        runs=len(ms),
         threads=threads,
         batch=batch,
         provider=session.get_providers()[0],
