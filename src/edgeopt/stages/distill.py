@@ -19,7 +19,7 @@ The teacher's logits on the train split are computed once before training: there
 augmentation, so they never change. A PyTorch teacher runs in PyTorch, an ONNX teacher with ONNX
 Runtime. Several teachers are an ensemble: their mean logits are the soft targets, which is how
 Hinton et al. distil an ensemble into one deployable model (on Fashion-MNIST, an ensemble of three
-cached models taught LeNet-5 seven times what the best single one did; BENCHMARKS.md). The
+models taught LeNet-5 1.6 times what the best single one did; BENCHMARKS.md). The
 training loop is :func:`edgeopt.training.fit` with its ``batch_loss`` hook.
 """
 
