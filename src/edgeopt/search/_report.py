@@ -93,10 +93,22 @@ def sensitivity_table(handle: Any, dataset: Any) -> dict[str, Any] | None:
         "ratios": list(table.ratios),
         "baseline_accuracy": table.baseline_accuracy,
         "layers": [
-            {"name": name, "accuracy": [None if math.isnan(v) else v for v in row]}
+            {
+                "name": _layer_label(handle.module, name),
+                "accuracy": [None if math.isnan(v) else v for v in row],
+            }
             for name, row in zip(table.layers, table.accuracy, strict=True)
         ],
     }
+
+
+def _layer_label(module: Any, name: str) -> str:
+    """``features.0 (Conv2d)``: a module path alone (``0.0``) says little in a plot legend."""
+    try:
+        kind = type(module.get_submodule(name)).__name__
+    except AttributeError:
+        return name
+    return f"{name} ({kind})"
 
 
 def write_report(rundir: Path, report: dict[str, Any]) -> tuple[Path, ...]:
