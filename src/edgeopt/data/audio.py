@@ -295,28 +295,6 @@ def describe_frontend(
         hop_ms=hop_ms,
         where="describe_frontend",
     )
-    return _frontend_record(
-        framing,
-        sample_rate=sample_rate,
-        seconds=seconds,
-        frame_ms=frame_ms,
-        hop_ms=hop_ms,
-        mels=mels,
-        mfcc=mfcc,
-    )
-
-
-def _frontend_record(
-    framing: _Framing,
-    *,
-    sample_rate: int,
-    seconds: float,
-    frame_ms: float,
-    hop_ms: float,
-    mels: int,
-    mfcc: int,
-) -> dict[str, object]:
-    """What a device needs to rebuild the front end, and its per-clip operation counts."""
     bank = mel_filterbank(sample_rate=sample_rate, n_fft=framing.n_fft, mels=mels)
     frames = framing.frames
     return {
@@ -578,8 +556,7 @@ def load_audio(spec: Spec) -> Dataset:
         notes=tuple(notes),
         signals=signals,
         signals_test=signals_test,
-        frontend=_frontend_record(
-            framing,
+        frontend=describe_frontend(
             sample_rate=sample_rate,
             seconds=seconds,
             frame_ms=frame_ms,
