@@ -47,16 +47,17 @@ def _check_input(path: Path, model_shape: tuple[int, ...] | None, data: Dataset)
         raise InputError(f"{path}: the model takes input {want} but {data.spec} gives {got}.")
 
 
-def _test_inputs(path: Path, proto: Any, data: Dataset) -> np.ndarray:
-    """The test split as the model takes it: normalized floats, or the raw samples of a model
-    whose normalization (and audio front end) is folded in: uint8 pixels, int16 PCM clips."""
+def _test_split(path: Path, proto: Any, data: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The test split as the model takes it, and its labels: normalized floats, or the raw
+    samples of a model whose normalization (and audio front end) is folded in: uint8 pixels,
+    int16 PCM clips."""
     from edgeopt.models import onnx_input_shape
 
     dtype = _raw_dtype(proto)
     model_shape = onnx_input_shape(proto)
     if dtype is None:
         _check_input(path, model_shape, data)
-        return data.arrays("test")[0]
+        return data.arrays("test")
     if data.test_signals is not None and model_shape is not None and len(model_shape) == 1:
         raw = data.test_signals  # the audio front end is in the graph: it takes PCM
     else:
@@ -66,7 +67,7 @@ def _test_inputs(path: Path, proto: Any, data: Dataset) -> np.ndarray:
         want = "x".join(str(d) for d in model_shape)
         got = "x".join(str(d) for d in raw.shape[1:])
         raise InputError(f"{path}: the model takes raw input {want} but {data.spec} gives {got}.")
-    return raw.astype(dtype)
+    return raw.astype(dtype), data.labels["test"]
 
 
 def profile_onnx(
@@ -81,7 +82,7 @@ def profile_onnx(
     import onnxruntime
 
     proto = read_onnx(path)
-    x_test = _test_inputs(path, proto, data) if data is not None else None
+    x_test, y_test = _test_split(path, proto, data) if data is not None else (None, None)
     graph, layers = analyse(proto)
     plan = plan_memory(graph)
     layers = with_live_bytes(layers, dict(zip(plan.step_names, plan.step_bytes, strict=True)))
@@ -114,8 +115,7 @@ def profile_onnx(
             f"{threads} thread(s), batch 1, {latency.runs} runs after warm-up, on "
             f"{platform.machine()} {platform.processor() or platform.system()}"
         )
-    if data is not None and x_test is not None:
-        y_test = data.arrays("test")[1]
+    if data is not None and x_test is not None and y_test is not None:
         accuracy = measure_accuracy(path, x_test, y_test)
         provenance["accuracy"] = f"measured: top-1 on the test split of {data.spec} ({len(y_test)})"
     estimate = fits = None
