@@ -310,12 +310,17 @@ def profile(
         console.print(f"wrote {json_path}")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``"a, b,,c"`` -> ("a", "b", "c"): the items of a comma-list option."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 def _float_list(text: str, option: str) -> tuple[float, ...]:
     """``0.5,0.25`` as numbers; anything else is one sentence naming the option."""
     from edgeopt.errors import InputError
 
     try:
-        return tuple(float(item) for item in text.split(",") if item.strip())
+        return tuple(float(item) for item in _names(text))
     except ValueError:
         raise InputError(f"{option}: give a comma list of numbers, got {text!r}.") from None
 
@@ -324,7 +329,7 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
     """``"1,8,32"`` -> (1, 8, 32); anything but whole numbers is one sentence of bad input."""
     from edgeopt.errors import InputError
 
-    items = [item.strip() for item in text.split(",") if item.strip()]
+    items = _names(text)
     for item in items:
         if not item.lstrip("-").isdigit():
             raise InputError(
@@ -403,7 +408,7 @@ def bench(
     config = BenchConfig(
         batches=_int_list(batch, "--batch"),
         threads=_int_list(threads, "--threads"),
-        providers=tuple(p.strip() for p in provider.split(",") if p.strip()),
+        providers=_names(provider),
         target=target,
     )
     with console.status("benching"):
@@ -992,17 +997,17 @@ def optimize(
         max_energy_uj=max_energy_uj,
         max_flash_bytes=max_flash,
         max_ram_bytes=max_ram,
-        objectives=tuple(name for name in objectives.split(",") if name.strip()),
+        objectives=_names(objectives),
         trials=trials,
         timeout_s=timeout,
         storage=storage,
         study=study,
         workers=workers,
         sampler=sampler,
-        quantize_methods=tuple(name.strip() for name in quantize.split(",") if name.strip()),
+        quantize_methods=_names(quantize),
         distill_epochs=epochs,
         finetune_epochs=finetune_epochs,
-        students=tuple(spec.strip() for spec in students.split(",") if spec.strip()),
+        students=_names(students),
         student_widths=_float_list(student_widths, "--student-widths"),
         seed=seed,
     )
