@@ -75,12 +75,12 @@ def _member(name: str, spec: str, epochs: int, data: edgeopt.Dataset) -> Path:
 
 
 def _ensemble_errors(paths: list[Path], data: edgeopt.Dataset) -> int:
-    """Test errors of the mean logits of ``paths`` (ONNX Runtime)."""
-    from edgeopt.measure.runtime import make_session
-    from edgeopt.measure.runtime import predict
+    """Test errors of the mean logits of ``paths``: the soft targets ``distill`` teaches with."""
+    from edgeopt.stages.distill import _ensemble_logits
 
     x, y = data.arrays("test")
-    logits = sum(predict(make_session(path), x) for path in paths) / len(paths)
+    members = [edgeopt.load_model(str(path)) for path in paths]
+    logits = _ensemble_logits(members, x, where=data.spec)
     return int((logits.argmax(1) != y).sum())
 
 
