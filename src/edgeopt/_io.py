@@ -1,4 +1,5 @@
-"""Atomic file writes: a file appears complete under its name, or not at all."""
+"""Atomic file writes (a file appears complete under its name, or not at all), and YAML reads
+whose errors name the file."""
 
 from __future__ import annotations
 
@@ -32,3 +33,17 @@ def write_json(path: Path, payload: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed YAML of ``path``; a missing file or bad YAML is one sentence naming it."""
+    import yaml
+
+    from edgeopt.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"{path}: {what} file does not exist.")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None

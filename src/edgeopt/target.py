@@ -28,6 +28,7 @@ from typing import Protocol
 
 import yaml
 
+from edgeopt._io import read_yaml
 from edgeopt.errors import InputError
 
 MAC_KINDS = ("conv", "depthwise", "fc")
@@ -212,13 +213,7 @@ class Target:
     def from_yaml(cls, path: str | Path) -> Target:
         """Load a profile from a YAML file."""
         path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: target file does not exist.")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
-        return cls.from_dict(raw, origin=str(path))
+        return cls.from_dict(read_yaml(path, "target"), origin=str(path))
 
     @classmethod
     def from_name(cls, name: str) -> Target:

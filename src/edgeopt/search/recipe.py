@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from edgeopt._io import atomic_path
+from edgeopt._io import read_yaml
 from edgeopt.config import Config
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
@@ -192,12 +193,7 @@ class Recipe:
     def from_yaml(cls, path: str | Path) -> Recipe:
         """Load a recipe file; errors name the file and the field."""
         source = Path(path)
-        if not source.is_file():
-            raise InputError(f"{source}: recipe file does not exist.")
-        try:
-            raw = yaml.safe_load(source.read_text())
-        except yaml.YAMLError as exc:
-            raise InputError(f"{source}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+        raw = read_yaml(source, "recipe")
         try:
             return cls.from_dict(raw)
         except InputError as exc:
