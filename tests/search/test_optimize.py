@@ -123,11 +123,15 @@ def test_a_study_made_for_another_target_or_other_weights_is_not_resumed(
     config = OptimizeConfig(trials=3, distill_epochs=1, finetune_epochs=1)
     run = searched.rundir
     weights = trained.with_suffix(".pt")
+    baseline = (run / "baseline" / "model.onnx").read_bytes()
     with pytest.raises(InputError, match="was made for model 'zoo:cnn-s', data 'digits'"):
         optimize("zoo:cnn-s", "digits", "cortex-m7", config, rundir=run, weights=weights)
     with pytest.raises(InputError, match="test accuracy, this one measures .*other weights"):
         optimize("zoo:cnn-s", "digits", "cortex-m4", config, rundir=run)  # untrained
     assert searched.report["study"]["trials_total"] == 3
+    # the run folder is as it was: its baseline is not the refused model's
+    assert (run / "baseline" / "model.onnx").read_bytes() == baseline
+    assert not list(run.glob(".baseline-*"))
 
 
 def test_impossible_budget_exits_3_with_explanation_and_closest_saved(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from dataclasses import replace
@@ -364,9 +365,8 @@ def _copy(source: Path, target: Path) -> Path:
     return target
 
 
-def _baseline(handle: ModelHandle, dataset: Dataset, rundir: Path) -> Path:
-    path = rundir / "baseline" / "model.onnx"
-    return apply_recipe(handle, dataset, Recipe(), path)
+def _baseline(handle: ModelHandle, dataset: Dataset, folder: Path) -> Path:
+    return apply_recipe(handle, dataset, Recipe(), folder / "model.onnx")
 
 
 def optimize(
@@ -424,7 +424,10 @@ def optimize(
         built = load_model(student, data=dataset)
         if not built.is_torch:
             raise InputError(f"student {student}: a student is trained, so give a zoo:NAME spec.")
-    baseline_path = _baseline(handle, dataset, run)
+    # The baseline is built aside and moved into the run folder only once the study accepts it:
+    # a study made for another model keeps its run folder as it was.
+    scratch = Path(tempfile.mkdtemp(prefix=".baseline-", dir=run))
+    baseline_path = _baseline(handle, dataset, scratch)
     started = time.perf_counter()
     search = Search(
         handle=handle,
@@ -438,9 +441,14 @@ def optimize(
         students=tuple(dict.fromkeys(students)),
         progress=progress,
     )
-    baseline_metrics = measure(search, dataset, baseline_path)
-    search = replace(search, baseline_accuracy=float(baseline_metrics.accuracy))
-    study = _open_study(search, is_own_storage=is_own_storage)
+    try:
+        baseline_metrics = measure(search, dataset, baseline_path)
+        search = replace(search, baseline_accuracy=float(baseline_metrics.accuracy))
+        study = _open_study(search, is_own_storage=is_own_storage)
+        (run / "baseline").mkdir(exist_ok=True)
+        os.replace(baseline_path, run / "baseline" / "model.onnx")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     # Workers on other machines measured drops against the accuracy stored with the study.
     stored_accuracy = float(study.user_attrs.get("baseline_accuracy", search.baseline_accuracy))
     search = replace(search, baseline_accuracy=stored_accuracy)
