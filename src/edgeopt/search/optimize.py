@@ -406,10 +406,9 @@ def optimize(
     config = config or OptimizeConfig()
     run = Path(rundir)
     is_own_storage = config.storage is None
-    if is_own_storage:
-        run.mkdir(parents=True, exist_ok=True)
     url = config.storage or default_url(run)
-    check_storage(url)
+    if not is_own_storage:
+        check_storage(url)  # a shared storage the user named: before any work
     dataset = load_data(data)
     resolved = Target.from_name(target) if isinstance(target, str) else target
     handle = load_model(model, weights=weights, data=dataset)
@@ -418,12 +417,15 @@ def optimize(
             f"{handle.spec}: the model takes input {handle.input_shape} but {dataset.spec} "
             f"gives {dataset.input_shape}."
         )
-    run.mkdir(parents=True, exist_ok=True)
     students = tuple(zoo_students(handle, config.student_widths)) + config.students
     for student in config.students:  # a typo would fail every trial that draws it: refuse now
         built = load_model(student, data=dataset)
         if not built.is_torch:
             raise InputError(f"student {student}: a student is trained, so give a zoo:NAME spec.")
+    # Only valid input gets a run folder (the default SQLite study lives in it).
+    run.mkdir(parents=True, exist_ok=True)
+    if is_own_storage:
+        check_storage(url)
     # The baseline is built aside and moved into the run folder only once the study accepts it:
     # a study made for another model keeps its run folder as it was.
     scratch = Path(tempfile.mkdtemp(prefix=".baseline-", dir=run))
