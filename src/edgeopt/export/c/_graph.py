@@ -18,6 +18,7 @@ from edgeopt.export.c._program import INT8
 from edgeopt.export.c._program import UINT8
 from edgeopt.export.c._program import Array
 from edgeopt.export.c._program import Buffer
+from edgeopt.export.c._program import Ref
 from edgeopt.export.c._program import Step
 from edgeopt.export.c._program import f32
 from edgeopt.export.c._program import node_attrs
@@ -225,6 +226,14 @@ class GraphReader:
             real = np.asarray(self.value(name, node), dtype=np.float64)
             values = np.rint(real / acc_scale.astype(np.float64)).astype(np.int64)
         return np.broadcast_to(values.ravel(), (channels,)).copy()
+
+    def rescale_table(self, x: Buffer, y: Buffer) -> tuple[tuple[Array, ...], Ref | None]:
+        """The next step's int8 table from ``x``'s quantization to ``y``'s (for copy-like kernels:
+        max pool, concat, split), and a reference to it; none when the two are the same."""
+        if (x.scale, x.zero_point) == (y.scale, y.zero_point):
+            return (), None
+        table = self.array(len(self.steps), "table", "int8_t", self.table(x, y))
+        return (table,), Ref(table.name)
 
     def table(self, source: Buffer, target: Buffer, node: Any | None = None) -> np.ndarray:
         """The int8 -> int8 table of ``target = Q(f(DQ(source)))`` (f: ``node`` or identity)."""

@@ -9,7 +9,6 @@ import numpy as np
 from edgeopt.export.c._graph import GraphReader
 from edgeopt.export.c._program import OUTPUT
 from edgeopt.export.c._program import UINT8
-from edgeopt.export.c._program import Array
 from edgeopt.export.c._program import Buffer
 from edgeopt.export.c._program import Ref
 from edgeopt.export.c._program import Step
@@ -254,12 +253,7 @@ class LayerLowering(GraphReader):
         name = self.quantized_output(node)
         y = self.buffers[name]
         params = self.pool_params(node, x, y)
-        index = len(self.steps)
-        arrays: tuple[Array, ...] = ()
-        params["table"] = None
-        if (x.scale, x.zero_point) != (y.scale, y.zero_point):
-            arrays = (self.array(index, "table", "int8_t", self.table(x, y)),)
-            params["table"] = Ref(arrays[0].name)
+        arrays, params["table"] = self.rescale_table(x, y)
         self.add_step(
             Step(
                 "edgeopt_max_pool2d",

@@ -23,7 +23,6 @@ from edgeopt.export.c._layers import LayerLowering
 from edgeopt.export.c._program import INPUT
 from edgeopt.export.c._program import OUTPUT
 from edgeopt.export.c._program import UINT8
-from edgeopt.export.c._program import Array
 from edgeopt.export.c._program import Buffer
 from edgeopt.export.c._program import Program
 from edgeopt.export.c._program import Ref
@@ -322,12 +321,7 @@ class _Lowering(LayerLowering):
         out_inner = math.prod(y.shape[axis:])
         offset = 0
         for position, x in enumerate(parts):
-            index = len(self.steps)
-            arrays: tuple[Array, ...] = ()
-            table: Ref | None = None
-            if (x.scale, x.zero_point) != (y.scale, y.zero_point):
-                arrays = (self.array(index, "table", "int8_t", self.table(x, y)),)
-                table = Ref(arrays[0].name)
+            arrays, table = self.rescale_table(x, y)
             in_inner = math.prod(x.shape[axis:])
             params = {
                 "outer": outer,
@@ -373,12 +367,7 @@ class _Lowering(LayerLowering):
                 self.views[extra.output[0]] = name
                 self.buffers[extra.output[0]] = self.buffers[name]
             y = self.buffers[name]
-            index = len(self.steps)
-            arrays: tuple[Array, ...] = ()
-            table: Ref | None = None
-            if (x.scale, x.zero_point) != (y.scale, y.zero_point):
-                arrays = (self.array(index, "table", "int8_t", self.table(x, y)),)
-                table = Ref(arrays[0].name)
+            arrays, table = self.rescale_table(x, y)
             out_inner = math.prod(y.shape[axis:])
             params = {
                 "outer": outer,
