@@ -9,6 +9,7 @@ from typing import Any
 
 if TYPE_CHECKING:
     from edgeopt.measure.graph import Layer
+    from edgeopt.measure.int8 import Int8Arithmetic
     from edgeopt.measure.runtime import Latency
     from edgeopt.target import Estimate
     from edgeopt.target import Target
@@ -36,8 +37,9 @@ class Metrics:
     """What the exported artifact costs and how well it does.
 
     Counted on the file: ``params``, ``macs``, ``size_bytes``, ``peak_ram_bytes`` (tensor
-    liveness). Measured with ONNX Runtime on this machine: ``latency_ms``, ``accuracy`` (test
-    split). Estimated from the target profile: ``estimate`` (latency and energy on the device).
+    liveness). Measured with ONNX Runtime on this machine: ``latency_ms`` (the file as shipped),
+    ``accuracy`` (test split; an int8 file's exact integers, ``int8`` says on which path).
+    Estimated from the target profile: ``estimate`` (latency and energy on the device).
     ``provenance`` says this in words for every key.
     """
 
@@ -54,6 +56,7 @@ class Metrics:
     fits: dict[str, bool] | None = None
     memory_schedule: tuple[int, ...] = ()
     provenance: dict[str, str] = field(default_factory=dict)
+    int8: Int8Arithmetic | None = None
 
     def check(self, target: Target) -> list[Violation]:
         """Budgets of ``target`` this artifact breaks (flash: file size; RAM: peak activations)."""
@@ -80,4 +83,5 @@ class Metrics:
             "layers": [layer.to_dict() for layer in self.layers],
             "memory_schedule": list(self.memory_schedule),
             "provenance": dict(self.provenance),
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
         }

@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+from edgeopt.measure.int8 import cpu_flags
+from edgeopt.measure.int8 import host_int8
+
 CONSTRAINT_METRICS = {
     "max_accuracy_drop_pp": "accuracy_drop_pp",
     "max_latency_ms": "latency_ms",
@@ -67,6 +70,7 @@ def _candidate(trial: int, recipe: dict[str, Any], path: Path, data: Any, target
         "is_pareto": False,
         "artifact": path.name,
         "memory_schedule": {"names": list(plan.step_names), "bytes": list(plan.step_bytes)},
+        "int8": metrics.int8.summary() if metrics.int8 is not None else None,
         "_provenance": metrics.provenance,
     }
 
@@ -245,6 +249,8 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> Measured:
         "cores": os.cpu_count() or 1,
         "threads": 1,
         "platform": platform.platform(),
+        "cpu_flags": list(cpu_flags()),
+        "int8": host_int8().describe(),
     }
     target_block = {
         "name": target.name,

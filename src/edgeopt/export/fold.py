@@ -547,7 +547,7 @@ def _with_parity(result: FoldResult, source: Path, dataset: Dataset, samples: in
     """Run both files on the test split: the folded on raw values, the original normalized."""
     from dataclasses import replace
 
-    from edgeopt.measure.runtime import make_session
+    from edgeopt.measure.int8 import make_exact_session
     from edgeopt.measure.runtime import predict
 
     raw = dataset.raw["test"][:samples]
@@ -558,8 +558,8 @@ def _with_parity(result: FoldResult, source: Path, dataset: Dataset, samples: in
         fed = dataset.test_signals[:samples]
     else:
         fed = raw.astype(result.raw_dtype)
-    expected = predict(make_session(source, threads=1), dataset.normalization.apply(raw))
-    got = predict(make_session(result.path, threads=1), fed)
+    expected = predict(make_exact_session(source, threads=1), dataset.normalization.apply(raw))
+    got = predict(make_exact_session(result.path, threads=1), fed)
     expected, got = expected.reshape(len(raw), -1), got.reshape(len(raw), -1)
     agreement = float(np.mean(expected.argmax(axis=1) == got.argmax(axis=1)))
     return replace(

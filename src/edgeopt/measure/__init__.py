@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 from pathlib import Path
@@ -13,10 +14,13 @@ import numpy as np
 from edgeopt.errors import InputError
 from edgeopt.measure.graph import analyse
 from edgeopt.measure.graph import with_live_bytes
+from edgeopt.measure.int8 import int8_arithmetic
+from edgeopt.measure.int8 import make_exact_session
 from edgeopt.measure.memory import plan_memory
 from edgeopt.measure.runtime import make_session
-from edgeopt.measure.runtime import measure_accuracy
 from edgeopt.measure.runtime import measure_latency
+from edgeopt.measure.runtime import predict
+from edgeopt.measure.runtime import top1
 from edgeopt.measure.size import artifact_size
 from edgeopt.metrics import Metrics
 from edgeopt.models import ModelHandle
@@ -93,10 +97,9 @@ def profile_onnx(
         "size_bytes": "measured: bytes on disk, external data included",
         "peak_ram_bytes": "counted: peak of live activation tensors over the graph's node order",
     }
-    latency = accuracy = None
-    if data is not None or is_latency_measured:
-        session = make_session(path, threads=threads)
+    latency = accuracy = int8 = None
     if is_latency_measured:
+        session = make_session(path, threads=threads)  # the file as shipped is what is timed
         if x_test is not None:
             sample = x_test[:1]
         else:
@@ -116,8 +119,14 @@ def profile_onnx(
             f"{platform.machine()} {platform.processor() or platform.system()}"
         )
     if data is not None and x_test is not None and y_test is not None:
-        accuracy = measure_accuracy(path, x_test, y_test)
+        exact = make_exact_session(proto, threads=os.cpu_count() or 1)
+        accuracy = top1(predict(exact, x_test), y_test)
         provenance["accuracy"] = f"measured: top-1 on the test split of {data.spec} ({len(y_test)})"
+        int8 = exact.arithmetic
+    elif is_latency_measured:
+        _, int8 = int8_arithmetic(proto)  # the file was only timed: say how this host runs it
+    if int8 is not None:
+        provenance["int8"] = int8.describe()
     estimate = fits = None
     if target is not None:
         # An audio model's input is made on the device by a front end: price it too, where the
@@ -156,6 +165,7 @@ def profile_onnx(
         fits=fits,
         memory_schedule=plan.step_bytes,
         provenance=provenance,
+        int8=int8,
     )
 
 

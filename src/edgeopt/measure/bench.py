@@ -36,6 +36,7 @@ from edgeopt.measure.energy import rapl_meter
 
 if TYPE_CHECKING:
     from edgeopt.data import Dataset
+    from edgeopt.measure.int8 import Int8Arithmetic
     from edgeopt.models import ModelHandle
 
 __all__ = ["PROVIDERS", "BenchConfig", "BenchReport", "BenchRow", "bench"]
@@ -176,6 +177,9 @@ class BenchReport:
     rows: tuple[BenchRow, ...]
     input: str
     environment: dict[str, Any] = field(default_factory=dict)
+    #: How this host's ONNX Runtime computes the file as shipped (the file that is timed):
+    #: ``is_exact`` False means its int8 outputs here differ from a device's. None: float.
+    int8: Int8Arithmetic | None = None
 
     def row(self, provider: str, batch: int, threads: int) -> BenchRow:
         """The cell of one provider, batch size and thread count."""
@@ -191,6 +195,7 @@ class BenchReport:
             "input": self.input,
             "environment": dict(self.environment),
             "rows": [row.to_dict() for row in self.rows],
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
         }
 
 
@@ -275,7 +280,9 @@ def bench_onnx(
     """Bench one ONNX file: see :func:`bench`."""
     import onnxruntime as ort
 
+    from edgeopt.measure.int8 import int8_arithmetic
     from edgeopt.measure.runtime import make_session
+    from edgeopt.models import read_onnx
 
     probe = make_session(path, threads=1)  # a file ORT cannot load is bad input, not a row
     arg = probe.get_inputs()[0]
@@ -350,7 +357,8 @@ def bench_onnx(
             "run of the whole batch, throughput is samples over the loop's total time"
         ),
     }
-    return BenchReport(str(path), config, tuple(rows), source, environment)
+    _, int8 = int8_arithmetic(read_onnx(path), path="as-shipped")
+    return BenchReport(str(path), config, tuple(rows), source, environment, int8)
 
 
 def bench(

@@ -136,8 +136,15 @@ def predict(session: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray
     return np.concatenate(outputs)
 
 
+def top1(logits: np.ndarray, y: np.ndarray) -> float:
+    """The fraction of samples whose largest logit is their label."""
+    return float(np.mean(np.argmax(logits.reshape(len(y), -1), axis=1) == y))
+
+
 def measure_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of the ONNX file on ``x`` (all cores: this is not the latency run)."""
-    session = make_session(path, threads=os.cpu_count() or 1)
-    logits = predict(session, x)
-    return float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=1) == y))
+    """Top-1 accuracy of the ONNX file on ``x`` (all cores: this is not the latency run); an
+    int8 file's integers are the device's on any host (:mod:`edgeopt.measure.int8`)."""
+    from edgeopt.measure.int8 import make_exact_session
+
+    session = make_exact_session(path, threads=os.cpu_count() or 1)
+    return top1(predict(session, x), y)

@@ -9,7 +9,9 @@ or estimated before, and ``provenance`` says which. ``null`` means "unset" or "n
 
     {"schema_version": 1, "kind": "edgeopt-optimize-report", "created": ISO-8601 UTC,
      "environment": {"edgeopt", "python", "torch", "onnx", "onnxruntime", "optuna": versions,
-                     "cpu": str, "cores": int, "threads": int, "platform": str},
+                     "cpu": str, "cores": int, "threads": int, "platform": str,
+                     "cpu_flags": [int8-relevant CPU features], "int8": str (how this host's
+                     ONNX Runtime computes int8, probed)},
      "model": spec str, "data": spec str,
      "target": {"name", "flash_bytes", "ram_bytes", "clock_hz"},
      "constraints": {"max_accuracy_drop_pp", "max_latency_ms", "max_energy_uj",
@@ -38,7 +40,9 @@ or estimated before, and ``provenance`` says which. ``null`` means "unset" or "n
                  "is_feasible": bool,
                  "violations": [{"constraint", "value", "limit", "excess"}],
                  "is_pareto": bool, "artifact": path relative to RUNDIR or null,
-                 "memory_schedule": {"names": [...], "bytes": [...]} or null}
+                 "memory_schedule": {"names": [...], "bytes": [...]} or null,
+                 "int8": {"path": "as-shipped" | "saturation-free", "is_exact": bool,
+                          "is_checked": bool} or null (a float file)}
 
 The constants below are this schema in code: :func:`validate` checks them, so a report that
 drifts from the contract fails with the missing key named instead of a page with holes.
@@ -90,6 +94,8 @@ SECTION_KEYS: dict[str, tuple[str, ...]] = {
         "cores",
         "threads",
         "platform",
+        "cpu_flags",
+        "int8",
     ),
     "target": ("name", "flash_bytes", "ram_bytes", "clock_hz"),
     "constraints": (
@@ -122,6 +128,7 @@ CANDIDATE_KEYS: tuple[str, ...] = (
     "is_pareto",
     "artifact",
     "memory_schedule",
+    "int8",
 )
 
 #: The numbers every candidate carries, in the order the tables show them.

@@ -11,6 +11,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgeopt.measure.int8 import cpu_flags
+from edgeopt.measure.int8 import host_int8
+
 SCHEMA_VERSION = 1
 REPORT_KIND = "edgeopt-optimize-report"
 SENSITIVITY_RATIOS = (0.25, 0.5, 0.75)
@@ -46,6 +49,8 @@ def environment(threads: int) -> dict[str, Any]:
         "cores": os.cpu_count() or 1,
         "threads": threads,
         "platform": platform.platform(),
+        "cpu_flags": list(cpu_flags()),
+        "int8": host_int8().describe(),
     }
 
 
@@ -53,7 +58,7 @@ def provenance(data_spec: str, target: str, threads: int) -> dict[str, str]:
     """How each candidate number was obtained, in words."""
     return {
         "accuracy": f"measured: top-1 of the exported ONNX file on the test split of {data_spec} "
-        "(ONNX Runtime)",
+        "(ONNX Runtime; an int8 file's exact integers, on the path its int8 entry names)",
         "latency_ms": f"estimated for {target} from the target profile (cycles model over the "
         "ONNX graph's layers)",
         "energy_uj": f"estimated for {target}: estimated latency times the profile's active power",

@@ -81,6 +81,7 @@ def candidate_record(
         "macs": int(metrics.macs),
         "host_latency_ms": float(metrics.latency_ms.p50) if metrics.latency_ms else None,
         "artifact": artifact,
+        "int8": metrics.int8.summary() if metrics.int8 is not None else None,
     }
 
 

@@ -286,11 +286,12 @@ def _teacher_logits(teacher: ModelHandle, x: np.ndarray, *, where: str) -> np.nd
             raise InputError(f"{teacher.spec}: cannot run on {where} input ({detail}).") from None
         logits = np.concatenate(outputs)
     else:
-        from edgeopt.measure.runtime import make_session
+        from edgeopt.measure.int8 import make_exact_session
         from edgeopt.measure.runtime import predict
 
         assert teacher.onnx_path is not None
-        session = make_session(teacher.onnx_path, threads=1)
+        # An int8 teacher teaches with the integers a device computes, on any host.
+        session = make_exact_session(teacher.onnx_path, threads=1)
         try:
             logits = predict(session, x)
         except Exception as exc:  # onnxruntime raises its own exception types

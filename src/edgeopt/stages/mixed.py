@@ -198,18 +198,13 @@ def _layer_bytes(model: onnx.ModelProto, node_name: str) -> int:
 
 
 def _accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
-    import onnxruntime as ort
-
+    """Top-1 of one variant: its integers as a device computes them, on any host (4-bit layers
+    included, which ONNX Runtime alone would compute in float)."""
+    from edgeopt.measure.int8 import make_exact_session
     from edgeopt.measure.runtime import predict
+    from edgeopt.measure.runtime import top1
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = os.cpu_count() or 1
-    session = ort.InferenceSession(
-        model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    logits = predict(session, x)
-    return float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=1) == y))
+    return top1(predict(make_exact_session(model, threads=os.cpu_count() or 1), x), y)
 
 
 def _others(prepared: onnx.ModelProto, node: Any) -> list[str]:

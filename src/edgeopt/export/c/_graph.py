@@ -202,17 +202,25 @@ class GraphReader:
                 "(edgeopt quantize)."
             )
         q = np.asarray(self.value(producer.input[0], producer))
-        if q.dtype not in (np.int8, np.uint8) and q.dtype.kind not in "iu":
+        if q.dtype.name not in ("int8", "uint8", "int4", "uint4"):
             raise self.fail(f"node {node_label(node)} has weights of type {q.dtype}.")
         scale = np.asarray(self.value(producer.input[1], producer), dtype=np.float32)
+        values = q.astype(np.int64)  # 4-bit weights are kept one per byte
         if len(producer.input) > 2 and producer.input[2]:
-            zero = np.asarray(self.value(producer.input[2], producer))
-            if np.any(zero != 0):
+            zero = np.asarray(self.value(producer.input[2], producer)).astype(np.int64)
+            if zero.size > 1:  # per channel, along the DequantizeLinear's axis
+                axis = int(node_attrs(producer).get("axis", 1)) % values.ndim
+                zero = zero.reshape([-1 if d == axis else 1 for d in range(values.ndim)])
+            # The same real weights with zero point 0 (a uint8 file's q - 128, for one): the
+            # kernels take symmetric int8 weights.
+            values = values - zero
+            if values.size and (values.min() < -128 or values.max() > 127):
                 raise self.fail(
-                    f"node {node_label(node)} has asymmetric weights (zero point not 0); the C "
-                    "exporter supports symmetric weights (edgeopt quantize writes them)."
+                    f"node {node_label(node)} has asymmetric weights whose offsets from the zero "
+                    "point do not fit in int8; the C exporter supports symmetric weights "
+                    "(edgeopt quantize writes them)."
                 )
-        return q.astype(np.int64), scale
+        return values, scale
 
     def bias(self, node: Any, position: int, acc_scale: np.ndarray, channels: int) -> np.ndarray:
         """The int32 bias in the accumulator's scale (zeros when the layer has none)."""

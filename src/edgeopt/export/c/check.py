@@ -4,7 +4,8 @@
 ``size``: flash is code + read-only data (+ initialized data, whose values are stored in flash),
 RAM is initialized data + zero-initialized data (the arena). ``check_c`` compiles the library
 with a small harness, runs it on samples and compares every output, and every int8 tensor of
-the schedule, with ONNX Runtime running the same QDQ file. Nothing is written beside the
+the schedule, with ONNX Runtime running the same QDQ file on a path that computes exact integers
+on this host (:mod:`edgeopt.measure.int8`). Nothing is written beside the
 library: the builds happen in a temporary folder.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,9 @@ from edgeopt.errors import InputError
 from edgeopt.export.c._program import UINT8
 from edgeopt.export.c._program import Ref
 from edgeopt.export.c.generate import CExport
+
+if TYPE_CHECKING:
+    from edgeopt.measure.int8 import Int8Arithmetic
 
 __all__ = [
     "CORTEX_M4_FLAGS",
@@ -101,10 +106,18 @@ class CParity:
     max_tensor_lsb: int
     tensor_lsb: dict[str, int]
     compiler: str
+    #: How ONNX Runtime computed the reference: the file as shipped, or its saturation-free
+    #: re-encoding where this host's int8 kernels are not exact.
+    arithmetic: Int8Arithmetic | None = None
 
     @property
     def is_within_one_lsb(self) -> bool:
         return self.top1_agreement == 1.0 and self.max_tensor_lsb <= 1
+
+    @property
+    def is_exact(self) -> bool:
+        """Same top-1 on every sample and every int8 tensor equal (0 LSB)."""
+        return self.top1_agreement == 1.0 and self.max_tensor_lsb == 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +129,7 @@ class CParity:
             "tensor_lsb": self.tensor_lsb,
             "compiler": self.compiler,
             "reference": "ONNX Runtime, CPU provider, all graph optimizations (int8 kernels)",
+            "int8": self.arithmetic.to_dict() if self.arithmetic is not None else None,
         }
 
 
@@ -261,26 +275,24 @@ def _read_trace(path: Path, samples: int) -> dict[int, list[bytes]]:
     return {step: data for step, data in records.items() if len(data) == samples}
 
 
-def _reference(onnx_path: Path, x: np.ndarray, tensors: list[str]) -> dict[str, np.ndarray]:
+def _reference(
+    onnx_path: Path, x: np.ndarray, tensors: list[str], *, path: str
+) -> tuple[dict[str, np.ndarray], Int8Arithmetic | None]:
     """ONNX Runtime's outputs (the graph's, then ``tensors``) for every sample, fed as ``x``'s
-    dtype (float32, or the raw uint8 / int8 of a folded model)."""
-    import onnx
-    import onnxruntime as ort
+    dtype (float32, or the raw uint8 / int8 of a folded model), computed on the int8 path
+    ``path`` (:func:`edgeopt.measure.int8.make_exact_session`), and how they were computed."""
+    from edgeopt.measure.int8 import make_exact_session
 
-    model = onnx.load(str(onnx_path))
-    known = {o.name for o in model.graph.output}
-    for name in tensors:
-        if name not in known:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = make_exact_session(onnx_path, path=path, tensors=tensors)
     names = [o.name for o in session.get_outputs()]
     feed = session.get_inputs()[0]
     batch = feed.shape[0] if feed.shape else None
     chunks = [x] if not isinstance(batch, int) else [x[i : i + batch] for i in range(len(x))]
     results = [session.run(names, {feed.name: chunk}) for chunk in chunks]
-    return {
+    outputs = {
         name: np.concatenate([np.asarray(r[i]) for r in results]) for i, name in enumerate(names)
     }
+    return outputs, session.arithmetic
 
 
 def _raw_samples(inputs: np.ndarray, dtype: str) -> np.ndarray:
@@ -302,6 +314,7 @@ def check_c(
     inputs: np.ndarray,
     *,
     compiler: str = "gcc",
+    path: str = "auto",
 ) -> CParity:
     """Compile the exported library, run it on ``inputs`` and compare it with ONNX Runtime.
 
@@ -312,6 +325,10 @@ def check_c(
             (``Dataset.raw["test"]``), integers in the range of ``export.input_type``; the
             library and ONNX Runtime are both fed the same values in that type.
         compiler: the host C compiler.
+        path: how ONNX Runtime computes the int8 reference: ``auto`` (the file as shipped
+            where this host's int8 kernels are exact, its saturation-free re-encoding where
+            not), or a forced ``as-shipped`` / ``saturation-free``
+            (:mod:`edgeopt.measure.int8`).
 
     Returns:
         Samples, top-1 agreement, the largest output difference (also in quantization steps)
@@ -331,8 +348,8 @@ def check_c(
         >>> q = quantize("zoo:cnn-s", PTQConfig(), data="digits", output=work / "int8.onnx")
         >>> x = load_data("digits").arrays("test")[0][:50]
         >>> parity = check_c(export_c(work / "int8.onnx", work / "c"), x)
-        >>> parity.samples, parity.top1_agreement, parity.max_tensor_lsb <= 1
-        (50, 1.0, True)
+        >>> parity.samples, parity.top1_agreement, parity.max_tensor_lsb
+        (50, 1.0, 0)
     """
     program = export.program
     if program is None:
@@ -375,7 +392,7 @@ def check_c(
     elif program.steps[-1].function == "edgeopt_fully_connected_f32":
         scales = next(a.values for a in program.steps[-1].arrays if a.name.endswith("_scale"))
         step_size = scales.astype(np.float64)[None, :]
-    reference = _reference(export.onnx_path, x, list(writers))
+    reference, arithmetic = _reference(export.onnx_path, x, list(writers), path=path)
     want = reference[program.output_name].reshape(samples, -1).astype(np.float64)
     diff = np.abs(got - want)
     steps = None if step_size is None else float((diff / step_size).max(initial=0.0))
@@ -399,4 +416,5 @@ def check_c(
         max_tensor_lsb=max(tensor_lsb.values(), default=0),
         tensor_lsb=tensor_lsb,
         compiler=Path(_require(compiler)).name,
+        arithmetic=arithmetic,
     )

@@ -1,0 +1,596 @@
+"""Exact int8 arithmetic on any host: ONNX Runtime made to compute what the device computes.
+
+A device (edgeopt's C library, CMSIS-NN, TFLite Micro) multiplies 8-bit activations by 8-bit
+weights and accumulates in 32 bits: nothing saturates. ONNX Runtime's x86 kernels for uint8
+activations times int8 weights (U8S8, the format edgeopt writes) on CPUs without AVX-512 VNNI,
+AVX-VNNI or AMX multiply with VPMADDUBSW, which adds two products into a *saturating* 16-bit
+integer; large activations times large weights of one sign are clamped, and a model's logits move
+(ONNX Runtime, "Quantize ONNX models", section "When and why do I need to try U8U8?"; OpenVINO,
+"Saturation (overflow) issue workaround"). Measured on such a host, cnn-s on digits read 92.5%
+where the integers give 94.2%.
+
+The same file holds the same real numbers when its int8 values are stored as uint8 with the
+zero point moved by 128: ``(q + 128) - (z + 128) = q - z``, bit for bit, rounding and clamping
+included. ONNX Runtime runs uint8 x uint8 (U8U8) layers with kernels that widen to 16 bits before
+they multiply (VPMADDWD) and cannot saturate; sub-byte weights (int4), which ONNX Runtime would
+dequantize and compute in float, become uint8 too and run on the integer kernels. So the
+*measurement* path feeds ONNX Runtime that re-encoded copy (``saturation-free``) wherever the file
+as shipped would not give the device's integers; the file the user gets is never changed, and is
+the same bytes on every host.
+
+Which host needs it is found out, not guessed from a CPU table: :func:`host_int8` runs a one-layer
+probe whose products saturate a 16-bit sum once per process and compares ONNX Runtime with the
+integer result (the CPU flags that decide it are reported beside). Every measurement records an
+:class:`Int8Arithmetic`: the path, why, the host, and whether every int8 operator of the file is
+one the integer reference (the generated C library, :mod:`edgeopt.export.c`) computes: a file
+with an operator it lacks is measured as before and labelled *unchecked*.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import InputError
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "AS_SHIPPED",
+    "PATHS",
+    "SATURATION_FREE",
+    "ExactSession",
+    "HostInt8",
+    "Int8Arithmetic",
+    "Reencoded",
+    "cpu_flags",
+    "host_int8",
+    "int8_arithmetic",
+    "make_exact_session",
+    "uint8_encoding",
+]
+
+AS_SHIPPED = "as-shipped"
+SATURATION_FREE = "saturation-free"
+#: What a caller may ask for: ``auto`` takes the saturation-free path only where it is needed.
+PATHS = ("auto", AS_SHIPPED, SATURATION_FREE)
+
+#: CPU features that decide how a host computes 8-bit dot products.
+_X86_FLAGS = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+_ARM_FLAGS = ("asimd", "asimddp", "i8mm", "sve")
+_UINT8, _INT8, _INT32, _UINT4, _INT4 = 2, 3, 6, 21, 22
+_SIGNED_TO_SHIFT = {_INT8: 128, _INT4: 128, _UINT4: 0}  # element type -> zero point move
+
+
+def cpu_flags() -> tuple[str, ...]:
+    """The CPU features of this host that decide its int8 kernels (read from /proc/cpuinfo):
+    avx2, avx512bw, avx512_vnni, avx_vnni, amx_int8 on x86; asimd, asimddp, i8mm, sve on Arm.
+
+    Example:
+        >>> set(cpu_flags()) <= {"avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
+        ...                      "asimd", "asimddp", "i8mm", "sve"}
+        True
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ()
+    found: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            found.update(value.split())
+            break  # every core lists the same features
+    return tuple(flag for flag in (*_X86_FLAGS, *_ARM_FLAGS) if flag in found)
+
+
+@dataclass(frozen=True)
+class HostInt8:
+    """How this host's ONNX Runtime computes int8 (U8S8) layers, as its probe found."""
+
+    machine: str
+    cpu_flags: tuple[str, ...]
+    is_saturating: bool
+    onnxruntime: str
+
+    def describe(self) -> str:
+        flags = ", ".join(self.cpu_flags) or "no listed int8 features"
+        verdict = (
+            "its U8S8 kernels saturate (16-bit sums, VPMADDUBSW)"
+            if self.is_saturating
+            else "its U8S8 kernels are exact"
+        )
+        return f"ONNX Runtime {self.onnxruntime} on {self.machine} ({flags}): {verdict}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "machine": self.machine,
+            "cpu_flags": list(self.cpu_flags),
+            "is_saturating": self.is_saturating,
+            "onnxruntime": self.onnxruntime,
+        }
+
+
+def _probe_model() -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
+    """A 1x1 convolution (QDQ, U8S8) whose pairs of products overflow 16 bits, its input, and
+    the device's (exact integer) output."""
+    import onnx
+    from onnx import helper
+    from onnx import numpy_helper
+
+    channels = 16
+    w = np.full((4, channels, 1, 1), 127, dtype=np.int8)
+    w[1] = -128
+    w[2, ::2] = -128
+    x = np.full((1, channels, 2, 2), 255, dtype=np.uint8)
+    x[0, :, 1, 1] = np.arange(channels, dtype=np.uint8) * 16
+    y_scale = 4096.0
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(0, np.uint8), "x_zero"),
+        numpy_helper.from_array(np.array(y_scale, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "y_zero"),
+    ]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "x_scale", "x_zero"], ["xf"]),
+        helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wf"]),
+        helper.make_node("Conv", ["xf", "wf"], ["yf"]),
+        helper.make_node("QuantizeLinear", ["yf", "y_scale", "y_zero"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "int8_probe",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.UINT8, list(x.shape))],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, [1, 4, 2, 2])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    acc = np.einsum("nchw,oc->nohw", x.astype(np.int64), w[:, :, 0, 0].astype(np.int64))
+    expected = np.clip(np.rint(acc / y_scale) + 128, 0, 255).astype(np.uint8)
+    return model, x, expected
+
+
+@functools.cache
+def host_int8() -> HostInt8:
+    """Probe this host's ONNX Runtime once per process: does its U8S8 convolution equal the
+    32-bit integer result on products that overflow a 16-bit sum?
+
+    Example:
+        >>> host = host_int8()
+        >>> isinstance(host.is_saturating, bool), host.machine == platform.machine()
+        (True, True)
+    """
+    import onnxruntime as ort
+
+    from edgeopt.measure.runtime import make_session
+
+    model, x, expected = _probe_model()
+    session = make_session(model.SerializeToString(), threads=1)
+    got = np.asarray(session.run(None, {"x": x})[0])
+    return HostInt8(
+        machine=platform.machine(),
+        cpu_flags=cpu_flags(),
+        is_saturating=not np.array_equal(got, expected),
+        onnxruntime=ort.__version__,
+    )
+
+
+@dataclass(frozen=True)
+class Reencoded:
+    """A model with its 8- and 4-bit integers stored as uint8 (the same real numbers)."""
+
+    model: onnx.ModelProto
+    weights: int  # constant tensors re-encoded (weights, constant operands)
+    shifted: frozenset[str]  # int8 activations now uint8 with +128: subtract 128 to read them
+    kept: tuple[str, ...]  # signed tensors left as they were, and why
+
+    def restore(self, name: str, value: np.ndarray) -> np.ndarray:
+        """The value of tensor ``name`` as the original file holds it."""
+        if name not in self.shifted:
+            return value
+        return (np.asarray(value).astype(np.int16) - 128).astype(np.int8)
+
+
+def _quantize_type(node: Any, inits: dict[str, Any]) -> int:
+    """The element type a QuantizeLinear writes: its zero point's, else ``output_dtype``'s."""
+    if len(node.input) > 2 and node.input[2]:
+        init = inits.get(node.input[2])
+        return int(init.data_type) if init is not None else 0
+    for attr in node.attribute:
+        if attr.name == "output_dtype" and attr.i:
+            return int(attr.i)
+    return _UINT8
+
+
+def _zero_point(model_inits: dict[str, Any], node: Any, scale_shape: tuple[int, ...]) -> Any:
+    from onnx import numpy_helper
+
+    if len(node.input) > 2 and node.input[2]:
+        init = model_inits.get(node.input[2])
+        return None if init is None else numpy_helper.to_array(init).astype(np.int32)
+    return np.zeros(scale_shape, dtype=np.int32)
+
+
+def uint8_encoding(model: onnx.ModelProto) -> Reencoded:
+    """Store every int8 / int4 / uint4 tensor of a QDQ model as uint8, zero point moved by 128
+    (0 for uint4): constants in the file, activations between QuantizeLinear and
+    DequantizeLinear, an int8 graph input (converted by a Cast / Add / Cast in front). The
+    model computes the same numbers; ONNX Runtime runs it with U8U8 kernels, which cannot
+    saturate, and sub-byte weights on its integer kernels instead of in float.
+
+    Args:
+        model: a QDQ model (not modified).
+
+    Returns:
+        The re-encoded copy, how many constants changed, the activations read back with
+        :meth:`Reencoded.restore`, and what was left as it was (named, with the reason).
+
+    Example:
+        >>> from edgeopt.measure.int8 import _probe_model
+        >>> model, x, expected = _probe_model()
+        >>> done = uint8_encoding(model)
+        >>> done.weights, sorted(done.shifted), done.kept
+        (1, [], ())
+    """
+    import onnx
+    from onnx import helper
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    inits = {init.name: init for init in graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name: o for o in graph.output}
+    taken = set(inits) | {name for node in graph.node for name in node.output}
+    taken |= {i.name for i in graph.input}
+    added: dict[str, str] = {}  # (old initializer name + kind) -> new name
+    kept: list[str] = []
+    weights = 0
+
+    def fresh(base: str) -> str:
+        name, index = f"{base}_u8", 1
+        while name in taken:
+            name, index = f"{base}_u8_{index}", index + 1
+        taken.add(name)
+        return name
+
+    def shifted_zero(node: Any, shift: int) -> str | None:
+        """The name of ``node``'s zero point as uint8, moved by ``shift`` (made once per name)."""
+        scale = numpy_helper.to_array(inits[node.input[1]]) if node.input[1] in inits else None
+        if scale is None:
+            return None
+        zero = _zero_point(inits, node, tuple(scale.shape))
+        if zero is None:
+            return None
+        key = f"zero:{node.input[2] if len(node.input) > 2 else ''}:{shift}:{scale.shape}"
+        if key not in added:
+            values = zero + shift
+            if values.min(initial=0) < 0 or values.max(initial=0) > 255:
+                return None
+            name = fresh(node.input[2] if len(node.input) > 2 and node.input[2] else "zero")
+            graph.initializer.append(numpy_helper.from_array(values.astype(np.uint8), name))
+            added[key] = name
+        return added[key]
+
+    def set_zero(node: Any, name: str) -> None:
+        if len(node.input) > 2:
+            node.input[2] = name
+        else:
+            node.input.append(name)
+
+    # constants: weights, constant operands of Add / Mul, biases stay int32
+    for node in list(graph.node):
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+            continue
+        init = inits[node.input[0]]
+        shift = _SIGNED_TO_SHIFT.get(init.data_type)
+        if shift is None:
+            continue  # uint8 already, or an int32 bias
+        if any(c.op_type != "DequantizeLinear" for c in consumers[node.input[0]]):
+            kept.append(f"{init.name} (read by other operators than DequantizeLinear)")
+            continue
+        zero = shifted_zero(node, shift)
+        if zero is None:
+            kept.append(f"{init.name} (its scale or zero point is not a constant)")
+            continue
+        key = f"value:{init.name}"
+        if key not in added:
+            values = numpy_helper.to_array(init).astype(np.int32) + shift
+            name = fresh(init.name)
+            graph.initializer.append(numpy_helper.from_array(values.astype(np.uint8), name))
+            added[key] = name
+            weights += 1
+        node.input[0] = added[key]
+        set_zero(node, zero)
+
+    # activations: a QuantizeLinear with an int8 zero point, read only by DequantizeLinear
+    shifted: set[str] = set()
+    for node in list(graph.node):
+        if node.op_type != "QuantizeLinear" or _quantize_type(node, inits) != _INT8:
+            continue
+        tensor = node.output[0]
+        readers = consumers.get(tensor, [])
+        if any(r.op_type != "DequantizeLinear" or r.input[0] != tensor for r in readers):
+            kept.append(f"{tensor} (an int8 activation read by other operators)")
+            continue
+        zeros = [shifted_zero(n, 128) for n in (node, *readers)]
+        if any(z is None for z in zeros):
+            kept.append(f"{tensor} (its scale or zero point is not a constant)")
+            continue
+        for n, z in zip((node, *readers), zeros, strict=True):
+            set_zero(n, z)  # type: ignore[arg-type]
+        for attr in [a for a in node.attribute if a.name == "output_dtype"]:
+            node.attribute.remove(attr)  # the uint8 zero point now says the type
+        shifted.add(tensor)
+        if tensor in outputs:
+            outputs[tensor].type.tensor_type.elem_type = _UINT8
+
+    # an int8 graph input read by DequantizeLinear: converted to uint8 in the graph
+    for arg in graph.input:
+        if arg.name in inits or arg.type.tensor_type.elem_type != _INT8:
+            continue
+        readers = consumers.get(arg.name, [])
+        if not readers or any(r.op_type != "DequantizeLinear" for r in readers):
+            continue
+        zeros = [shifted_zero(r, 128) for r in readers]
+        if any(z is None for z in zeros):
+            kept.append(f"{arg.name} (its scale or zero point is not a constant)")
+            continue
+        wide, moved, name = fresh(f"{arg.name}_i32"), fresh(f"{arg.name}_plus"), fresh(arg.name)
+        offset = fresh("offset_128")
+        graph.initializer.append(numpy_helper.from_array(np.array(128, np.int32), offset))
+        graph.node.insert(0, helper.make_node("Cast", [moved], [name], to=_UINT8))
+        graph.node.insert(0, helper.make_node("Add", [wide], [moved]))
+        graph.node[0].input.append(offset)
+        graph.node.insert(0, helper.make_node("Cast", [arg.name], [wide], to=_INT32))
+        for reader, zero in zip(readers, zeros, strict=True):
+            reader.input[0] = name
+            set_zero(reader, zero)  # type: ignore[arg-type]
+
+    # drop what the copy no longer reads, and stale types of the shifted tensors
+    used = {name for node in graph.node for name in node.input}
+    listed = {i.name for i in graph.input}
+    keep = [i for i in graph.initializer if i.name in used or i.name in listed]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    stale = [v for v in graph.value_info if v.name in shifted]
+    for value in stale:
+        graph.value_info.remove(value)
+    return Reencoded(out, weights, frozenset(shifted), tuple(kept))
+
+
+@dataclass(frozen=True)
+class Int8Arithmetic:
+    """How a quantized file's outputs were computed on this host, for the provenance.
+
+    ``path`` is ``as-shipped`` (ONNX Runtime ran the file itself: its kernels are exact here)
+    or ``saturation-free`` (it ran the uint8 re-encoding of the file: same numbers, kernels that
+    cannot saturate). ``is_exact`` says the result is the device's integer arithmetic on this
+    host; ``is_checked`` that every int8 operator is one the integer reference (the C library)
+    computes, which the tests hold ONNX Runtime's path equal to, bit for bit.
+    """
+
+    path: str
+    reason: str
+    host: HostInt8
+    is_exact: bool
+    is_checked: bool
+    unchecked: str | None = None
+    #: ONNX Runtime computes the file as shipped exactly on this host (what ``bench`` times).
+    is_shipped_exact: bool = True
+
+    def describe(self) -> str:
+        """One line for a provenance entry or a console."""
+        exact = "exact integers" if self.is_exact else "NOT the device's integers"
+        ran = {AS_SHIPPED: "the file as shipped"}.get(self.path, "its uint8 re-encoding")
+        checked = "" if self.is_checked else f"; unchecked: {self.unchecked}"
+        return f"int8 arithmetic: {exact}, ran {ran} ({self.path}) - {self.reason}{checked}"
+
+    def summary(self) -> dict[str, Any]:
+        """The three facts a report row carries: path, exact, checked."""
+        return {"path": self.path, "is_exact": self.is_exact, "is_checked": self.is_checked}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "reason": self.reason,
+            "is_exact": self.is_exact,
+            "is_shipped_exact": self.is_shipped_exact,
+            "is_checked": self.is_checked,
+            "unchecked": self.unchecked,
+            "host": self.host.to_dict(),
+        }
+
+
+def _quantized_types(model: onnx.ModelProto) -> set[int]:
+    """Element types of the integers a QDQ model dequantizes (weights and activations)."""
+    inits = {init.name: init for init in model.graph.initializer}
+    types = set()
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            types.add(int(inits[node.input[0]].data_type))
+        elif node.op_type == "QuantizeLinear":
+            types.add(_quantize_type(node, inits))
+    return types - {_INT32}
+
+
+def _reference_gap(model: onnx.ModelProto) -> str | None:
+    """Why the integer reference cannot compute this model (None when it can)."""
+    from edgeopt.export.c._lower import lower
+
+    try:
+        lower(model, source="the model")
+    except InputError as exc:
+        return str(exc).removeprefix("the model: ")
+    except Exception as exc:  # a reference that cannot read a file is no reason to stop measuring
+        return f"the integer reference cannot read it ({type(exc).__name__})"
+    return None
+
+
+def int8_arithmetic(
+    model: onnx.ModelProto, *, path: str = "auto"
+) -> tuple[Reencoded | None, Int8Arithmetic | None]:
+    """Decide how ONNX Runtime must run ``model`` to compute the device's integers here.
+
+    ``auto`` keeps the file as shipped where this host's kernels are exact for it, and takes
+    the saturation-free path where they are not: a host whose U8S8 kernels saturate (probed),
+    or 4-bit weights (ONNX Runtime computes those in float). ``as-shipped`` and
+    ``saturation-free`` force a path (tests run the latter on every host).
+
+    Args:
+        model: the file's model (not modified).
+        path: ``auto``, ``as-shipped`` or ``saturation-free``.
+
+    Returns:
+        The re-encoded model (None when the file runs as shipped) and the record of the path;
+        ``(None, None)`` for a float model.
+
+    Raises:
+        InputError: an unknown path.
+
+    Example:
+        >>> from edgeopt.measure.int8 import _probe_model
+        >>> model, _, _ = _probe_model()
+        >>> done, how = int8_arithmetic(model, path="saturation-free")
+        >>> how.path, how.is_exact, done.weights
+        ('saturation-free', True, 1)
+    """
+    if path not in PATHS:
+        raise InputError(f"int8 path must be one of {', '.join(PATHS)}, got {path!r}.")
+    types = _quantized_types(model)
+    if not types:
+        return None, None
+    host = host_int8()
+    signed = bool(types & {_INT8, _INT4})
+    sub_byte = bool(types & {_INT4, _UINT4})
+    if sub_byte:
+        shipped = "ONNX Runtime computes 4-bit weights in float, not in integers"
+    elif signed:
+        shipped = host.describe()
+    else:
+        shipped = "uint8 weights (U8U8), which ONNX Runtime's kernels cannot saturate"
+    is_shipped_exact = not sub_byte and not (signed and host.is_saturating)
+    if path == "auto":
+        path = AS_SHIPPED if is_shipped_exact else SATURATION_FREE
+    reencoded = uint8_encoding(model) if path == SATURATION_FREE else None
+    if reencoded is None:
+        reason, is_exact = shipped, is_shipped_exact
+    else:
+        why = (
+            "it was asked for (the file as shipped is exact here too)"
+            if is_shipped_exact
+            else shipped
+        )
+        reason = f"uint8 in memory, the same numbers, because {why}"
+        # what stays signed runs as shipped: exact only where the file as shipped is
+        is_exact = is_shipped_exact or not reencoded.kept
+        if reencoded.kept:
+            reason += f"; left as they were: {', '.join(reencoded.kept[:3])}"
+    gap = _reference_gap(model)
+    return reencoded, Int8Arithmetic(
+        path=path,
+        reason=reason,
+        host=host,
+        is_exact=is_exact,
+        is_checked=gap is None,
+        unchecked=gap,
+        is_shipped_exact=is_shipped_exact,
+    )
+
+
+class ExactSession:
+    """An ONNX Runtime session that computes a quantized file's integers as the device does.
+
+    It runs the file as shipped or its uint8 re-encoding (see :func:`int8_arithmetic`) and reads
+    int8 tensors back as the file holds them, so callers use it as a plain session
+    (``run``, ``get_inputs``, ``get_outputs``, ``get_providers``). ``arithmetic`` is the record
+    for the provenance (None for a float model).
+    """
+
+    def __init__(self, session: Any, reencoded: Reencoded | None, arithmetic: Any) -> None:
+        self._session = session
+        self._reencoded = reencoded
+        self.arithmetic: Int8Arithmetic | None = arithmetic
+
+    def run(self, names: list[str] | None, feed: dict[str, np.ndarray]) -> list[Any]:
+        values = self._session.run(names, feed)
+        if self._reencoded is None or not self._reencoded.shifted:
+            return list(values)
+        names = names or [o.name for o in self._session.get_outputs()]
+        return [self._reencoded.restore(n, v) for n, v in zip(names, values, strict=True)]
+
+    def get_inputs(self) -> Any:
+        return self._session.get_inputs()
+
+    def get_outputs(self) -> Any:
+        return self._session.get_outputs()
+
+    def get_providers(self) -> Any:
+        return self._session.get_providers()
+
+
+def make_exact_session(
+    model: Path | onnx.ModelProto,
+    *,
+    threads: int = 1,
+    path: str = "auto",
+    tensors: Collection[str] = (),
+) -> ExactSession:
+    """A CPU session whose int8 results are the device's exact integers on this host.
+
+    Args:
+        model: an ONNX file or model (float models run as they are).
+        threads: ONNX Runtime intra-op threads.
+        path: ``auto`` (default), or a forced ``as-shipped`` / ``saturation-free``.
+        tensors: intermediate tensors to add to the session's outputs (int8 ones read back as
+            the file holds them).
+
+    Returns:
+        The session, with ``arithmetic`` saying which path runs and why.
+
+    Raises:
+        InputError: a file that is missing, not ONNX, or that ONNX Runtime cannot load.
+
+    Example:
+        >>> from edgeopt.measure.int8 import _probe_model
+        >>> model, x, expected = _probe_model()
+        >>> session = make_exact_session(model, path="saturation-free")
+        >>> bool((session.run(None, {"x": x})[0] == expected).all())
+        True
+    """
+    from edgeopt.measure.runtime import make_session
+    from edgeopt.models import read_onnx
+
+    proto = read_onnx(model) if isinstance(model, Path) else model
+    reencoded, arithmetic = int8_arithmetic(proto, path=path)
+    runs = reencoded.model if reencoded is not None else proto
+    known = {o.name for o in runs.graph.output}
+    extra = [name for name in dict.fromkeys(tensors) if name not in known]
+    if extra:
+        import onnx
+
+        if reencoded is None:  # never add outputs to the caller's model
+            runs = onnx.ModelProto.FromString(runs.SerializeToString())
+        runs.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra)
+    try:
+        session = make_session(runs.SerializeToString(), threads=threads)
+    except InputError as exc:
+        name = str(model) if isinstance(model, Path) else "the model"
+        raise InputError(str(exc).replace("the model", name, 1)) from None
+    return ExactSession(session, reencoded, arithmetic)
