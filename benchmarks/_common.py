@@ -27,11 +27,15 @@ def require_shared(name: str) -> Path:
 
 
 def machine() -> dict[str, Any]:
-    """CPU model, core count, memory and library versions, for the results file."""
+    """CPU model and the features that decide its int8 kernels (with the probe's verdict on
+    ONNX Runtime's U8S8 kernels), core count, memory and library versions, for the results
+    file."""
     import numpy
     import onnx
     import onnxruntime
     import torch
+
+    from edgeopt.measure.int8 import host_int8
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -48,8 +52,11 @@ def machine() -> dict[str, Any]:
                 memory = int(line.split()[1]) * 1024
     except OSError:
         pass
+    host = host_int8()
     return {
         "cpu": cpu,
+        "cpu_flags": list(host.cpu_flags),
+        "int8_kernels": "saturating (U8S8, 16-bit sums)" if host.is_saturating else "exact",
         "cores": os.cpu_count(),
         "memory_bytes": memory,
         "os": platform.platform(),

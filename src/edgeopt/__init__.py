@@ -14,10 +14,16 @@ from edgeopt.export.compressed import decompress
 from edgeopt.export.fold import FoldResult
 from edgeopt.export.fold import fold_preprocessing
 from edgeopt.export.onnx import export_onnx
+from edgeopt.export.uint8 import Uint8Result
+from edgeopt.export.uint8 import write_uint8
 from edgeopt.measure import profile
 from edgeopt.measure.bench import BenchConfig
 from edgeopt.measure.bench import BenchReport
 from edgeopt.measure.bench import bench
+from edgeopt.measure.int8 import HostInt8
+from edgeopt.measure.int8 import Int8Arithmetic
+from edgeopt.measure.int8 import host_int8
+from edgeopt.measure.int8 import make_exact_session
 from edgeopt.metrics import Metrics
 from edgeopt.metrics import Violation
 from edgeopt.models import ModelHandle
@@ -67,6 +73,8 @@ __all__ = [
     "EdgeoptError",
     "FoldResult",
     "Estimate",
+    "HostInt8",
+    "Int8Arithmetic",
     "InputError",
     "Metrics",
     "MixedPrecisionConfig",
@@ -85,6 +93,7 @@ __all__ = [
     "Target",
     "TrainConfig",
     "TrainResult",
+    "Uint8Result",
     "Violation",
     "__version__",
     "bench",
@@ -94,10 +103,12 @@ __all__ = [
     "distill",
     "export_onnx",
     "fold_preprocessing",
+    "host_int8",
     "list_models",
     "list_targets",
     "load_data",
     "load_model",
+    "make_exact_session",
     "optimize",
     "profile",
     "prune",
@@ -107,4 +118,5 @@ __all__ = [
     "save_trained",
     "sensitivity",
     "train",
+    "write_uint8",
 ]

@@ -763,12 +763,16 @@ def render_int8(int8: Any, *, is_timed: bool = False, model: str = "FILE") -> No
         return
     console.print(int8.describe(), style="dim", markup=False, highlight=False)
     if is_timed and not int8.is_shipped_exact:
+        hint = ""
+        if int8.host.is_saturating:
+            hint = (
+                f" For ONNX Runtime on this host, edgeopt export {model} --format onnx "
+                "--weight-type uint8 -o OUT.onnx writes a file whose layers do not saturate."
+            )
         console.print(
             "note: ONNX Runtime on this host does not compute this file's int8 layers as a "
             "device does; latencies are of the file as shipped, and its outputs here differ "
-            "from the integers (edgeopt's accuracy figures take the exact path). For ONNX "
-            f"Runtime on this host: edgeopt export {model} --format onnx --weight-type uint8 "
-            "-o OUT.onnx writes a file it runs exactly.",
+            "from the integers (edgeopt's accuracy figures take the exact path)." + hint,
             style="yellow",
             markup=False,
             highlight=False,

@@ -4,7 +4,7 @@ The reference is the generated C library (int8 x int8 products, 32-bit sums, the
 of :mod:`edgeopt.export.c._lower`), built with gcc on this host: it cannot saturate. Every
 int8 tensor that ONNX Runtime computes on edgeopt's measurement paths must equal it (0 LSB) with
 the same top-1, for every zoo family, for 4-bit and for mixed-precision files. The
-saturation-free path is checked on every host, not only where the host needs it; the ``auto``
+rewritten path is checked on every host, not only where the host needs it; the ``auto``
 path must compute the same numbers as it here.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 from edgeopt.export.c import check_c
 from edgeopt.export.c import export_c
-from edgeopt.measure.int8 import SATURATION_FREE
+from edgeopt.measure.int8 import REWRITTEN
 from edgeopt.measure.int8 import make_exact_session
 from edgeopt.measure.runtime import predict
 from edgeopt.stages.quantize import PTQConfig
@@ -48,20 +48,20 @@ def _quantized(family: str, request: pytest.FixtureRequest) -> Any:
 
 
 def _assert_measured_equals_reference(onnx_path: Path, samples: np.ndarray, out: Path) -> Any:
-    """The C library against ONNX Runtime on the saturation-free path: every int8 tensor equal;
+    """The C library against ONNX Runtime on the rewritten path: every int8 tensor equal;
     then the path edgeopt takes on this host (auto) gives the same logits."""
     export = export_c(onnx_path, out)
-    parity = check_c(export, samples, path=SATURATION_FREE)
+    parity = check_c(export, samples, path=REWRITTEN)
     assert parity.top1_agreement == 1.0
     assert parity.max_tensor_lsb == 0, parity.tensor_lsb
     assert len(parity.tensor_lsb) >= 3  # the intermediate tensors were compared too
     int8 = parity.arithmetic
-    assert int8 is not None and int8.path == SATURATION_FREE
+    assert int8 is not None and int8.path == REWRITTEN
     assert int8.is_exact and int8.is_checked and int8.unchecked is None
     auto = make_exact_session(onnx_path)
     assert auto.arithmetic is not None and auto.arithmetic.is_exact
     measured = predict(auto, samples)
-    reference = predict(make_exact_session(onnx_path, path=SATURATION_FREE), samples)
+    reference = predict(make_exact_session(onnx_path, path=REWRITTEN), samples)
     np.testing.assert_allclose(measured, reference, rtol=0, atol=1e-6)
     assert (measured.argmax(axis=1) == reference.argmax(axis=1)).all()
     return auto.arithmetic
@@ -95,12 +95,12 @@ def _requantize(quantized: Any, config: Any, folder: Path, data: str | None = No
 def test_4bit_files_are_measured_on_integer_kernels(
     family: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """ONNX Runtime computes 4-bit weights in float: every host takes the saturation-free path,
+    """ONNX Runtime computes 4-bit weights in float: every host takes the rewritten path,
     where they run as uint8 on its integer kernels and equal the reference."""
     quantized = _quantized(family, request)
     path = _requantize(quantized, PTQConfig(bits=4, calibration="minmax"), tmp_path)
     int8 = _assert_measured_equals_reference(path, quantized.samples[:SAMPLES], tmp_path / "c")
-    assert int8.path == SATURATION_FREE and not int8.is_shipped_exact
+    assert int8.path == REWRITTEN and not int8.is_shipped_exact
     assert "4-bit" in int8.reason
 
 
@@ -122,4 +122,4 @@ def test_mixed_precision_file_is_measured_as_the_reference_computes_it(
     int8 = _assert_measured_equals_reference(
         result.model.onnx_path, cnn_s_int8.samples[:SAMPLES], tmp_path / "c"
     )
-    assert int8.path == SATURATION_FREE  # its 4-bit layers need it on every host
+    assert int8.path == REWRITTEN  # its 4-bit layers need it on every host

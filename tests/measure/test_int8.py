@@ -24,7 +24,7 @@ from edgeopt.errors import InputError
 from edgeopt.measure import int8 as int8_module
 from edgeopt.measure import profile_onnx
 from edgeopt.measure.int8 import AS_SHIPPED
-from edgeopt.measure.int8 import SATURATION_FREE
+from edgeopt.measure.int8 import REWRITTEN
 from edgeopt.measure.int8 import HostInt8
 from edgeopt.measure.int8 import cpu_flags
 from edgeopt.measure.int8 import host_int8
@@ -104,7 +104,7 @@ def _s8s8_model() -> tuple[onnx.ModelProto, np.ndarray, np.ndarray]:
 
 def test_uint8_encoding_keeps_every_number_of_an_int8_activation_model() -> None:
     """int8 input, activations and output become uint8 (+128) and read back as int8: the
-    saturation-free path gives the exact integers, on every host."""
+    rewritten path gives the exact integers, on every host."""
     model, x, expected = _s8s8_model()
     before = model.SerializeToString()
     done = uint8_encoding(model)
@@ -113,7 +113,7 @@ def test_uint8_encoding_keeps_every_number_of_an_int8_activation_model() -> None
     types = {i.name: i.data_type for i in done.model.graph.initializer}
     assert TensorProto.INT8 not in types.values()  # every int8 constant is uint8 now
     assert done.model.graph.input[0].type.tensor_type.elem_type == TensorProto.INT8  # same input
-    session = make_exact_session(model, path=SATURATION_FREE)
+    session = make_exact_session(model, path=REWRITTEN)
     y, logits = session.run(None, {"x": x})
     assert y.dtype == np.int8
     np.testing.assert_array_equal(y, expected)
@@ -125,7 +125,7 @@ def test_uint8_encoding_keeps_every_number_of_an_int8_activation_model() -> None
     )
 
 
-def test_auto_takes_the_saturation_free_path_only_where_the_host_needs_it(
+def test_auto_rewrites_the_file_only_where_the_host_needs_it(
     monkeypatch: pytest.MonkeyPatch, cnn_s_int8: Any
 ) -> None:
     model = onnx.load(str(cnn_s_int8.onnx_path))
@@ -141,7 +141,7 @@ def test_auto_takes_the_saturation_free_path_only_where_the_host_needs_it(
     monkeypatch.setattr(int8_module, "host_int8", lambda: _host(True))
     done, how = int8_arithmetic(model)
     assert done is not None and done.weights == 4 and how is not None
-    assert (how.path, how.is_exact, how.is_shipped_exact) == (SATURATION_FREE, True, False)
+    assert (how.path, how.is_exact, how.is_shipped_exact) == (REWRITTEN, True, False)
     assert "saturate" in how.reason and "VPMADDUBSW" in how.describe()
     forced, how = int8_arithmetic(model, path=AS_SHIPPED)  # what bench times: not exact here
     assert forced is None and how is not None and not how.is_exact
@@ -163,10 +163,10 @@ def test_profile_on_a_saturating_host_measures_the_integers_and_says_how(
     here = profile_onnx(cnn_s_int8.onnx_path, data=_digits(), is_latency_measured=False)
     monkeypatch.setattr(int8_module, "host_int8", lambda: _host(True))
     metrics = profile_onnx(cnn_s_int8.onnx_path, data=_digits(), is_latency_measured=False)
-    assert metrics.int8 is not None and metrics.int8.path == SATURATION_FREE
+    assert metrics.int8 is not None and metrics.int8.path == REWRITTEN
     assert metrics.accuracy == here.accuracy
     record = json.loads(json.dumps(metrics.to_dict()))
-    assert record["int8"]["path"] == SATURATION_FREE and record["int8"]["is_exact"] is True
+    assert record["int8"]["path"] == REWRITTEN and record["int8"]["is_exact"] is True
     assert record["int8"]["host"]["is_saturating"] is True
     assert "uint8" in record["provenance"]["int8"]
 

@@ -1,7 +1,7 @@
 """A real x86 CPU without VNNI: QEMU's user-mode emulator running this Python as a Haswell
 (AVX2, no AVX-512, no VNNI), so ONNX Runtime dispatches its AVX2 U8S8 kernels, whose 16-bit pair
 sums saturate. On it, edgeopt must still measure the device's integers: the probe finds the
-saturation, profile takes the saturation-free path and gets the accuracy this host gets, and the
+saturation, profile takes the rewritten path and gets the accuracy this host gets, and the
 C library's parity check is exact (0 LSB) where the file as shipped is not.
 """
 
@@ -78,8 +78,8 @@ def test_an_avx2_only_host_measures_the_same_integers(cnn_s_int8: Any, tmp_path:
     assert done.returncode == 0, done.stderr[-2000:]
     emulated = json.loads(done.stdout.strip().splitlines()[-1])
     assert emulated["is_saturating"] is True  # the probe finds what VPMADDUBSW does
-    assert emulated["int8"]["path"] == "saturation-free" and emulated["int8"]["is_exact"]
+    assert emulated["int8"]["path"] == "rewritten" and emulated["int8"]["is_exact"]
     assert emulated["accuracy"] == native.accuracy
-    assert emulated["exact_path"] == "saturation-free"
+    assert emulated["exact_path"] == "rewritten"
     assert emulated["exact_lsb"] == 0 and emulated["exact_top1"] == 1.0
     assert emulated["shipped_lsb"] > 0  # the file as shipped is not the integers there

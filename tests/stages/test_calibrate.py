@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -11,11 +13,13 @@ from onnx import helper
 
 from edgeopt.errors import InputError
 from edgeopt.stages.calibrate import CALIBRATION_METHODS
+from edgeopt.stages.calibrate import RANGE_BITS
 from edgeopt.stages.calibrate import Histogram
 from edgeopt.stages.calibrate import calibrate
 from edgeopt.stages.calibrate import collect_stats
 from edgeopt.stages.calibrate import compute_range
 from edgeopt.stages.calibrate import ranges_from_stats
+from edgeopt.stages.calibrate import snap_range
 from edgeopt.stages.qdq import prepare
 
 
@@ -107,7 +111,26 @@ def test_graph_inputs_keep_their_observed_range(cnn_s) -> None:
     model = prepare(onnx.load(str(cnn_s.onnx_path)))
     x, _ = cnn_s.data.arrays("calib")
     ranges = ranges_from_stats(model, collect_stats(model, x), method="entropy")
-    assert ranges["input"] == (float(x.min()), float(x.max()))
+    lo, hi = ranges["input"]  # nothing clipped: the observed range, widened to the range grid
+    assert lo <= float(x.min()) and hi >= float(x.max())
+    assert (lo, hi) == snap_range(float(x.min()), float(x.max()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False),
+    st.floats(min_value=1e-6, max_value=1e6, allow_nan=False),
+)
+def test_snapped_ranges_contain_the_range_and_sit_on_the_grid(lo: float, width: float) -> None:
+    hi = lo + width
+    snapped_lo, snapped_hi = snap_range(lo, hi)
+    assert snapped_lo <= lo and snapped_hi >= hi
+    for value, original in ((snapped_lo, lo), (snapped_hi, hi)):
+        if value:
+            assert abs(value - original) <= abs(original) * 2.0 ** -(RANGE_BITS - 1)
+            mantissa, _ = math.frexp(value)
+            assert (mantissa * 2**RANGE_BITS).is_integer()
+    assert snap_range(snapped_lo, snapped_hi) == (snapped_lo, snapped_hi)  # already on the grid
 
 
 @pytest.mark.parametrize("samples", [0, 1])

@@ -14,9 +14,15 @@ zero point moved by 128: ``(q + 128) - (z + 128) = q - z``, bit for bit, roundin
 included. ONNX Runtime runs uint8 x uint8 (U8U8) layers with kernels that widen to 16 bits before
 they multiply (VPMADDWD) and cannot saturate; sub-byte weights (int4), which ONNX Runtime would
 dequantize and compute in float, become uint8 too and run on the integer kernels. So the
-*measurement* path feeds ONNX Runtime that re-encoded copy (``saturation-free``) wherever the file
-as shipped would not give the device's integers; the file the user gets is never changed, and is
-the same bytes on every host.
+*measurement* path feeds ONNX Runtime that re-encoded copy (``rewritten``) wherever the file as
+shipped would not give the device's integers; the file the user gets is never changed, and is the
+same bytes on every host.
+
+One more operator needs it: an element-wise add of two int8 tensors. ONNX Runtime computes it in
+float32 on x86 (near-ties round either way: 25 of 262,144 sums of a ResNet-8 block one step off)
+and in its own 22-bit fixed point on Arm, so no host's add is the integers. The rewritten copy
+looks each add (and multiply) up in a 65,536-entry table of the integer reference's result for
+every pair of inputs, which ONNX Runtime gathers exactly on every host.
 
 Which host needs it is found out, not guessed from a CPU table: :func:`host_int8` runs a one-layer
 probe whose products saturate a 16-bit sum once per process and compares ONNX Runtime with the
@@ -29,6 +35,7 @@ with an operator it lacks is measured as before and labelled *unchecked*.
 from __future__ import annotations
 
 import functools
+import math
 import platform
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -46,12 +53,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AS_SHIPPED",
     "PATHS",
-    "SATURATION_FREE",
+    "REWRITTEN",
     "ExactSession",
     "HostInt8",
     "Int8Arithmetic",
     "Reencoded",
     "cpu_flags",
+    "elementwise_table",
     "host_int8",
     "int8_arithmetic",
     "make_exact_session",
@@ -59,9 +67,9 @@ __all__ = [
 ]
 
 AS_SHIPPED = "as-shipped"
-SATURATION_FREE = "saturation-free"
-#: What a caller may ask for: ``auto`` takes the saturation-free path only where it is needed.
-PATHS = ("auto", AS_SHIPPED, SATURATION_FREE)
+REWRITTEN = "rewritten"
+#: What a caller may ask for: ``auto`` takes the rewritten copy only where it is needed.
+PATHS = ("auto", AS_SHIPPED, REWRITTEN)
 
 #: CPU features that decide how a host computes 8-bit dot products.
 _X86_FLAGS = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -380,9 +388,10 @@ class Int8Arithmetic:
     """How a quantized file's outputs were computed on this host, for the provenance.
 
     ``path`` is ``as-shipped`` (ONNX Runtime ran the file itself: its kernels are exact here)
-    or ``saturation-free`` (it ran the uint8 re-encoding of the file: same numbers, kernels that
-    cannot saturate). ``is_exact`` says the result is the device's integer arithmetic on this
-    host; ``is_checked`` that every int8 operator is one the integer reference (the C library)
+    or ``rewritten`` (it ran a copy that computes the same numbers exactly: int8 stored as uint8,
+    whose kernels cannot saturate, and adds and multiplies looked up in integer tables).
+    ``is_exact`` says the result is the device's integer arithmetic on this host;
+    ``is_checked`` that every int8 operator is one the integer reference (the C library)
     computes, which the tests hold ONNX Runtime's path equal to, bit for bit.
     """
 
@@ -430,17 +439,114 @@ def _quantized_types(model: onnx.ModelProto) -> set[int]:
     return types - {_INT32}
 
 
-def _reference_gap(model: onnx.ModelProto) -> str | None:
-    """Why the integer reference cannot compute this model (None when it can)."""
+def _lowered(model: onnx.ModelProto) -> tuple[Any, str | None]:
+    """The integer reference's program of ``model``, or None and why it cannot compute it."""
     from edgeopt.export.c._lower import lower
 
     try:
-        lower(model, source="the model")
+        return lower(model, source="the model"), None
     except InputError as exc:
-        return str(exc).removeprefix("the model: ")
+        return None, str(exc).removeprefix("the model: ")
     except Exception as exc:  # a reference that cannot read a file is no reason to stop measuring
-        return f"the integer reference cannot read it ({type(exc).__name__})"
-    return None
+        return None, f"the integer reference cannot read it ({type(exc).__name__})"
+
+
+def _round_shift(values: np.ndarray, shift: int) -> np.ndarray:
+    """round(values / 2^shift), ties to even (the C library's ``edgeopt_round_shift``)."""
+    quotient, remainder = np.divmod(values, np.int64(1) << shift)  # floor division
+    half = np.int64(1) << (shift - 1)
+    up = (remainder > half) | ((remainder == half) & (quotient % 2 == 1))
+    return quotient + up
+
+
+def elementwise_table(function: str, params: dict[str, Any]) -> np.ndarray:
+    """The output of the C library's ``edgeopt_add`` / ``edgeopt_mul`` for every pair of inputs,
+    as uint8 (value + 128), indexed ``a * 256 + b`` by the uint8 (value + 128) inputs.
+
+    Add is integer arithmetic: ``round((a - za) * ma + (b - zb) * mb, shift) + zy``. Mul is the
+    float32 arithmetic of ONNX Runtime's QLinearMul, which the C library reproduces: the product
+    of the two differences times the float32 scale ratio, plus the zero point, each rounded to
+    float32, then to the nearest integer (ties to even).
+    """
+    a = np.arange(256, dtype=np.int64)[:, None] - 128 - params["a_zero_point"]
+    b = np.arange(256, dtype=np.int64)[None, :] - 128 - params["b_zero_point"]
+    if function == "edgeopt_add":
+        total = a * params["a_multiplier"] + b * params["b_multiplier"]
+        out = _round_shift(total, params["shift"]) + params["out_zero_point"]
+    else:
+        ratio = np.float32(math.ldexp(params["multiplier"], -params["shift"]))
+        offset = params["out_offset"]
+        scaled = (a * b).astype(np.float32) * ratio
+        total = scaled + np.float32(params["out_zero_point"] + offset)
+        out = np.rint(total).astype(np.int64) - offset
+    out = np.clip(out, params["act_min"], params["act_max"]) + 128
+    return out.astype(np.uint8).ravel()
+
+
+def _integer_elementwise(reencoded: Reencoded, program: Any) -> tuple[Reencoded, int]:
+    """Replace each quantized Add and Mul of the re-encoded model by a lookup of the integer
+    reference's result (:func:`elementwise_table`): ONNX Runtime adds int8 tensors in float32
+    on x86 and in its own fixed point on Arm, and each rounds near-ties its own way."""
+    from onnx import helper
+    from onnx import numpy_helper
+
+    graph = reencoded.model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    taken = {name for node in graph.node for name in (*node.input, *node.output)}
+    taken |= {init.name for init in graph.initializer}
+    replaced = 0
+    for index, step in enumerate(program.steps):
+        if step.function not in ("edgeopt_add", "edgeopt_mul"):
+            continue
+        a, b = step.inputs
+        if not (isinstance(a, str) and isinstance(b, str) and isinstance(step.output, str)):
+            continue
+        writer = producers.get(step.output)
+        if writer is None or writer.op_type != "QuantizeLinear" or not {a, b} <= taken:
+            continue  # not a tensor of the graph (a view): ONNX Runtime computes it as before
+        base = f"edgeopt_table_{index}"
+        names = [f"{base}_{part}" for part in ("values", "a", "b", "a256", "index")]
+        if any(name in taken for name in names):
+            continue
+        table, wide_a, wide_b, scaled_a, position = names
+        graph.initializer.append(
+            numpy_helper.from_array(elementwise_table(step.function, step.params), table)
+        )
+        graph.initializer.append(numpy_helper.from_array(np.array(256, np.int32), f"{base}_256"))
+        writer.output[0] = f"{base}_unused"  # the float result is computed and dropped
+        graph.node.extend(
+            [
+                helper.make_node("Cast", [a], [wide_a], to=_INT32),
+                helper.make_node("Cast", [b], [wide_b], to=_INT32),
+                helper.make_node("Mul", [wide_a, f"{base}_256"], [scaled_a]),
+                helper.make_node("Add", [scaled_a, wide_b], [position]),
+                helper.make_node("Gather", [table, position], [step.output]),
+            ]
+        )
+        replaced += 1
+    if replaced:
+        _sort_nodes(graph)
+    return reencoded, replaced
+
+
+def _sort_nodes(graph: Any) -> None:
+    """Put the nodes back in an order where each follows what it reads (ONNX wants it)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            ordered.extend(pending)  # a cycle or a missing input: ONNX Runtime will say so
+            break
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [n for n in pending if n not in ready]
+    copies = [type(node)() for node in ordered]
+    for copy, node in zip(copies, ordered, strict=True):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def int8_arithmetic(
@@ -448,17 +554,19 @@ def int8_arithmetic(
 ) -> tuple[Reencoded | None, Int8Arithmetic | None]:
     """Decide how ONNX Runtime must run ``model`` to compute the device's integers here.
 
-    ``auto`` keeps the file as shipped where this host's kernels are exact for it, and takes
-    the saturation-free path where they are not: a host whose U8S8 kernels saturate (probed),
-    or 4-bit weights (ONNX Runtime computes those in float). ``as-shipped`` and
-    ``saturation-free`` force a path (tests run the latter on every host).
+    ``auto`` keeps the file as shipped where ONNX Runtime computes it exactly on this host, and
+    runs a rewritten copy where it does not: a host whose U8S8 kernels saturate (probed), 4-bit
+    weights (ONNX Runtime computes those in float), element-wise adds (ONNX Runtime's own
+    rounding). The copy stores every int8 integer as uint8 (:func:`uint8_encoding`) and its
+    adds and multiplies as lookups of the integer reference's result. ``as-shipped`` and
+    ``rewritten`` force a path (tests run the latter on every host).
 
     Args:
         model: the file's model (not modified).
-        path: ``auto``, ``as-shipped`` or ``saturation-free``.
+        path: ``auto``, ``as-shipped`` or ``rewritten``.
 
     Returns:
-        The re-encoded model (None when the file runs as shipped) and the record of the path;
+        The rewritten model (None when the file runs as shipped) and the record of the path;
         ``(None, None)`` for a float model.
 
     Raises:
@@ -467,9 +575,9 @@ def int8_arithmetic(
     Example:
         >>> from edgeopt.measure.int8 import _probe_model
         >>> model, _, _ = _probe_model()
-        >>> done, how = int8_arithmetic(model, path="saturation-free")
+        >>> done, how = int8_arithmetic(model, path="rewritten")
         >>> how.path, how.is_exact, done.weights
-        ('saturation-free', True, 1)
+        ('rewritten', True, 1)
     """
     if path not in PATHS:
         raise InputError(f"int8 path must be one of {', '.join(PATHS)}, got {path!r}.")
@@ -477,32 +585,36 @@ def int8_arithmetic(
     if not types:
         return None, None
     host = host_int8()
+    program, gap = _lowered(model)
     signed = bool(types & {_INT8, _INT4})
     sub_byte = bool(types & {_INT4, _UINT4})
+    adds = program is not None and any(s.function == "edgeopt_add" for s in program.steps)
+    inexact = []  # why ONNX Runtime does not compute the file as shipped exactly here
     if sub_byte:
-        shipped = "ONNX Runtime computes 4-bit weights in float, not in integers"
-    elif signed:
-        shipped = host.describe()
-    else:
-        shipped = "uint8 weights (U8U8), which ONNX Runtime's kernels cannot saturate"
-    is_shipped_exact = not sub_byte and not (signed and host.is_saturating)
+        inexact.append("ONNX Runtime computes 4-bit weights in float, not in integers")
+    if signed and host.is_saturating:
+        inexact.append(host.describe())
+    if adds:
+        inexact.append("ONNX Runtime rounds int8 adds its own way (float32 on x86)")
+    is_shipped_exact = not inexact
     if path == "auto":
-        path = AS_SHIPPED if is_shipped_exact else SATURATION_FREE
-    reencoded = uint8_encoding(model) if path == SATURATION_FREE else None
-    if reencoded is None:
-        reason, is_exact = shipped, is_shipped_exact
+        path = AS_SHIPPED if is_shipped_exact else REWRITTEN
+    reencoded = None
+    if path == AS_SHIPPED:
+        is_exact = is_shipped_exact
+        exact_reason = host.describe() if signed else "uint8 weights (U8U8) cannot saturate"
+        reason = "; ".join(inexact) or exact_reason
     else:
-        why = (
-            "it was asked for (the file as shipped is exact here too)"
-            if is_shipped_exact
-            else shipped
-        )
-        reason = f"uint8 in memory, the same numbers, because {why}"
-        # what stays signed runs as shipped: exact only where the file as shipped is
-        is_exact = is_shipped_exact or not reencoded.kept
+        reencoded = uint8_encoding(model)
+        steps = program.steps if program is not None else []
+        elementwise = sum(s.function in ("edgeopt_add", "edgeopt_mul") for s in steps)
+        reencoded, tables = _integer_elementwise(reencoded, program) if steps else (reencoded, 0)
+        why = "; ".join(inexact) or "it was asked for (the file as shipped is exact here too)"
+        reason = f"int8 stored as uint8, adds and multiplies as integer tables, because {why}"
+        # what stays signed runs as shipped, and an add left to ONNX Runtime rounds its way
+        is_exact = (is_shipped_exact or not reencoded.kept) and tables == elementwise
         if reencoded.kept:
             reason += f"; left as they were: {', '.join(reencoded.kept[:3])}"
-    gap = _reference_gap(model)
     return reencoded, Int8Arithmetic(
         path=path,
         reason=reason,
@@ -546,7 +658,7 @@ class ExactSession:
 
 
 def make_exact_session(
-    model: Path | onnx.ModelProto,
+    model: str | Path | onnx.ModelProto,
     *,
     threads: int = 1,
     path: str = "auto",
@@ -557,7 +669,7 @@ def make_exact_session(
     Args:
         model: an ONNX file or model (float models run as they are).
         threads: ONNX Runtime intra-op threads.
-        path: ``auto`` (default), or a forced ``as-shipped`` / ``saturation-free``.
+        path: ``auto`` (default), or a forced ``as-shipped`` / ``rewritten``.
         tensors: intermediate tensors to add to the session's outputs (int8 ones read back as
             the file holds them).
 
@@ -570,14 +682,14 @@ def make_exact_session(
     Example:
         >>> from edgeopt.measure.int8 import _probe_model
         >>> model, x, expected = _probe_model()
-        >>> session = make_exact_session(model, path="saturation-free")
+        >>> session = make_exact_session(model, path="rewritten")
         >>> bool((session.run(None, {"x": x})[0] == expected).all())
         True
     """
     from edgeopt.measure.runtime import make_session
     from edgeopt.models import read_onnx
 
-    proto = read_onnx(model) if isinstance(model, Path) else model
+    proto = read_onnx(Path(model)) if isinstance(model, str | Path) else model
     reencoded, arithmetic = int8_arithmetic(proto, path=path)
     runs = reencoded.model if reencoded is not None else proto
     known = {o.name for o in runs.graph.output}
@@ -591,6 +703,6 @@ def make_exact_session(
     try:
         session = make_session(runs.SerializeToString(), threads=threads)
     except InputError as exc:
-        name = str(model) if isinstance(model, Path) else "the model"
+        name = str(model) if isinstance(model, str | Path) else "the model"
         raise InputError(str(exc).replace("the model", name, 1)) from None
     return ExactSession(session, reencoded, arithmetic)

@@ -41,7 +41,7 @@ or estimated before, and ``provenance`` says which. ``null`` means "unset" or "n
                  "violations": [{"constraint", "value", "limit", "excess"}],
                  "is_pareto": bool, "artifact": path relative to RUNDIR or null,
                  "memory_schedule": {"names": [...], "bytes": [...]} or null,
-                 "int8": {"path": "as-shipped" | "saturation-free", "is_exact": bool,
+                 "int8": {"path": "as-shipped" | "rewritten", "is_exact": bool,
                           "is_checked": bool} or null (a float file)}
 
 The constants below are this schema in code: :func:`validate` checks them, so a report that

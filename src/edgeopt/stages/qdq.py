@@ -488,7 +488,7 @@ def write_qdq(
         quantizer = QDQQuantizer(
             work,
             per_channel,
-            False,  # reduce_range: a fix for U8S8 saturation on x86 without VNNI
+            False,  # reduce_range (7-bit weights) would change the file; see measure.int8
             weight_type,
             act_type,
             tensors,

@@ -106,13 +106,9 @@ class CParity:
     max_tensor_lsb: int
     tensor_lsb: dict[str, int]
     compiler: str
-    #: How ONNX Runtime computed the reference: the file as shipped, or its saturation-free
-    #: re-encoding where this host's int8 kernels are not exact.
+    #: How ONNX Runtime computed the reference: the file as shipped, or its rewritten
+    #: copy where ONNX Runtime would not compute the integers exactly here.
     arithmetic: Int8Arithmetic | None = None
-
-    @property
-    def is_within_one_lsb(self) -> bool:
-        return self.top1_agreement == 1.0 and self.max_tensor_lsb <= 1
 
     @property
     def is_exact(self) -> bool:
@@ -326,8 +322,8 @@ def check_c(
             library and ONNX Runtime are both fed the same values in that type.
         compiler: the host C compiler.
         path: how ONNX Runtime computes the int8 reference: ``auto`` (the file as shipped
-            where this host's int8 kernels are exact, its saturation-free re-encoding where
-            not), or a forced ``as-shipped`` / ``saturation-free``
+            where ONNX Runtime computes it exactly here, its rewritten copy where not), or
+            a forced ``as-shipped`` / ``rewritten``
             (:mod:`edgeopt.measure.int8`).
 
     Returns:
