@@ -6,8 +6,8 @@ activations times int8 weights (U8S8, the format edgeopt writes) on CPUs without
 AVX-VNNI or AMX multiply with VPMADDUBSW, which adds two products into a *saturating* 16-bit
 integer; large activations times large weights of one sign are clamped, and a model's logits move
 (ONNX Runtime, "Quantize ONNX models", section "When and why do I need to try U8U8?"; OpenVINO,
-"Saturation (overflow) issue workaround"). Measured on such a host, cnn-s on digits read 92.5%
-where the integers give 94.2%.
+"Saturation (overflow) issue workaround"). On such a host (an AVX2 CPU emulated by QEMU,
+``benchmarks/int8_hosts.py``) cnn-s on digits read 95.3% where its integers give 99.2%.
 
 The same file holds the same real numbers when its int8 values are stored as uint8 with the
 zero point moved by 128: ``(q + 128) - (z + 128) = q - z``, bit for bit, rounding and clamping
@@ -20,9 +20,9 @@ same bytes on every host.
 
 One more operator needs it: an element-wise add of two int8 tensors. ONNX Runtime computes it in
 float32 on x86 (near-ties round either way: 25 of 262,144 sums of a ResNet-8 block one step off)
-and in its own 22-bit fixed point on Arm, so no host's add is the integers. The rewritten copy
-looks each add (and multiply) up in a 65,536-entry table of the integer reference's result for
-every pair of inputs, which ONNX Runtime gathers exactly on every host.
+and in its own 22-bit fixed point on Arm (MLAS ``qladd.cpp``), so no host's add is the integers.
+The rewritten copy looks each add (and multiply) up in a 65,536-entry table of the integer
+reference's result for every pair of inputs, which ONNX Runtime gathers exactly on every host.
 
 Which host needs it is found out, not guessed from a CPU table: :func:`host_int8` runs a one-layer
 probe whose products saturate a 16-bit sum once per process and compares ONNX Runtime with the
@@ -610,7 +610,8 @@ def int8_arithmetic(
         elementwise = sum(s.function in ("edgeopt_add", "edgeopt_mul") for s in steps)
         reencoded, tables = _integer_elementwise(reencoded, program) if steps else (reencoded, 0)
         why = "; ".join(inexact) or "it was asked for (the file as shipped is exact here too)"
-        reason = f"int8 stored as uint8, adds and multiplies as integer tables, because {why}"
+        how = "int8 stored as uint8" + (", adds and multiplies as integer tables" * bool(tables))
+        reason = f"{how}, because {why}"
         # what stays signed runs as shipped, and an add left to ONNX Runtime rounds its way
         is_exact = (is_shipped_exact or not reencoded.kept) and tables == elementwise
         if reencoded.kept:
