@@ -12,8 +12,10 @@ of layers both run equally fast here (ONNX Runtime 1.32, x86 with AVX-512 VNNI).
 activations, a tensor read by two nodes (a residual connection, two branches) makes ONNX Runtime
 run the Convs that read it in float between Q/DQ: a conv-conv residual block ran at fp32 speed
 with S8S8 and 2.2x faster with U8S8, where every Conv became QLinearConv. Accuracy is the same
-(both are asymmetric with 256 levels). On x86 without VNNI, U8S8 can saturate in VPMADDUBSW;
-there ``reduce_range`` would be needed, which we do not set.
+(both are asymmetric with 256 levels). On x86 without VNNI, ONNX Runtime's U8S8 kernels
+saturate in VPMADDUBSW; the file stays U8S8, the same bytes whatever host writes it (no
+``reduce_range``), and :mod:`edgeopt.measure.int8` measures its exact integers there through a
+lossless uint8 re-encoding (``edgeopt export --weight-type uint8`` writes one as a file).
 With ``weight_bits=4`` the weights are stored as INT4 (opset 21; the graph is upgraded with
 ``onnx.version_converter`` when older), two per byte, so the file shows the saving.
 """
