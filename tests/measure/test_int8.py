@@ -147,6 +147,21 @@ def test_auto_rewrites_the_file_only_where_the_host_needs_it(
     assert forced is None and how is not None and not how.is_exact
 
 
+def test_int8_adds_are_looked_up_in_the_reference_on_every_host(
+    resnet8_int8: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime rounds an int8 add its own way: a file with adds is rewritten even where
+    its convolutions are exact, and every add becomes a lookup of the reference's result."""
+    monkeypatch.setattr(int8_module, "host_int8", lambda: _host(False))
+    model = onnx.load(str(resnet8_int8.onnx_path))
+    done, how = int8_arithmetic(model)
+    assert done is not None and how is not None
+    assert (how.path, how.is_exact, how.is_shipped_exact) == (REWRITTEN, True, False)
+    assert "adds" in how.reason and "integer tables" in how.reason
+    gathers = [n for n in done.model.graph.node if n.op_type == "Gather"]
+    assert len(gathers) == sum(n.op_type == "Add" for n in model.graph.node) == 3
+
+
 def test_a_float_model_has_no_int8_record_and_a_bad_path_is_refused(cnn_s_int8: Any) -> None:
     fp32 = onnx.load(str(cnn_s_int8.onnx_path.parent / "fp32.onnx"))
     assert int8_arithmetic(fp32) == (None, None)
