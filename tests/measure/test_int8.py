@@ -162,6 +162,24 @@ def test_int8_adds_are_looked_up_in_the_reference_on_every_host(
     assert len(gathers) == sum(n.op_type == "Add" for n in model.graph.node) == 3
 
 
+def test_a_rewritten_copy_onnx_runtime_refuses_falls_back_to_the_file_and_says_so(
+    cnn_s_int8: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edgeopt.measure.int8 import Reencoded
+
+    def broken(model: onnx.ModelProto) -> Reencoded:
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        copy.graph.node[0].op_type = "NoSuchOperator"
+        return Reencoded(copy, 0, frozenset(), ())
+
+    monkeypatch.setattr(int8_module, "uint8_encoding", broken)
+    session = make_exact_session(cnn_s_int8.onnx_path, path=REWRITTEN)
+    assert session.arithmetic is not None and session.arithmetic.path == AS_SHIPPED
+    assert "the rewritten copy did not load" in session.arithmetic.reason
+    assert session.run(None, {"input": cnn_s_int8.samples[:2]})[0].shape == (2, 10)
+
+
 def test_a_float_model_has_no_int8_record_and_a_bad_path_is_refused(cnn_s_int8: Any) -> None:
     fp32 = onnx.load(str(cnn_s_int8.onnx_path.parent / "fp32.onnx"))
     assert int8_arithmetic(fp32) == (None, None)

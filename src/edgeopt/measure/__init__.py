@@ -119,7 +119,7 @@ def profile_onnx(
             f"{platform.machine()} {platform.processor() or platform.system()}"
         )
     if data is not None and x_test is not None and y_test is not None:
-        exact = make_exact_session(proto, threads=os.cpu_count() or 1)
+        exact = make_exact_session(path, threads=os.cpu_count() or 1)
         accuracy = top1(predict(exact, x_test), y_test)
         provenance["accuracy"] = f"measured: top-1 on the test split of {data.spec} ({len(y_test)})"
         int8 = exact.arithmetic

@@ -39,6 +39,7 @@ import math
 import platform
 from collections.abc import Collection
 from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -708,19 +709,36 @@ def make_exact_session(
     from edgeopt.models import read_onnx
 
     proto = read_onnx(Path(model)) if isinstance(model, str | Path) else model
+    label = str(model) if isinstance(model, str | Path) else "the model"
     reencoded, arithmetic = int8_arithmetic(proto, path=path)
-    runs = reencoded.model if reencoded is not None else proto
-    known = {o.name for o in runs.graph.output}
-    extra = [name for name in dict.fromkeys(tensors) if name not in known]
-    if extra:
-        import onnx
 
-        if reencoded is None:  # never add outputs to the caller's model
-            runs = onnx.ModelProto.FromString(runs.SerializeToString())
-        runs.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra)
+    def start(runs: onnx.ModelProto, is_copy: bool) -> Any:
+        known = {o.name for o in runs.graph.output}
+        extra = [name for name in dict.fromkeys(tensors) if name not in known]
+        if extra:
+            import onnx
+
+            if not is_copy:  # never add outputs to the caller's model
+                runs = onnx.ModelProto.FromString(runs.SerializeToString())
+            runs.graph.output.extend(onnx.ValueInfoProto(name=name) for name in extra)
+        return make_session(runs.SerializeToString(), threads=threads)
+
     try:
-        session = make_session(runs.SerializeToString(), threads=threads)
+        session = start(reencoded.model if reencoded is not None else proto, reencoded is not None)
     except InputError as exc:
-        name = str(model) if isinstance(model, str | Path) else "the model"
-        raise InputError(str(exc).replace("the model", name, 1)) from None
+        if reencoded is None or arithmetic is None:
+            raise InputError(str(exc).replace("the model", label, 1)) from None
+        # the rewritten copy is edgeopt's own: measure the file as shipped, and say so
+        try:
+            session = start(proto, False)
+        except InputError as again:
+            raise InputError(str(again).replace("the model", label, 1)) from None
+        why = str(exc).removeprefix("the model: ")
+        arithmetic = replace(
+            arithmetic,
+            path=AS_SHIPPED,
+            is_exact=arithmetic.is_shipped_exact,
+            reason=f"the rewritten copy did not load ({why}); {arithmetic.reason}",
+        )
+        reencoded = None
     return ExactSession(session, reencoded, arithmetic)
