@@ -895,15 +895,15 @@ def export(
         str,
         typer.Option(
             "--weight-type",
-            help="uint8: store int8 weights as uint8 (U8U8, same numbers), which ONNX Runtime "
-            "runs exactly on x86 without VNNI (--format onnx)",
+            help="uint8: store int8 weights as uint8 (U8U8, same numbers), whose layers ONNX "
+            "Runtime runs without saturating on x86 without VNNI (--format onnx)",
         ),
     ] = "int8",
 ) -> None:
     """Write an int8 QDQ model as a C99 library for microcontrollers, or (``--format onnx
     --raw-input``) an ONNX file that takes raw uint8 (or, for audio, int16 PCM) input, its
     normalization (and audio front end) folded in, or (``--format onnx --weight-type uint8``)
-    the same model as U8U8, which ONNX Runtime computes exactly on any x86 CPU."""
+    the same model as U8U8, whose layers ONNX Runtime runs without saturating on any x86 CPU."""
     from edgeopt.data import load_data
     from edgeopt.errors import InputError
     from edgeopt.export.c import CBuildError

@@ -1,4 +1,4 @@
-"""Write an int8 file as uint8 weights (U8U8): the file ONNX Runtime runs exactly on any x86.
+"""Write an int8 file as uint8 weights (U8U8), which ONNX Runtime runs without saturating on x86.
 
 edgeopt's int8 files keep uint8 activations and int8 weights (U8S8), the format ONNX Runtime
 runs fastest and TFLite-style deployments expect. On x86 without AVX-512 VNNI, AVX-VNNI or AMX
