@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,25 @@ _WIDTH = 100
 def c_float(value: Any) -> str:
     """A float32 as a C literal that reads back as the same float32."""
     return np.format_float_scientific(np.float32(value), unique=True) + "f"
+
+
+#: What a name from a model file may keep inside a generated C comment: letters, digits and a
+#: few punctuation marks. Everything else, ``*`` (without which no comment can close or open),
+#: ``?`` (trigraphs), backslashes, quotes, braces and line breaks included, becomes ``_``: a
+#: model file is untrusted, and the generated code is compiled (``export --data`` runs it).
+_COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;()\[\]<>/=+#@-]")
+
+
+def c_comment(text: str, *, limit: int = 80) -> str:
+    """``text`` made safe for the inside of a C ``/* */`` comment (allow-list, at most
+    ``limit`` characters).
+
+    Example:
+        >>> c_comment('conv */ { system("x"); } /*')
+        'conv _/ _ system(_x_); _ /_'
+    """
+    safe = _COMMENT_SAFE.sub("_", text)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
 
 
 def c_int(value: int) -> str:
@@ -61,7 +81,7 @@ class _Writer:
         self.plan = plan
         self.prefix = prefix
         self.upper = prefix.upper()
-        self.source = source
+        self.source = c_comment(source)
         self.has_floats = any(b.dtype == "float32" for b in program.buffers.values())
 
     def symbol(self, name: str) -> str:
@@ -266,7 +286,7 @@ class _Writer:
             "    }",
         ]
         for index, step in enumerate(self.program.steps):
-            lines.append(f"    /* {index}: {step.node}: {step.summary} */")
+            lines.append(f"    /* {index}: {c_comment(step.node)}: {c_comment(step.summary)} */")
             args = [self.argument(v) for v in step.leading]
             if step.struct is not None:
                 args.insert(0, f"&{p}_l{index}")

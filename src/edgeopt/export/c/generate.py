@@ -24,6 +24,7 @@ from typing import Any
 from edgeopt.errors import InputError
 from edgeopt.export.c._arena import ArenaPlan
 from edgeopt.export.c._arena import plan_arena
+from edgeopt.export.c._emit import c_comment
 from edgeopt.export.c._emit import emit
 from edgeopt.export.c._lower import lower
 from edgeopt.export.c._program import UINT8
@@ -226,8 +227,15 @@ def export_c(
         program=program,
         plan=plan,
     )
+    renamed = {
+        f"{index}": step.node
+        for index, step in enumerate(program.steps)
+        if c_comment(step.node) != step.node
+    }
     record = {
         **result.to_dict(),
+        # node names that the generated comments had to change, by step: the file is untrusted
+        "comment_names": {i: {"in_c": c_comment(n), "in_onnx": n} for i, n in renamed.items()},
         "onnx_path": source.name,
         "onnx_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
         "files": names,
