@@ -161,3 +161,33 @@ def test_console_script_reports_without_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_file_names_print_as_themselves_not_as_markup(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Names come from users' files: "[red]" is text, and "[/oops]" does not crash Rich."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    odd = folder / "[red]x.onnx"
+    odd.write_bytes(trained.read_bytes())
+    code, out, _ = run_cli(["profile", str(odd)], capsys, is_out_flat=True)
+    assert code == 0 and "[red]x.onnx" in out
+    code, _, err = run_cli(["profile", str(tmp_path / "[/oops].onnx")], capsys, is_err_flat=True)
+    assert code == 2 and "[/oops].onnx" in err and "Traceback" not in err
+
+
+def test_an_internal_error_is_one_sentence_exit_1_with_a_log_to_report(
+    trained: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import edgeopt.measure
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug [/oops]")
+
+    monkeypatch.setattr(edgeopt.measure, "profile", broken)
+    code, _, err = run_cli(["profile", str(trained)], capsys, is_err_flat=True)
+    assert code == 1 and "Traceback" not in err
+    assert "internal error: RuntimeError: a bug [/oops]" in err and "please report it" in err
+    log = Path(err.split("the traceback is in ", 1)[1].split(". This is a bug")[0])
+    assert "RuntimeError: a bug [/oops]" in log.read_text() and "Traceback" in log.read_text()

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from edgeopt.errors import EdgeoptError
 
@@ -24,8 +25,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Fit trained neural networks to low-power devices, measured on the exported artifact.",
 )
-console = Console()
-err_console = Console(stderr=True)
+# No markup: file names, node names and error messages come from users' files, and a name such
+# as "in/[red]x.onnx" must print as itself ("[/x]" would even crash Rich's markup parser).
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 ModelArg = Annotated[
     str, typer.Argument(help="model.onnx | program.pt2 | package.module:factory | zoo:NAME?width=")
@@ -761,7 +764,7 @@ def render_int8(int8: Any, *, is_timed: bool = False, model: str = "FILE") -> No
     a warning where ONNX Runtime does not compute the timed file (as shipped) exactly here."""
     if int8 is None:
         return
-    console.print(int8.describe(), style="dim", markup=False, highlight=False)
+    console.print(int8.describe(), style="dim", highlight=False)
     if is_timed and not int8.is_shipped_exact:
         hint = ""
         if int8.host.is_saturating:
@@ -774,7 +777,6 @@ def render_int8(int8: Any, *, is_timed: bool = False, model: str = "FILE") -> No
             "device does; latencies are of the file as shipped, and its outputs here differ "
             "from the integers (edgeopt's accuracy figures take the exact path)." + hint,
             style="yellow",
-            markup=False,
             highlight=False,
         )
 
@@ -784,12 +786,11 @@ def render_uint8(done: Any) -> None:
     console.print(
         f"wrote {done.path}: {done.constants} weight tensors and {done.activations} int8 "
         "activations stored as uint8 with the zero point moved by 128 (the same numbers)",
-        markup=False,
         highlight=False,
     )
     if done.uint8_outputs:
         names = ", ".join(done.uint8_outputs)
-        console.print(f"outputs now uint8 (+128): {names}", markup=False, highlight=False)
+        console.print(f"outputs now uint8 (+128): {names}", highlight=False)
     before, after = done.source_metrics, done.metrics
     if before is None or after is None:
         return
@@ -814,7 +815,7 @@ def render_uint8(done: Any) -> None:
         table.add_row("ONNX Runtime here", *verdicts, "the file as shipped vs the integers")
     console.print(table)
     if before.int8 is not None:
-        console.print(before.int8.host.describe(), style="dim", markup=False, highlight=False)
+        console.print(before.int8.host.describe(), style="dim", highlight=False)
 
 
 def render_c_export(export: Any, size: Any, parity: Any, *, command: str) -> None:
@@ -963,7 +964,6 @@ def export(
             console.print(
                 "not checked: ONNX Runtime does not compute this file's integers exactly on this "
                 f"host ({int8.reason}).",
-                markup=False,
             )
             return
         raise CBuildError(
@@ -1024,7 +1024,7 @@ def render_optimize(result: Any) -> None:
     if result.is_feasible:
         console.print(f"chosen: trial {report['chosen']}, wrote {result.model_path}")
     else:
-        console.print(f"[bold red]no candidate fits:[/] {result.explanation}", highlight=False)
+        console.print(Text.assemble(("no candidate fits:", "bold red"), f" {result.explanation}"))
         for path in result.closest_paths:
             console.print(f"closest candidate saved: {path}")
     paths = ", ".join(str(path) for path in result.report_paths)
@@ -1162,13 +1162,47 @@ def apply(
     )
 
 
+def _log_internal_error(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file; its path, or None."""
+    import tempfile
+    import time
+    import traceback
+
+    try:
+        folder = Path(tempfile.gettempdir()) / "edgeopt-logs"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"edgeopt-{time.strftime('%Y%m%d-%H%M%S')}-{id(exc):x}.log"
+        text = "".join(traceback.format_exception(exc))
+        path.write_text(f"edgeopt {' '.join(sys.argv[1:])}\n\n{text}")
+        return path
+    except OSError:
+        return None
+
+
 def main() -> None:
-    """Entry point: run the app, turning edgeopt's own errors into one line and an exit code."""
+    """Entry point: run the app. edgeopt's own errors become one line and their exit code (2
+    for bad input); anything else is a bug: one line, exit code 1, and the traceback in a log
+    file to report."""
     try:
         app()
     except EdgeoptError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        error = Text.assemble(("error:", "bold red"), f" {exc}")
+        err_console.print(error, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; nothing was written by the step that was running.")
+        sys.exit(130)
+    except Exception as exc:  # a bug: never a bare traceback
+        log = _log_internal_error(exc)
+        where = f"; the traceback is in {log}" if log else ""
+        first = " ".join(str(exc).split())[:200]
+        error = Text.assemble(
+            ("internal error:", "bold red"),
+            f" {type(exc).__name__}: {first}{where}. This is a bug in edgeopt, not in your input:"
+            " please report it with that file.",
+        )
+        err_console.print(error, highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
