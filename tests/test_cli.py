@@ -191,3 +191,56 @@ def test_an_internal_error_is_one_sentence_exit_1_with_a_log_to_report(
     assert "internal error: RuntimeError: a bug [/oops]" in err and "please report it" in err
     log = Path(err.split("the traceback is in ", 1)[1].split(". This is a bug")[0])
     assert "RuntimeError: a bug [/oops]" in log.read_text() and "Traceback" in log.read_text()
+
+
+def test_an_output_that_is_an_input_is_refused_before_any_work(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """decompress x.edc -o x.edc, profile m.onnx --json m.onnx, and train / prune writing
+    OUT.pt over their --weights all destroyed their input; now one sentence, exit 2."""
+    from edgeopt.export.compressed import compress_onnx
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(trained.read_bytes())
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(trained.with_suffix(".pt").read_bytes())
+    edc = tmp_path / "m.edc"
+    compress_onnx(model, edc)
+    before = {p: p.read_bytes() for p in (model, weights, edc)}
+    cases = [
+        (["decompress", str(edc), "-o", str(edc)], "the compressed model"),
+        (["profile", str(model), "--json", str(model)], "the model"),
+        (["bench", str(model), "--batch", "1", "--json", str(model)], "the model"),
+        (
+            [
+                "train",
+                "zoo:cnn-s",
+                "--weights",
+                str(weights),
+                "--epochs",
+                "1",
+                "-o",
+                str(tmp_path / "w.onnx"),
+            ],
+            "the weights",
+        ),
+        (
+            [
+                "prune",
+                "zoo:cnn-s",
+                "--weights",
+                str(weights),
+                "--ratio",
+                "0.5",
+                "-o",
+                str(tmp_path / "w.onnx"),
+            ],
+            "the weights",
+        ),
+    ]
+    for args, what in cases:
+        code, _, err = run_cli(args, capsys, is_err_flat=True)
+        assert code == 2, (args, err)
+        assert f"would overwrite {what}" in err and "pick another path" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (tmp_path / "w.onnx").exists() and not (tmp_path / "w.json").exists()

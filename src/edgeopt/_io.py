@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,3 +49,43 @@ def read_yaml(path: Path, what: str) -> Any:
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+
+
+def spec_path(spec: str | Path | None) -> Path | None:
+    """The file or folder a model or data spec reads (``npz:FILE?x=1`` -> FILE), if any."""
+    if spec is None:
+        return None
+    text = str(spec)
+    kind, sep, rest = text.partition(":")
+    if sep and kind in ("npz", "idx", "images", "audio"):
+        text = rest.split("?", 1)[0]
+    elif sep and kind in ("zoo", "digits"):
+        return None
+    path = Path(text)
+    return path if path.exists() else None
+
+
+def refuse_overwrite(outputs: Iterable[Path], inputs: Mapping[str, str | Path | None]) -> None:
+    """Refuse, before any work, an output that is one of the input files (``inputs`` maps what
+    each is, "the model", "the weights", ..., to its spec or path).
+
+    Raises:
+        InputError: one sentence naming the output and the input it would replace.
+
+    Example:
+        >>> refuse_overwrite([Path("out.json")], {"the model": "zoo:lenet5"})
+    """
+    from edgeopt.errors import InputError
+
+    files = {}
+    for what, spec in inputs.items():
+        path = spec_path(spec)
+        if path is not None and path.is_file():
+            files[what] = path
+    for output in outputs:
+        out = Path(output)
+        for what, path in files.items():
+            if out.exists() and os.path.samefile(out, path) or out.resolve() == path.resolve():
+                raise InputError(
+                    f"{out}: the output would overwrite {what} ({path}); pick another path."
+                )

@@ -149,6 +149,7 @@ def train(
     from rich.progress import TextColumn
     from rich.progress import TimeRemainingColumn
 
+    from edgeopt._io import refuse_overwrite
     from edgeopt.config import TrainConfig
     from edgeopt.data import load_data
     from edgeopt.models import load_model
@@ -160,6 +161,8 @@ def train(
     )
     if output.suffix != ".onnx":
         raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
+    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json")]
+    refuse_overwrite(written, {"the model": model, "the weights": weights, "the data": data})
     dataset = load_data(data or "digits")
     handle = load_model(model, weights=weights, data=dataset)
     columns = (
@@ -226,6 +229,7 @@ def distill(
     from rich.progress import TextColumn
     from rich.progress import TimeRemainingColumn
 
+    from edgeopt._io import refuse_overwrite
     from edgeopt.data import load_data
     from edgeopt.errors import InputError
     from edgeopt.models import load_model
@@ -244,8 +248,17 @@ def distill(
     )
     if output.suffix != ".onnx":
         raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
-    dataset = load_data(data or "digits")
     teacher_paths = list(teacher_weights or [])
+    inputs: dict[str, str | Path | None] = {
+        "the student": student,
+        "the weights": weights,
+        "the data": data,
+        **{f"teacher {spec}": spec for spec in teacher},
+        **{f"the weights of teacher {i + 1}": path for i, path in enumerate(teacher_paths)},
+    }
+    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json")]
+    refuse_overwrite(written, inputs)
+    dataset = load_data(data or "digits")
     if teacher_paths and len(teacher_paths) != len(teacher):
         raise InputError(
             f"--teacher-weights: give one per --teacher ({len(teacher)}), or none; got "
@@ -304,9 +317,12 @@ def profile(
     weights: WeightsOpt = None,
 ) -> None:
     """Measure a model on its exported ONNX artifact (a PyTorch model is exported first)."""
+    from edgeopt._io import refuse_overwrite
     from edgeopt._io import write_json
     from edgeopt.measure import profile as profile_model
 
+    inputs = {"the model": model, "the weights": weights, "the data": data, "the target": target}
+    refuse_overwrite([json_path] if json_path else [], inputs)
     metrics = profile_model(model, data=data, target=target, threads=threads, weights=weights)
     render_metrics(metrics)
     if json_path is not None:
@@ -406,9 +422,13 @@ def bench(
     weights: WeightsOpt = None,
 ) -> None:
     """Latency percentiles and throughput per provider, batch size and thread count."""
+    from edgeopt._io import refuse_overwrite
     from edgeopt._io import write_json
     from edgeopt.measure.bench import BenchConfig
     from edgeopt.measure.bench import bench as bench_model
+
+    inputs = {"the model": model, "the weights": weights, "the data": data, "the target": target}
+    refuse_overwrite([json_path] if json_path else [], inputs)
 
     config = BenchConfig(
         batches=_int_list(batch, "--batch"),
@@ -696,6 +716,7 @@ def prune(
     target: Annotated[str, typer.Option(help="target name or YAML file")] = "cortex-m4",
 ) -> None:
     """Prune a PyTorch model, fine-tune it, export it and compare it with the source, measured."""
+    from edgeopt._io import refuse_overwrite
     from edgeopt.data import load_data
     from edgeopt.models import load_model
     from edgeopt.stages.prune import PruneConfig
@@ -714,6 +735,9 @@ def prune(
         learning_rate=learning_rate,
         seed=seed,
     )
+    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json", ".edc")]
+    inputs = {"the model": model, "the weights": weights, "the data": data, "the target": target}
+    refuse_overwrite(written, inputs)
     dataset = load_data(data or "digits")
     handle = load_model(model, weights=weights, data=dataset)
     with console.status("pruning and fine-tuning"):

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from edgeopt._io import atomic_path
+from edgeopt._io import refuse_overwrite
 from edgeopt.errors import InputError
 from edgeopt.export.entropy import DecodeError
 from edgeopt.export.entropy import huffman_decode
@@ -578,6 +579,7 @@ def decompress(path: str | Path, out_onnx_path: str | Path) -> Path:
     source = Path(path)
     if not source.is_file():
         raise InputError(f"{source}: compressed model file does not exist.")
+    refuse_overwrite([Path(out_onnx_path)], {"the compressed model": source})
     try:
         model = _read(source)
         onnx.checker.check_model(model, full_check=False)
