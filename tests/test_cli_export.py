@@ -205,3 +205,13 @@ def test_a_folded_audio_model_says_why_c_cannot_take_it(
     assert "DFT Conv" in err and "export the unfolded int8 model" in err
     assert err.count(". ") == 0 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_a_sample_count_below_one_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--samples -5 silently meant "all but the last 5" (a negative slice)."""
+    args = ["export", "missing.onnx", "-o", str(tmp_path / "c"), "--samples", "-5"]
+    code, _, err = run_cli(args, capsys, is_err_flat=True)
+    assert code == 2 and "--samples must be at least 1, got -5" in err
+    assert not (tmp_path / "c").exists()

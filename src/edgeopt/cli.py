@@ -940,6 +940,8 @@ def export(
 
     if export_format not in ("c", "onnx"):
         raise InputError(f"unknown export format {export_format!r}; known: c, onnx.")
+    if samples < 1:
+        raise InputError(f"--samples must be at least 1, got {samples}.")
     if weight_type not in WEIGHT_TYPES:
         raise InputError(f"--weight-type must be int8 or uint8, got {weight_type!r}.")
     if weight_type == "uint8":

@@ -191,3 +191,22 @@ def test_cli_bench_bad_input_is_one_sentence_exit_2(
     code, stdout, err = run_cli(["bench", str(cnn), *option], capsys)
     assert code == 2 and message in err and err.startswith("error: ")
     assert "Traceback" not in err and "bench of" not in stdout
+
+
+def test_threads_above_the_cores_and_a_batch_beyond_memory_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--threads 100000 crashed ONNX Runtime and --batch 100000000 allocated 24 GB: both are
+    one sentence and exit 2 now, before anything is allocated."""
+    import os
+
+    from edgeopt.models import load_model
+
+    model = export_onnx(load_model("zoo:lenet5"), tmp_path / "lenet5.onnx")
+    with pytest.raises(InputError, match=f"more than this machine's {os.cpu_count()} cores"):
+        BenchConfig(threads=(100_000,))
+    args = ["bench", str(model), "--batch", "100000000"]
+    code, _, err = _run_cli(args, capsys, is_err_flat=True)
+    assert code == 2 and "give a smaller --batch" in err and "GiB" in err
+    code, _, err = _run_cli(["bench", str(model), "--threads", "100000"], capsys, is_err_flat=True)
+    assert code == 2 and "cores" in err

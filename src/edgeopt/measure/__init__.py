@@ -206,8 +206,11 @@ def profile(
     from edgeopt.data import load_data
     from edgeopt.target import Target
 
-    if threads < 1:
-        raise InputError(f"threads must be at least 1, got {threads}.")
+    if not 1 <= threads <= (os.cpu_count() or 1):
+        raise InputError(
+            f"threads must be at least 1 and at most this machine's {os.cpu_count() or 1} "
+            f"cores, got {threads}."
+        )
     dataset = load_data(data) if data is not None else None
     resolved = Target.from_name(target) if isinstance(target, str) else target
     handle = load_model(model, weights=weights, data=dataset)

@@ -83,7 +83,7 @@ def provider_name(name: str) -> str:
     raise InputError(f"unknown execution provider {name!r}; known providers: {known}.")
 
 
-def _whole_numbers(values: Any, what: str) -> tuple[int, ...]:
+def _whole_numbers(values: Any, what: str, *, most: int | None = None) -> tuple[int, ...]:
     items = tuple(values) if isinstance(values, (list, tuple)) else (values,)
     if not items:
         raise InputError(f"bench: give at least one {what}.")
@@ -92,7 +92,41 @@ def _whole_numbers(values: Any, what: str) -> tuple[int, ...]:
             raise InputError(f"bench: {what} {value!r} is not a whole number.")
         if value < 1:
             raise InputError(f"bench: {what} must be at least 1, got {value}.")
+        if most is not None and value > most:
+            raise InputError(f"bench: {what} {value} is more than this machine's {most} cores.")
     return tuple(dict.fromkeys(items))
+
+
+#: A batch may take at most this fraction of the machine's memory (inputs plus activations).
+MEMORY_FRACTION = 0.25
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_batch_memory(path: Path, batches: tuple[int, ...], sample_bytes: int) -> None:
+    """Refuse a batch whose inputs and activations would take more than ``MEMORY_FRACTION`` of
+    the machine's memory, before anything is allocated."""
+    from edgeopt.measure.graph import read_graph
+    from edgeopt.measure.memory import plan_memory
+    from edgeopt.models import read_onnx
+
+    memory = _physical_memory()
+    if memory is None:
+        return
+    per_sample = sample_bytes + plan_memory(read_graph(read_onnx(path))).peak_bytes
+    batch = max(batches)
+    need = batch * per_sample
+    if need > MEMORY_FRACTION * memory:
+        raise InputError(
+            f"bench: batch {batch} of {path} would take about {need / 2**30:,.1f} GiB (inputs "
+            f"and activations), more than a quarter of this machine's {memory / 2**30:,.1f} "
+            "GiB; give a smaller --batch."
+        )
 
 
 @dataclass(frozen=True)
@@ -117,7 +151,7 @@ class BenchConfig(Config):
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalize lists from YAML/JSON into tuples
         set_(self, "batches", _whole_numbers(self.batches, "batch size"))
-        set_(self, "threads", _whole_numbers(self.threads, "thread count"))
+        set_(self, "threads", _whole_numbers(self.threads, "thread count", most=os.cpu_count()))
         providers = self.providers if isinstance(self.providers, (list, tuple)) else ()
         if not providers:
             raise InputError("bench: give at least one execution provider.")
@@ -287,6 +321,11 @@ def bench_onnx(
     probe = make_session(path, threads=1)  # a file ORT cannot load is bad input, not a row
     arg = probe.get_inputs()[0]
     fixed_batch = arg.shape[0] if isinstance(arg.shape[0], int) else None
+    dtype = np.dtype(_INPUT_DTYPES.get(arg.type, np.float32))
+    sample_bytes = dtype.itemsize * int(
+        np.prod([d if isinstance(d, int) else 1 for d in arg.shape[1:]])
+    )
+    _check_batch_memory(path, config.batches, sample_bytes)
     x, source = _samples(probe, data, max(config.batches), path)
     del probe
     estimate_uj, estimate_method = _estimate_uj(path, config.target)
