@@ -159,6 +159,16 @@ def test_negative_clock_is_named() -> None:
         Target.from_dict(raw)
 
 
+@pytest.mark.parametrize("field", ["clock_hz", "flash_bytes", "ram_bytes", "active_power_mw"])
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e400])
+def test_an_infinite_or_nan_budget_is_bad_input(field: str, value: float) -> None:
+    """``ram_bytes: .inf`` in a YAML profile was an OverflowError traceback."""
+    raw = Target.from_name("cortex-m4").to_dict()
+    raw[field] = value
+    with pytest.raises(InputError, match="malformed|finite number above 0"):
+        Target.from_dict(raw)
+
+
 def test_unknown_target_lists_known_names() -> None:
     with pytest.raises(InputError, match="unknown target 'cortex-m99'") as error:
         Target.from_name("cortex-m99")

@@ -16,6 +16,7 @@ reports the model and the front end apart as well as their sum.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -132,8 +133,8 @@ class Target:
     def __post_init__(self) -> None:
         where = f"target {self.name!r}"
         for key in ("clock_hz", "flash_bytes", "ram_bytes", "active_power_mw"):
-            if not float(getattr(self, key)) > 0:
-                raise InputError(f"{where}: {key} must be above 0.")
+            if not 0 < float(getattr(self, key)) < math.inf:
+                raise InputError(f"{where}: {key} must be a finite number above 0.")
         for kind in MAC_KINDS:
             row = self.cycles_per_mac.get(kind)
             if row is None:
@@ -202,7 +203,7 @@ class Target:
                 is_measured=bool(raw.get("is_measured", False)),
                 frontend={str(k): float(v) for k, v in (raw.get("frontend") or {}).items()},
             )
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, InputError):
                 raise
             raise InputError(

@@ -85,3 +85,17 @@ def test_npz_refuses_a_file_that_is_not_an_archive(tmp_path: Path) -> None:
     path.write_text("x,y\n1,0\n")
     with pytest.raises(InputError, match=r"text\.npz: cannot be read as \.npz"):
         load_data(f"npz:{path}")
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.array([["a", "b"]] * 20), "holds <U1 values, not numbers"),
+        (np.zeros((0, 1, 8, 8), np.float32), "has no samples"),
+    ],
+)
+def test_npz_refuses_text_and_empty_features(tmp_path: Path, x: np.ndarray, message: str) -> None:
+    path = tmp_path / "bad.npz"
+    np.savez(path, x=x, y=np.zeros(len(x), dtype=np.int64))
+    with pytest.raises(InputError, match=message):
+        load_data(f"npz:{path}")

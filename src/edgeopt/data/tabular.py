@@ -150,6 +150,10 @@ def load_npz(spec: Spec) -> Dataset:
     has_test = "x_test" in arrays
 
     def shaped(x: np.ndarray, name: str) -> np.ndarray:
+        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+            raise InputError(f"{path}: array {name!r} holds {x.dtype} values, not numbers.")
+        if x.ndim == 0 or len(x) == 0:
+            raise InputError(f"{path}: array {name!r} has no samples.")
         if x.ndim == 3:  # (N, H, W): one-channel images
             return x[:, None, :, :]
         if x.ndim in (2, 4):
