@@ -244,3 +244,32 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(
         assert f"would overwrite {what}" in err and "pick another path" in err, err
     assert {p: p.read_bytes() for p in before} == before
     assert not (tmp_path / "w.onnx").exists() and not (tmp_path / "w.json").exists()
+
+
+def test_a_model_with_two_inputs_is_one_sentence_for_every_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was ONNX Runtime's "Required inputs (['b']) are missing" traceback, and optimize
+    left its study.db behind."""
+    import onnx
+    from onnx import TensorProto
+    from onnx import helper
+
+    shape = [None, 1, 8, 8]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "two",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    model = tmp_path / "two.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    rundir = tmp_path / "run"
+    for args in (
+        ["profile", str(model), "--data", "digits"],
+        ["bench", str(model), "--batch", "1"],
+        ["optimize", str(model), "--data", "digits", "--target", "cortex-m4", "-o", str(rundir)],
+    ):
+        code, _, err = run_cli(args, capsys, is_err_flat=True)
+        assert code == 2 and "the model has 2 inputs ('a', 'b')" in err, (args, err)
+    assert not rundir.exists()

@@ -83,6 +83,14 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         raise InputError(f"{path}: not a valid ONNX model ({first[:160]}).") from None
     if len(model.graph.input) == 0:
         raise InputError(f"{path}: the ONNX graph has no inputs.")
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        names = ", ".join(repr(name) for name in inputs[:4])
+        raise InputError(
+            f"{path}: the model has {len(inputs)} inputs ({names}); edgeopt measures and "
+            "compresses models with one input, the data's samples."
+        )
     return model
 
 
