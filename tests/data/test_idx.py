@@ -106,3 +106,28 @@ def test_idx_loads_fashion_mnist_with_its_10000_test_images() -> None:
     assert data.sizes()["test"] == 10_000
     assert np.bincount(data.labels["test"]).tolist() == [1000] * 10
     assert data.sizes()["train"] + data.sizes()["val"] == 2000
+
+
+def test_idx_refuses_corrupt_gzip_naming_it(tmp_path: Path) -> None:
+    """A flipped byte inside the deflate stream was a zlib.error traceback."""
+    _write_mnist_folder(tmp_path, train=2000)
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    blob = bytearray(images.read_bytes())
+    for index in range(len(blob) // 2, len(blob) // 2 + 64):
+        blob[index] ^= 0x5A
+    images.write_bytes(bytes(blob))
+    with pytest.raises(InputError, match=r"train-images-idx3-ubyte\.gz: cannot be read as IDX"):
+        load_data(f"idx:{tmp_path}")
+
+
+def test_idx_reads_no_further_than_its_size_cap(tmp_path: Path) -> None:
+    """A gzip bomb (a small file that inflates without end) is refused at the cap."""
+    from edgeopt.data.tabular import read_idx
+
+    bomb = tmp_path / "bomb-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb") as handle:
+        handle.write(IMAGES_MAGIC.to_bytes(4, "big") + (10**6).to_bytes(4, "big") * 3)
+        handle.write(bytes(4 * 2**20))
+    assert bomb.stat().st_size < 20_000
+    with pytest.raises(InputError, match="larger than 1,048,576 bytes decompressed"):
+        read_idx(bomb, max_bytes=2**20)

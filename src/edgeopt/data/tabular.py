@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,21 +55,30 @@ def load_digits(spec: Spec) -> Dataset:
     )
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (optionally gzipped); raise InputError naming it when it is corrupt."""
+#: The largest IDX file read (decompressed): MNIST's training images are 47 MB.
+MAX_IDX_BYTES = 2**30
+
+
+def read_idx(path: Path, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read one IDX file (optionally gzipped); raise InputError naming it when it is corrupt,
+    truncated or larger than ``max_bytes`` once decompressed (a gzip bomb is read no further)."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as handle:
-            blob = handle.read()
-    except (OSError, EOFError) as exc:
+            blob = handle.read(max_bytes + 1)
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"{path}: cannot be read as IDX ({exc}).") from None
+    if len(blob) > max_bytes:
+        raise InputError(f"{path}: larger than {max_bytes:,} bytes decompressed; not read.")
     if len(blob) < 4 or blob[0] != 0 or blob[1] != 0 or blob[2] not in _IDX_DTYPES:
         raise InputError(f"{path}: not an IDX file (bad magic number).")
     dtype = _IDX_DTYPES[blob[2]]
     ndim = blob[3]
     header = 4 + 4 * ndim
+    if len(blob) < header:
+        raise InputError(f"{path}: truncated IDX header ({len(blob)} bytes).")
     dims = tuple(int.from_bytes(blob[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    count = int(np.prod(dims)) if dims else 0
+    count = math.prod(dims) if dims else 0
     if len(blob) < header + count * dtype.itemsize:
         raise InputError(f"{path}: truncated IDX file ({len(blob)} bytes for shape {dims}).")
     return np.frombuffer(blob, dtype=dtype, count=count, offset=header).reshape(dims)
