@@ -1189,17 +1189,20 @@ def apply(
 
 
 def _log_internal_error(exc: BaseException) -> Path | None:
-    """Write the traceback of an unexpected error to a log file; its path, or None."""
+    """Write the traceback of an unexpected error to a log file (passwords scrubbed); its
+    path, or None."""
     import tempfile
     import time
     import traceback
+
+    from edgeopt._secrets import scrub
 
     try:
         folder = Path(tempfile.gettempdir()) / "edgeopt-logs"
         folder.mkdir(exist_ok=True)
         path = folder / f"edgeopt-{time.strftime('%Y%m%d-%H%M%S')}-{id(exc):x}.log"
         text = "".join(traceback.format_exception(exc))
-        path.write_text(f"edgeopt {' '.join(sys.argv[1:])}\n\n{text}")
+        path.write_text(scrub(f"edgeopt {' '.join(sys.argv[1:])}\n\n{text}"))
         return path
     except OSError:
         return None
@@ -1209,10 +1212,12 @@ def main() -> None:
     """Entry point: run the app. edgeopt's own errors become one line and their exit code (2
     for bad input); anything else is a bug: one line, exit code 1, and the traceback in a log
     file to report."""
+    from edgeopt._secrets import scrub
+
     try:
         app()
     except EdgeoptError as exc:
-        error = Text.assemble(("error:", "bold red"), f" {exc}")
+        error = Text.assemble(("error:", "bold red"), f" {scrub(str(exc))}")
         err_console.print(error, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -1221,7 +1226,7 @@ def main() -> None:
     except Exception as exc:  # a bug: never a bare traceback
         log = _log_internal_error(exc)
         where = f"; the traceback is in {log}" if log else ""
-        first = " ".join(str(exc).split())[:200]
+        first = scrub(" ".join(str(exc).split())[:200])
         error = Text.assemble(
             ("internal error:", "bold red"),
             f" {type(exc).__name__}: {first}{where}. This is a bug in edgeopt, not in your input:"

@@ -10,10 +10,11 @@ is only ever shown with its password hidden.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from edgeopt._secrets import hide_secrets
+from edgeopt._secrets import redact
 from edgeopt.errors import InputError
 
 __all__ = [
@@ -39,19 +40,6 @@ OPEN_ATTEMPTS = 5
 def default_url(rundir: Path) -> str:
     """The SQLite file ``RUNDIR/study.db`` as a URL (absolute, so workers agree on it)."""
     return f"sqlite:///{(rundir / 'study.db').resolve()}"
-
-
-def redact(url: str) -> str:
-    """The URL with its password replaced by ``***`` (also when it does not parse)."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001  (a garbled URL: hide whatever sits where a password would)
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    if parsed.password is None:
-        return url
-    return parsed.render_as_string(hide_password=True)
 
 
 def engine_url(url: str) -> str:
@@ -102,12 +90,14 @@ def check_storage(url: str) -> None:
     try:
         engine = create_engine(engine_url(url), **_engine_kwargs(url))
     except Exception as exc:  # noqa: BLE001  (unknown dialect, missing driver)
-        raise InputError(f"--storage {shown!r} cannot be used ({_first_line(exc)}).") from None
+        detail = hide_secrets(_first_line(exc), url)
+        raise InputError(f"--storage {shown!r} cannot be used ({detail}).") from None
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001  (refused, unknown host, bad password, ...)
-        raise InputError(f"cannot reach the study storage {shown} ({_first_line(exc)}).") from None
+        detail = hide_secrets(_first_line(exc), url)
+        raise InputError(f"cannot reach the study storage {shown} ({detail}).") from None
     finally:
         engine.dispose()
 
@@ -144,9 +134,7 @@ def open_storage(url: str) -> Any:
             # Workers that start together on a fresh database race to create Optuna's tables
             # (PostgreSQL: a duplicate pg_type key); the loser finds them made on a retry.
             if attempt == OPEN_ATTEMPTS:
-                shown = redact(url)
-                raise InputError(
-                    f"cannot open the study storage {shown} ({_first_line(exc)})."
-                ) from None
+                shown, detail = redact(url), hide_secrets(_first_line(exc), url)
+                raise InputError(f"cannot open the study storage {shown} ({detail}).") from None
             time.sleep(0.5 * attempt)
     raise AssertionError("unreachable")
