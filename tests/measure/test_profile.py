@@ -183,3 +183,26 @@ def _target(name: str) -> object:
     from edgeopt.target import Target
 
     return Target.from_name(name)
+
+
+def test_symbolic_input_dimensions_are_counted_at_the_datas_shape(tmp_path: Path) -> None:
+    """A model taking N x 1 x H x W was counted as 1x1 (152 MACs, 72 B of RAM)."""
+    weight = np.ones((8, 1, 3, 3), dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+        "symbolic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        [onnx.numpy_helper.from_array(weight, "w")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "symbolic.onnx"
+    onnx.save(model, path)
+    with pytest.raises(InputError, match=r"input Nx1xHxW has symbolic dimensions; give --data"):
+        profile_onnx(path, is_latency_measured=False)
+    from edgeopt.data import load_data
+
+    metrics = profile_onnx(path, data=load_data("digits"), is_latency_measured=False)
+    assert metrics.macs == 8 * 9 * 8 * 8  # 8 filters of 3x3 at every one of the 8x8 pixels
+    assert metrics.peak_ram_bytes == (1 + 8) * 8 * 8 * 4

@@ -139,7 +139,7 @@ class Graph:
         return [o.name for o in self.model.graph.output]
 
 
-def _with_batch_one(model: Any) -> Any:
+def _with_batch_one(model: Any, input_shape: tuple[int, ...] | None = None) -> Any:
     import onnx
 
     fixed = onnx.ModelProto()
@@ -152,6 +152,10 @@ def _with_batch_one(model: Any) -> Any:
         if len(dims) > 0:
             dims[0].Clear()
             dims[0].dim_value = 1
+        if input_shape is not None and len(dims) == len(input_shape) + 1:
+            for dim, size in zip(list(dims)[1:], input_shape, strict=True):
+                dim.Clear()
+                dim.dim_value = int(size)
     del fixed.graph.value_info[:]
     for value in fixed.graph.output:
         value.type.tensor_type.ClearField("shape")
@@ -195,11 +199,12 @@ def _shapes_from_runtime(model: Any, missing: list[str]) -> dict[str, TensorInfo
     return found
 
 
-def read_graph(model: Any) -> Graph:
-    """Shapes (batch 1), constants and producer/consumer maps of an ONNX model."""
+def read_graph(model: Any, input_shape: tuple[int, ...] | None = None) -> Graph:
+    """Shapes (batch 1), constants and producer/consumer maps of an ONNX model; a symbolic
+    input dimension takes its size from ``input_shape`` (the sample shape, without batch)."""
     import onnx
 
-    fixed = _with_batch_one(model)
+    fixed = _with_batch_one(model, input_shape)
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     except Exception:  # inference gives up on some custom domains: fall back to the runtime
@@ -346,9 +351,10 @@ def _params(node: Any, graph: Graph) -> tuple[int, int]:
     return count, stored
 
 
-def analyse(model: Any) -> tuple[Graph, list[Layer]]:
-    """Every non-constant, non-Q/DQ node of the graph as a :class:`Layer`, in execution order."""
-    graph = read_graph(model)
+def analyse(model: Any, input_shape: tuple[int, ...] | None = None) -> tuple[Graph, list[Layer]]:
+    """Every non-constant, non-Q/DQ node of the graph as a :class:`Layer`, in execution order
+    (``input_shape`` sizes a symbolic input: see :func:`read_graph`)."""
+    graph = read_graph(model, input_shape)
     layers: list[Layer] = []
     for index, node in enumerate(graph.model.graph.node):
         if node.op_type in QDQ_OPS or all(o in graph.constants for o in node.output if o):
