@@ -273,3 +273,36 @@ def test_a_model_with_two_inputs_is_one_sentence_for_every_command(
         code, _, err = run_cli(args, capsys, is_err_flat=True)
         assert code == 2 and "the model has 2 inputs ('a', 'b')" in err, (args, err)
     assert not rundir.exists()
+
+
+def test_what_a_killed_run_left_beside_its_output_is_swept_by_the_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGKILLed quantize (here during QAT) left its hidden staging folder for ever; the next
+    run in that folder removes those of dead processes and keeps those of running ones."""
+    import os
+    import signal
+    import time
+
+    from edgeopt._io import SCRATCH
+
+    out = tmp_path / "runs" / "m.onnx"
+    command = [sys.executable, "-m", "edgeopt.cli", "quantize", "zoo:cnn-s", "--method", "qat"]
+    command += ["--epochs", "200", "-o", str(out.with_name("q.onnx"))]
+    killed = subprocess.Popen(command)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.parent.glob(f"{SCRATCH}*")):
+        time.sleep(0.1)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    left = list(out.parent.glob(f"{SCRATCH}{killed.pid}-*"))
+    assert left, "the killed run staged nothing beside its output"
+    alive = out.parent / f"{SCRATCH}{os.getpid()}-in-use"
+    alive.mkdir()
+    code, _, err = run_cli(["train", "zoo:cnn-s", "--epochs", "1", "-o", str(out)], capsys)
+    assert code == 0, err
+    assert not any(path.exists() for path in left)
+    assert alive.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+        [alive.name, "m.json", "m.onnx", "m.pt"]
+    )

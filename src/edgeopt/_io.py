@@ -13,12 +13,61 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+#: Every temporary file and folder edgeopt makes beside its outputs starts with this and the
+#: pid of the process that made it, so that one a killed process left behind can be told from
+#: one a running process is using, and removed by the next run.
+SCRATCH = ".edgeopt-"
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def sweep_scratch(folder: Path) -> None:
+    """Remove the ``.edgeopt-PID-*`` files and folders in ``folder`` whose process is gone (a
+    killed or crashed run's leftovers); those of running processes stay."""
+    import shutil
+
+    if not folder.is_dir():
+        return
+    for entry in folder.glob(f"{SCRATCH}*"):
+        pid = entry.name[len(SCRATCH) :].split("-", 1)[0]
+        if pid.isdigit() and not _is_alive(int(pid)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
+
+def scratch_prefix(label: str = "") -> str:
+    """The name prefix of this process's scratch entries (see :data:`SCRATCH`)."""
+    return f"{SCRATCH}{os.getpid()}-{label}"
+
+
+@contextmanager
+def scratch_dir(parent: Path, label: str = "") -> Iterator[Path]:
+    """A temporary folder in ``parent`` (made if need be), removed afterwards; what killed
+    runs left in ``parent`` is swept first."""
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_scratch(parent)
+    with tempfile.TemporaryDirectory(prefix=scratch_prefix(label), dir=parent) as folder:
+        yield Path(folder)
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_scratch(path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=scratch_prefix(f"{path.name}."), suffix=".tmp", dir=path.parent
+    )
     os.close(fd)
     try:
         yield Path(tmp)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from edgeopt._io import scratch_dir
 from edgeopt._io import write_json
 from edgeopt.config import TrainConfig
 from edgeopt.data import Dataset
@@ -251,7 +252,6 @@ def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) ->
     the model spec, data, config, per-epoch history and both test accuracies (PyTorch, and
     ONNX Runtime on the written file). All three appear together or not at all.
     """
-    import tempfile
 
     import torch
 
@@ -275,7 +275,7 @@ def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) ->
         "record": out.with_suffix(".json"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=out.parent) as scratch:
+    with scratch_dir(out.parent) as scratch:
         staged = {key: Path(scratch) / value.name for key, value in targets.items()}
         export_onnx(result.model, staged["onnx"], metadata=metadata)
         x_test, y_test = dataset.arrays("test")

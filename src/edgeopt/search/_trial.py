@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from edgeopt._io import scratch_dir
 from edgeopt._io import write_json
 from edgeopt.data import Dataset
 from edgeopt.models import ModelHandle
@@ -116,7 +116,7 @@ def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]
         return tuple(float(record[name]) for name in config.objectives)
     folder = search.rundir / "trials" / f"{trial.number:04d}"
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=folder) as scratch:
+    with scratch_dir(folder) as scratch:
         built = build_before_quantize(search.handle, dataset, plan.before)
         quantize = plan.quantize
         if plan.mixed_fraction is not None:

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 from typing import ClassVar
 
+from edgeopt._io import scratch_prefix
+from edgeopt._io import sweep_scratch
 from edgeopt._io import write_json
 from edgeopt.config import Config
 from edgeopt.data import Dataset
@@ -428,7 +430,8 @@ def optimize(
         check_storage(url)
     # The baseline is built aside and moved into the run folder only once the study accepts it:
     # a study made for another model keeps its run folder as it was.
-    scratch = Path(tempfile.mkdtemp(prefix=".baseline-", dir=run))
+    sweep_scratch(run)
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix("baseline-"), dir=run))
     baseline_path = _baseline(handle, dataset, scratch)
     started = time.perf_counter()
     search = Search(

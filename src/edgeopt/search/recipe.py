@@ -20,7 +20,6 @@ relies on it to rebuild a candidate found by a worker on another machine.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import yaml
 
 from edgeopt._io import atomic_path
 from edgeopt._io import read_yaml
+from edgeopt._io import scratch_dir
 from edgeopt.config import Config
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
@@ -304,5 +304,5 @@ def apply_recipe(
     before = tuple(step for step in resolved.steps if step.name != "quantize")
     built = build_before_quantize(handle, dataset, before)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-recipe-", dir=out.parent) as scratch:
+    with scratch_dir(out.parent, "recipe-") as scratch:
         return finish_recipe(built, dataset, quantize_step, out, Path(scratch))

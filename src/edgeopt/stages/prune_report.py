@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from edgeopt._io import scratch_dir
 from edgeopt._io import write_json
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
@@ -142,7 +142,7 @@ def prune_and_profile(
     def measure(onnx_path: Path) -> Metrics:
         return profile_onnx(onnx_path, data=dataset, target=device, threads=threads)
 
-    with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=out.parent) as scratch:
+    with scratch_dir(out.parent) as scratch:
         folder = Path(scratch)
         staged = {key: folder / value.name for key, value in targets.items()}
         metadata = {  # what save_trained writes into OUT.onnx, so the sizes compare alike

@@ -10,7 +10,6 @@ together.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt._io import scratch_dir
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
 from edgeopt.models import ModelHandle
@@ -121,7 +121,7 @@ def quantize_and_profile(
     created = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with tempfile.TemporaryDirectory(prefix=".edgeopt-", dir=out.parent) as staging:
+        with scratch_dir(out.parent) as staging:
             staged = Path(staging) / out.name
             result, fp32_path = quantize_into(
                 handle, config, dataset, staged, Path(staging), progress

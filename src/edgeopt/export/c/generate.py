@@ -21,6 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgeopt._io import scratch_prefix
+from edgeopt._io import sweep_scratch
 from edgeopt.errors import InputError
 from edgeopt.export.c._arena import ArenaPlan
 from edgeopt.export.c._arena import plan_arena
@@ -126,7 +128,7 @@ def _commit(scratch: Path, out_dir: Path) -> None:
     """Rename the finished folder into place; an existing one is moved aside, then deleted."""
     old = None
     if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=scratch_prefix("old-"), dir=out_dir.parent))
         os.rename(out_dir, old / out_dir.name)
     try:
         os.rename(scratch, out_dir)
@@ -243,7 +245,8 @@ def export_c(
     }
     del record["out_dir"]
     out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    sweep_scratch(out.parent)
+    scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix(f"{out.name}."), dir=out.parent))
     try:
         for name, text in texts.items():
             (scratch / name).write_text(text)
