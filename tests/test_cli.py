@@ -306,3 +306,29 @@ def test_what_a_killed_run_left_beside_its_output_is_swept_by_the_next(
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
         [alive.name, "m.json", "m.onnx", "m.pt"]
     )
+
+
+def test_a_factory_module_is_found_in_the_current_folder(tmp_path: Path) -> None:
+    """`edgeopt profile mynet:build` needed PYTHONPATH=. (the console script's folder is first
+    on sys.path); a factory that raises is one sentence naming it."""
+    import os
+    import shutil
+
+    (tmp_path / "mynet.py").write_text(
+        "import torch\n\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))\n\n"
+        "def broken():\n"
+        "    raise ValueError('no such layer')\n"
+    )
+    script = shutil.which("edgeopt", path=str(Path(sys.executable).parent))
+    assert script is not None
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    run = [script, "profile", "mynet:build", "--data", "digits"]
+    done = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "MACs" in done.stdout
+    run[2] = "mynet:broken"
+    done = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert "mynet:broken: the factory raised ValueError (no such layer)" in done.stderr

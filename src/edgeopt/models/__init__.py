@@ -8,6 +8,8 @@ Specs: an ``.onnx`` file (external data beside it is found), a saved ``torch.exp
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from dataclasses import dataclass
 from dataclasses import field
 from dataclasses import replace
@@ -192,14 +194,28 @@ def _load_factory(spec: str, weights: Path | None) -> ModelHandle:
     parsed = parse_spec(spec)
     parsed.check_keys({"input"})
     module_name, factory_name = parsed.scheme, parsed.body
+    # The user's module is found where the user is, as `python -m` would: the console script's
+    # own folder is first on sys.path, not the current directory. (This runs the user's code:
+    # the README says so.)
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InputError(f"{spec}: cannot import {module_name!r} ({exc}).") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise InputError(f"{spec}: {module_name!r} has no callable {factory_name!r}.")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's code: its failure is bad input, named
+        detail = " ".join(str(exc).split())[:200]
+        raise InputError(f"{spec}: the factory raised {type(exc).__name__} ({detail}).") from None
     if not isinstance(model, nn.Module):
         raise InputError(f"{spec}: the factory returned a {type(model).__name__}, not a module.")
     input_shape = parsed.pop_shape("input", None)
