@@ -215,3 +215,14 @@ def test_a_sample_count_below_one_is_bad_input(
     code, _, err = run_cli(args, capsys, is_err_flat=True)
     assert code == 2 and "--samples must be at least 1, got -5" in err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_library_folder_holding_the_model_is_refused_even_when_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`export m.onnx -o . --force` would have replaced the folder, the model in it."""
+    model = conv_model(tmp_path / "int8.onnx")
+    before = model.read_bytes()
+    code, _, err = run_cli(["export", str(model), "-o", str(tmp_path), "--force"], capsys)
+    assert code == 2 and "holds the input model" in err
+    assert model.read_bytes() == before

@@ -196,6 +196,11 @@ def export_c(
             f"prefix {prefix!r} must be a lower-case C identifier not starting with 'edgeopt'."
         )
     resolved = Target.from_name(target) if isinstance(target, str) else target
+    if source.resolve().is_relative_to(out.resolve()):
+        raise InputError(
+            f"{out}: the folder holds the input model {source}, which --force would delete; "
+            "pick another folder."
+        )
     _prepare_dir(out, is_forced=is_forced)
     model = read_onnx(source)
     program = lower(model, source=str(source))
