@@ -322,3 +322,27 @@ def test_negative_front_end_constant_is_named() -> None:
     raw["frontend"]["cycles_per_log"] = -1
     with pytest.raises(InputError, match="frontend.cycles_per_log"):
         Target.from_dict(raw)
+
+
+def _laughs(levels: int) -> str:
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        refs = ", ".join([f"*a{level - 1}"] * 9)
+        lines.append(f"a{level}: &a{level} [{refs}]")
+    return "\n".join(lines) + f"\ndescription: *a{levels - 1}\n"
+
+
+def test_a_billion_laughs_profile_is_refused_at_once(tmp_path: Path) -> None:
+    """A 1 KB profile whose description expanded to 9^9 strings took 71 s and 3 GB."""
+    path = tmp_path / "laughs.yaml"
+    raw = Target.from_name("cortex-m4").to_dict()
+    path.write_text(yaml.safe_dump({k: v for k, v in raw.items() if k != "description"}))
+    path.write_text(path.read_text() + _laughs(9))
+    with pytest.raises(InputError, match="more than 100,000 values once its aliases"):
+        Target.from_name(str(path))
+    path.write_text("x: &x [1]\n" + "".join(f"k{i}: *x\n" for i in range(101)))
+    with pytest.raises(InputError, match="more than 100 aliases"):
+        Target.from_name(str(path))
+    path.write_text("#" * (2 << 20))
+    with pytest.raises(InputError, match="larger than 1,048,576 bytes"):
+        Target.from_name(str(path))

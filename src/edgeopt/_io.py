@@ -86,18 +86,64 @@ def write_json(path: Path, payload: Any) -> Path:
     return path
 
 
+#: A target profile or a recipe is a few KB; larger YAML is not read.
+MAX_YAML_BYTES = 1 << 20
+#: YAML aliases (``*name``) a file may use, and the values it may hold once every alias is
+#: expanded: nine aliases of nine aliases of ... ("billion laughs": a 1 KB file whose
+#: ``description`` expanded to 9^9 strings took 71 s and 3 GB).
+MAX_YAML_ALIASES = 100
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_values(value: Any, budget: int) -> int:
+    """How many values ``value`` holds with its shared parts counted each time they are
+    reached, stopping as soon as that passes ``budget``."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > budget:
+            break
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return count
+
+
 def read_yaml(path: Path, what: str) -> Any:
-    """The parsed YAML of ``path``; a missing file or bad YAML is one sentence naming it."""
+    """The parsed YAML of ``path`` (safe loader, at most ``MAX_YAML_BYTES`` and
+    ``MAX_YAML_ALIASES`` aliases); a missing, oversized or bad file is one sentence naming it."""
     import yaml
 
     from edgeopt.errors import InputError
 
     if not path.is_file():
         raise InputError(f"{path}: {what} file does not exist.")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise InputError(f"{path}: larger than {MAX_YAML_BYTES:,} bytes; not a {what} file.")
+
+    class Loader(yaml.SafeLoader):
+        aliases = 0
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.events.AliasEvent):
+                Loader.aliases += 1
+                if Loader.aliases > MAX_YAML_ALIASES:
+                    raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases")
+            return super().compose_node(parent, index)
+
     try:
-        return yaml.safe_load(path.read_text())
+        value = yaml.load(path.read_text(errors="replace"), Loader=Loader)  # noqa: S506 (safe)
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    if _expanded_values(value, MAX_YAML_VALUES) > MAX_YAML_VALUES:
+        raise InputError(
+            f"{path}: holds more than {MAX_YAML_VALUES:,} values once its aliases are expanded; "
+            f"not a {what} file."
+        )
+    return value
 
 
 def spec_path(spec: str | Path | None) -> Path | None:
