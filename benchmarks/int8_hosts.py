@@ -20,6 +20,11 @@ instruction (times under emulation mean nothing, so none is taken there). Per mo
 
 Results: ``benchmarks/results/int8_hosts.json``. Needs ``qemu-x86_64`` (Debian: qemu-user) and
 gcc, an x86-64 host, and the cached models of the two benchmarks named above.
+
+``--families``: instead, one small member of every other zoo family (LeNet-5, DS-CNN-S,
+ResNet-8, MobileNet V1 / V2 / V3-Small, SqueezeNet, ShuffleNetV2) at 8 and 4 bits, PTQ'd here on
+fixed random inputs, and on the emulated host the C library against ONNX Runtime on edgeopt's
+path and on the file as shipped (``benchmarks/results/int8_hosts_families.json``).
 """
 
 from __future__ import annotations
@@ -153,16 +158,118 @@ def _native(int8: Path, data: str, work: Path) -> dict[str, Any]:
     }
 
 
+FAMILIES = {
+    "LeNet-5": "zoo:lenet5?classes=4",
+    "DS-CNN-S": "zoo:ds-cnn-s?classes=4",
+    "ResNet-8": "zoo:resnet8?classes=4&input=3x16x16",
+    "MobileNetV1-0.25": "zoo:mobilenet-v1?width=0.25&classes=4&input=3x32x32",
+    "MobileNetV2-0.35": "zoo:mobilenet-v2?width=0.35&classes=4&input=3x32x32",
+    "MobileNetV3-Small-0.5": "zoo:mobilenet-v3-small?width=0.5&classes=4&input=3x32x32",
+    "SqueezeNet1.1-0.5": "zoo:squeezenet1.1?width=0.5&classes=4&input=3x32x32",
+    "ShuffleNetV2-0.5": "zoo:shufflenet-v2?width=0.5&classes=4&input=3x32x32",
+}
+
+
+def family_worker(work: Path) -> list[dict[str, Any]]:
+    """On the emulated host: every file of ``work`` checked on both paths."""
+    import numpy as np
+
+    from edgeopt.export.c import check_c
+    from edgeopt.export.c import export_c
+
+    rows = []
+    for path in sorted(work.glob("*.onnx")):
+        x = np.load(path.with_suffix(".npy"))
+        export = export_c(path, work / f"{path.stem}-c")
+        parity = {p: check_c(export, x, path=p) for p in ("auto", "as-shipped")}
+        assert parity["auto"].arithmetic is not None
+        rows.append(
+            {
+                "file": path.stem,
+                "path": parity["auto"].arithmetic.path,
+                **{
+                    key: {"top1": p.top1_agreement, "max_int8_lsb": p.max_tensor_lsb}
+                    for key, p in parity.items()
+                },
+            }
+        )
+    return rows
+
+
+def families() -> None:
+    import numpy as np
+
+    from edgeopt.models import load_model
+    from edgeopt.stages.quantize import PTQConfig
+    from edgeopt.stages.quantize import quantize
+
+    with tempfile.TemporaryDirectory(prefix="edgeopt-int8-families-") as folder:
+        work = Path(folder)
+        names = {}
+        for index, (name, spec) in enumerate(FAMILIES.items()):
+            shape = load_model(spec).input_shape
+            rng = np.random.default_rng(3)
+            x = np.cumsum(rng.standard_normal((96, *shape)), axis=-1).astype(np.float32) / 4
+            np.savez(work / f"f{index}.npz", x=x, y=np.arange(96) % 4)
+            for bits in (8, 4):
+                stem = f"f{index}-{bits}"
+                config = PTQConfig(bits=bits)
+                quantize(
+                    spec, config, data=f"npz:{work}/f{index}.npz", output=work / f"{stem}.onnx"
+                )
+                np.save(work / f"{stem}.npy", x[:32])
+                names[stem] = f"{name} {bits}-bit"
+        command = [
+            *QEMU_HASWELL,
+            sys.executable,
+            "-m",
+            "benchmarks.int8_hosts",
+            "--families-worker",
+        ]
+        done = subprocess.run([*command, str(work)], capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"the emulated run failed: {done.stderr[-1500:]}")
+        rows = json.loads(done.stdout.strip().splitlines()[-1])
+    for row in rows:
+        row["model"] = names[row.pop("file")]
+    save_result(
+        "int8_hosts_families",
+        {
+            "emulator": " ".join(QEMU_HASWELL),
+            "inputs": "fixed random (smoothed) inputs, 32 per file; PTQ defaults",
+            "summary": [
+                {
+                    "model": r["model"],
+                    "path": r["path"],
+                    "measured_vs_c_lsb": r["auto"]["max_int8_lsb"],
+                    "measured_vs_c_top1": r["auto"]["top1"],
+                    "as_shipped_vs_c_lsb": r["as-shipped"]["max_int8_lsb"],
+                }
+                for r in rows
+            ],
+            "rows": rows,
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--worker", nargs=4, metavar=("FP32", "INT8", "DATA", "WORK"))
+    parser.add_argument("--families", action="store_true")
+    parser.add_argument("--families-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         fp32, int8, data, work = args.worker
         print(json.dumps(worker(Path(fp32), Path(int8), data, Path(work))))
         return
+    if args.families_worker:
+        print(json.dumps(family_worker(args.families_worker)))
+        return
     if platform.machine() != "x86_64" or shutil.which(QEMU_HASWELL[0]) is None:
         raise SystemExit("needs an x86-64 host with qemu-x86_64 (Debian: qemu-user).")
+    if args.families:
+        families()
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeopt-int8-hosts-") as folder:
         for name, (fp32, data, split) in _models().items():

@@ -99,3 +99,18 @@ def test_npz_refuses_text_and_empty_features(tmp_path: Path, x: np.ndarray, mess
     np.savez(path, x=x, y=np.zeros(len(x), dtype=np.int64))
     with pytest.raises(InputError, match=message):
         load_data(f"npz:{path}")
+
+
+def test_npz_that_unpacks_beyond_the_cap_is_not_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compressed archive of zeros is small on disk and huge unpacked: refused from its zip
+    directory, before anything is unpacked."""
+    import edgeopt.data.tabular as tabular
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, x=np.zeros((4096, 1, 32, 32), np.float32), y=np.zeros(4096, int))
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(tabular, "MAX_NPZ_BYTES", 2**20)
+    with pytest.raises(InputError, match="unpacked, more than 1,048,576; not read"):
+        load_data(f"npz:{path}")

@@ -57,6 +57,9 @@ def load_digits(spec: Spec) -> Dataset:
 
 #: The largest IDX file read (decompressed): MNIST's training images are 47 MB.
 MAX_IDX_BYTES = 2**30
+#: The largest .npz read (its arrays unpacked, as the zip directory states them; a compressed
+#: archive can unpack to far more than its size).
+MAX_NPZ_BYTES = 4 * 2**30
 
 
 def read_idx(path: Path, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
@@ -148,6 +151,16 @@ def load_npz(spec: Spec) -> Dataset:
     """
     spec.check_keys(set())
     path = _existing(Path(spec.body), spec, "file")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            inflated = sum(info.file_size for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{path}: cannot be read as .npz ({exc}).") from None
+    if inflated > MAX_NPZ_BYTES:
+        raise InputError(
+            f"{path}: its arrays take {inflated:,} bytes unpacked, more than {MAX_NPZ_BYTES:,}; "
+            "not read."
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
