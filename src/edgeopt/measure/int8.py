@@ -408,7 +408,7 @@ class Int8Arithmetic:
     def describe(self) -> str:
         """One line for a provenance entry or a console."""
         exact = "exact integers" if self.is_exact else "NOT the device's integers"
-        ran = {AS_SHIPPED: "the file as shipped"}.get(self.path, "its uint8 re-encoding")
+        ran = {AS_SHIPPED: "the file as shipped"}.get(self.path, "its rewritten copy")
         checked = "" if self.is_checked else f"; unchecked: {self.unchecked}"
         return f"int8 arithmetic: {exact}, ran {ran} ({self.path}) - {self.reason}{checked}"
 
