@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
+from edgeopt._io import refuse_overwrite
 from edgeopt.errors import InputError
 
 if TYPE_CHECKING:
@@ -96,8 +97,7 @@ def write_uint8(
     source, out = Path(model), Path(output)
     if out.suffix != ".onnx":
         raise InputError(f"{out}: the output must end in .onnx.")
-    if source.exists() and out.resolve() == source.resolve():
-        raise InputError(f"{out}: the output would overwrite the input model; pick another path.")
+    refuse_overwrite([out], {"the input model": source})
     proto = read_onnx(source)
     reencoded = uint8_encoding(proto)
     if reencoded.weights == 0 and not reencoded.shifted:

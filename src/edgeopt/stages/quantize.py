@@ -30,6 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from edgeopt._io import refuse_overwrite
 from edgeopt.config import Config
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
@@ -276,10 +277,7 @@ def _dynamic(fp32: Any, config: DynamicConfig, scratch: Path) -> tuple[Any, list
 def check_output(output: Path, handle: ModelHandle) -> None:
     if output.suffix != ".onnx":
         raise InputError(f"{output}: the output of quantize must end in .onnx.")
-    if handle.onnx_path is not None and output.resolve() == handle.onnx_path.resolve():
-        raise InputError(
-            f"{output}: the output would overwrite the input model; pick another path."
-        )
+    refuse_overwrite([output, output.with_suffix(".json")], {"the input model": handle.onnx_path})
 
 
 METHODS = ("ptq", "qat", "dynamic")
