@@ -758,11 +758,15 @@ def prune(
 def decompress(
     path: Annotated[Path, typer.Argument(help="a compressed model (.edc) written by prune")],
     output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx")],
+    max_bytes: Annotated[
+        int,
+        typer.Option(help="the largest model decoded, bytes (the file is untrusted)"),
+    ] = 1 << 30,
 ) -> None:
     """Decode a Deep Compression file (.edc) back into a runnable ONNX model."""
     from edgeopt.export.compressed import decompress as decode
 
-    written = decode(path, output)
+    written = decode(path, output, max_bytes=max_bytes)
     console.print(f"wrote {written} ({written.stat().st_size:,} bytes, from {path})")
 
 

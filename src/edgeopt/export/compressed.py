@@ -309,10 +309,12 @@ def _stream(symbols: np.ndarray, alphabet: int, width: int) -> dict[int, bytes]:
 
 
 def _unstream(codec: int, data: bytes, count: int, width: int) -> np.ndarray:
+    """``count`` symbols of ``width`` bits from a stream; an LZMA stream inflates no further
+    than those symbols take."""
     if codec == HUFFMAN:
         return huffman_decode(data, count)
     if codec == LZMA:
-        data = lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        data = _inflate(data, LZMA, (count * width + 7) // 8, "a stream")
     elif codec != PACKED:
         raise DecodeError(f"unknown stream codec {codec}")
     return unpack_fixed(data, count, width)
@@ -497,8 +499,42 @@ def compress_onnx(
     )
 
 
-def _read(path: Path) -> Any:
-    """The ONNX model a compressed file holds (DecodeError / ValueError when it is corrupt)."""
+#: The largest model ``decompress`` writes (graph plus decoded weights) unless told otherwise:
+#: a few times what the largest device profile holds, far above any model for a device.
+MAX_DECODED_BYTES = 1 << 30
+#: Field ranges of a table row: index symbols of 2 to 8 bits (16 allowed), value indices of at
+#: most 16 bits, a codebook of at most 2^16 values.
+_MAX_SYMBOL_BITS = 16
+
+
+def _inflate(data: bytes, codec: int, limit: int, what: str) -> bytes:
+    """Decompress ``data`` but never past ``limit`` bytes (a zip bomb is refused, not read)."""
+    if codec in (GRAPH_LZMA, LZMA):
+        inflater: Any = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        out = inflater.decompress(data, max_length=limit + 1)
+    elif codec == GRAPH_ZLIB:
+        inflater = zlib.decompressobj()
+        out = inflater.decompress(data, limit + 1)
+    else:
+        raise DecodeError(f"unknown codec {codec} of {what}")
+    if len(out) > limit:
+        raise DecodeError(f"{what} inflates past {limit:,} bytes")
+    return out
+
+
+def _whole(value: Any, low: int, high: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise DecodeError(f"{what} is {value!r}, not a whole number from {low} to {high}")
+    return value
+
+
+def _read(path: Path, max_bytes: int = MAX_DECODED_BYTES) -> Any:
+    """The ONNX model a compressed file holds (DecodeError / ValueError when it is corrupt).
+
+    Every size in the file is checked against the file and ``max_bytes`` before anything is
+    allocated: the graph block inflates no further than the cap, each table row's counts
+    against its stream lengths and its tensor, and the decoded weights against the cap.
+    """
     import onnx
 
     blob = path.read_bytes()
@@ -514,48 +550,81 @@ def _read(path: Path) -> Any:
     if zlib.crc32(blob[:-4]) != stored_crc:
         raise InputError(f"{path}: the compressed model is corrupt (checksum mismatch).")
     begin = _HEAD.size
-    packed_graph = blob[begin : begin + graph_length]
-    if graph_codec == GRAPH_LZMA:
-        block = lzma.decompress(packed_graph, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
-    elif graph_codec == GRAPH_ZLIB:
-        block = zlib.decompress(packed_graph)
-    else:
-        raise DecodeError(f"unknown graph codec {graph_codec}")
+    end = len(blob) - 4
+    if graph_length > end - begin:
+        raise DecodeError("the graph block runs past the end of the file")
+    block = _inflate(blob[begin : begin + graph_length], graph_codec, max_bytes, "the graph")
     header, _, proto = block.partition(b"\n")
     table = json.loads(header)
+    if not isinstance(table, list):
+        raise DecodeError("the tensor table is not a list")
     model = onnx.ModelProto()
     model.ParseFromString(proto)
     initializers = {init.name: init for init in model.graph.initializer}
+    budget = max_bytes - len(block)
     offset = begin + graph_length
-    for name, _kind, fmt, book_size, entries, count, index_bits, width, index, value in table:
+    seen: set[str] = set()
+    for row in table:
+        if not isinstance(row, list) or len(row) != 10:
+            raise DecodeError("a tensor table row does not have its 10 fields")
+        name, _kind, fmt, book_size, entries, count, index_bits, width, index, value = row
+        if name not in initializers or name in seen:
+            raise DecodeError(f"the table names tensor {name!r} that the graph does not hold")
+        seen.add(name)
+        if fmt not in _BOOK_BYTES:
+            raise DecodeError(f"unknown codebook format {fmt!r}")
         init = initializers[name]
+        dims = [_whole(d, 0, max_bytes, f"a dimension of {name}") for d in init.dims]
+        size = math.prod(dims)
+        budget -= 4 * size
+        if budget < 0:
+            raise DecodeError(f"the decoded model would pass {max_bytes:,} bytes at {name}")
+        book_size = _whole(book_size, 0, 1 << _MAX_SYMBOL_BITS, f"the codebook size of {name}")
+        index_bits = _whole(index_bits, 1, _MAX_SYMBOL_BITS, f"the index bits of {name}")
+        width = _whole(width, 1, _MAX_SYMBOL_BITS, f"the value width of {name}")
+        count = _whole(count, 0, size, f"the weight count of {name}")
+        top = (1 << index_bits) - 1
+        entries = _whole(entries, count, count + size // top + 1, f"the index count of {name}")
         book_length = _BOOK_BYTES[fmt](book_size)
+        streams = []
+        for what, stream in (("index", index), ("value", value)):
+            if not isinstance(stream, list) or len(stream) != 2:
+                raise DecodeError(f"the {what} stream of {name} is malformed")
+            codec = _whole(stream[0], 0, 2, f"the {what} codec of {name}")
+            streams.append((codec, _whole(stream[1], 0, end, f"the {what} length of {name}")))
+        if offset + book_length + streams[0][1] + streams[1][1] > end:
+            raise DecodeError(f"the streams of {name} run past the end of the file")
         book = blob[offset : offset + book_length]
         offset += book_length
-        chunks = []
-        for _codec, length in (index, value):
-            chunks.append(blob[offset : offset + length])
+        symbols = []
+        wanted = ((entries, index_bits), (count, width))
+        for (codec, length), (number, bits) in zip(streams, wanted, strict=True):
+            data = blob[offset : offset + length]
             offset += length
-        size = math.prod(init.dims)
-        gaps = _unstream(index[0], chunks[0], entries, index_bits)
-        labels = _unstream(value[0], chunks[1], count, width)
-        positions = _positions(gaps, index_bits, size)
+            if codec == HUFFMAN and number > 8 * length:  # each symbol takes a bit at least
+                raise DecodeError(f"{number} symbols of {name} cannot fit in {length} bytes")
+            symbols.append(_unstream(codec, data, number, bits))
+        positions = _positions(symbols[0], index_bits, size)
         if len(positions) != count:
             raise DecodeError(f"the streams of {name} do not agree")
         flat = np.zeros(size, dtype="<f4")
-        flat[positions] = _decode_values(fmt, book_size, book, labels)
+        flat[positions] = _decode_values(fmt, book_size, book, symbols[1])
         init.raw_data = flat.tobytes()
-    if offset != len(blob) - 4:
+    if offset != end:
         raise DecodeError("the file is longer or shorter than its table says")
     return model
 
 
-def decompress(path: str | Path, out_onnx_path: str | Path) -> Path:
+def decompress(
+    path: str | Path, out_onnx_path: str | Path, *, max_bytes: int = MAX_DECODED_BYTES
+) -> Path:
     """Decode a compressed file into a runnable ONNX model, bit-identical to the shared one.
 
     Args:
-        path: a file written by :func:`compress_onnx`.
+        path: a file written by :func:`compress_onnx` (untrusted: every size in it is checked
+            before anything is allocated).
         out_onnx_path: where the ONNX model goes (written atomically).
+        max_bytes: the largest model (graph and weights) decoded.
 
     Returns:
         The written path.
@@ -581,7 +650,7 @@ def decompress(path: str | Path, out_onnx_path: str | Path) -> Path:
         raise InputError(f"{source}: compressed model file does not exist.")
     refuse_overwrite([Path(out_onnx_path)], {"the compressed model": source})
     try:
-        model = _read(source)
+        model = _read(source, max_bytes)
         onnx.checker.check_model(model, full_check=False)
     except InputError:
         raise
