@@ -32,7 +32,9 @@ class Config:
         version = raw.pop("version", cls.version)
         if kind != cls.kind:
             raise InputError(f"config kind {kind!r} is not {cls.kind!r}.")
-        if int(version) > cls.version:
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InputError(f"{cls.kind} config version {version!r} is not a whole number.")
+        if version > cls.version:
             raise InputError(f"{cls.kind} config version {version} is newer than {cls.version}.")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)

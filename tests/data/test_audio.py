@@ -259,3 +259,21 @@ def test_audio_loads_the_full_fsdd_with_takes_0_to_4_as_its_300_test_clips() -> 
     assert data.sizes()["train"] + data.sizes()["val"] == 2700
     assert np.bincount(data.labels["test"]).tolist() == [30] * 10
     assert elapsed_s < 5.0
+
+
+def test_a_wav_whose_chunk_size_runs_past_the_file_is_one_sentence(tmp_path: Path) -> None:
+    """The standard library's chunk reader raised a bare RuntimeError."""
+    import struct
+
+    path = tmp_path / "bad.wav"
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(8000)
+        handle.writeframes(bytes(800))
+    blob = bytearray(path.read_bytes())
+    # a "junk" chunk before "fmt " whose size points far past the end of the file
+    junk = b"junk" + struct.pack("<I", 0x7FFFFFF0)
+    path.write_bytes(bytes(blob[:12]) + junk + bytes(blob[12:]))
+    with pytest.raises(InputError, match="bad.wav: cannot be parsed as a PCM WAV file"):
+        read_wav(path)

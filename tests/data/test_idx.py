@@ -131,3 +131,12 @@ def test_idx_reads_no_further_than_its_size_cap(tmp_path: Path) -> None:
     assert bomb.stat().st_size < 20_000
     with pytest.raises(InputError, match="larger than 1,048,576 bytes decompressed"):
         read_idx(bomb, max_bytes=2**20)
+
+
+def test_idx_with_an_absurd_number_of_dimensions_is_refused(tmp_path: Path) -> None:
+    from edgeopt.data.tabular import read_idx
+
+    path = tmp_path / "deep-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 82]) + bytes(4 * 82))
+    with pytest.raises(InputError, match="an IDX array of 82 dimensions"):
+        read_idx(path)

@@ -153,3 +153,39 @@ def test_images_refuses_bad_parameters(tmp_path: Path, query: str, message: str)
     _write_class_folders(tmp_path, per_class=2)
     with pytest.raises(InputError, match=message):
         load_data(f"images:{tmp_path}?{query}")
+
+
+def test_a_png_declaring_a_huge_chunk_is_one_sentence_under_a_memory_limit(
+    tmp_path: Path,
+) -> None:
+    """Pillow reads an IDAT chunk's declared length at once: under a memory limit that was a
+    MemoryError traceback (found by benchmarks/fuzz.py)."""
+    import struct
+    import subprocess
+    import sys
+    import zlib
+
+    folder = tmp_path / "data"
+    _write_class_folders(folder, per_class=2)
+    png = sorted(folder.rglob("*.png"))[0]
+    blob = png.read_bytes()
+    at = blob.index(b"IDAT") - 4
+    body = blob[at + 8 : at + 8 + struct.unpack(">I", blob[at : at + 4])[0]]
+    chunk = struct.pack(">I", 0x7FFFFFF0) + b"IDAT" + body
+    chunk += struct.pack(">I", zlib.crc32(b"IDAT" + body))
+    png.write_bytes(blob[:at] + chunk + blob[at + 12 + len(body) :])
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from edgeopt.data import load_data\n"
+        "from edgeopt.errors import InputError\n"
+        "try:\n"
+        f"    load_data('images:{folder}')\n"
+        "except InputError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr[-500:]
+    assert f"refused: {png}" in done.stdout

@@ -114,3 +114,26 @@ def test_npz_that_unpacks_beyond_the_cap_is_not_read(
     monkeypatch.setattr(tabular, "MAX_NPZ_BYTES", 2**20)
     with pytest.raises(InputError, match="unpacked, more than 1,048,576; not read"):
         load_data(f"npz:{path}")
+
+
+def test_npz_whose_header_claims_more_than_it_holds_is_refused(tmp_path: Path) -> None:
+    """A .npy header inside the zip (checksums intact) claiming a huge shape made numpy
+    allocate it; a label of 10^12 made a tuple of 10^12 class names."""
+    import io
+    import zipfile
+
+    lying = io.BytesIO()
+    header = {"descr": "<f4", "fortran_order": False, "shape": (9**9, 1, 8, 8)}
+    np.lib.format.write_array_header_1_0(lying, header)
+    lying.write(np.zeros((20, 1, 8, 8), np.float32).tobytes())
+    path = tmp_path / "lying.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", lying.getvalue())
+        labels = io.BytesIO()
+        np.save(labels, np.zeros(20, dtype=np.int64))
+        archive.writestr("y.npy", labels.getvalue())
+    with pytest.raises(InputError, match=r"x.npy claims shape \(387420489, 1, 8, 8\)"):
+        load_data(f"npz:{path}")
+    np.savez(path, x=np.zeros((20, 1, 8, 8), np.float32), y=np.full(20, 10**12, dtype=np.int64))
+    with pytest.raises(InputError, match="class labels run from 0 to 99,999 at most"):
+        load_data(f"npz:{path}")

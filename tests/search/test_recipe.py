@@ -106,3 +106,14 @@ def test_mixed_budget_below_the_4bit_file_is_raised_to_it(tmp_path: Path) -> Non
     config = MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
     out = finish_recipe(handle, data, Step(config), tmp_path / "mixed.onnx", tmp_path)
     assert out.stat().st_size <= budget
+
+
+def test_a_step_config_version_that_is_not_a_number_is_bad_input(tmp_path: Path) -> None:
+    """int(version) of a mangled recipe raised a bare ValueError (found by benchmarks/fuzz.py)."""
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        "kind: edgeopt-recipe\nversion: 1\nseed: 0\n"
+        "steps:\n- step: quantize\n  kind: quantize.ptq\n  version: 'x'\n"
+    )
+    with pytest.raises(InputError, match="version 'x' is not a whole number"):
+        Recipe.from_yaml(path)

@@ -361,8 +361,10 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
             width = handle.getsampwidth()
             channels = handle.getnchannels()
             blob = handle.readframes(handle.getnframes())
-    except (wave.Error, EOFError, OSError, struct.error, ValueError) as exc:
-        raise InputError(f"{path}: cannot be parsed as a PCM WAV file ({exc}).") from None
+    except (wave.Error, EOFError, OSError, struct.error, ValueError, RuntimeError) as exc:
+        # (the standard library's chunk reader raises a bare RuntimeError on a bad chunk size)
+        detail = str(exc) or type(exc).__name__
+        raise InputError(f"{path}: cannot be parsed as a PCM WAV file ({detail}).") from None
     if width not in (1, 2, 3, 4) or channels < 1 or rate <= 0:
         raise InputError(
             f"{path}: unsupported WAV ({8 * width}-bit, {channels} channels, {rate} Hz)."

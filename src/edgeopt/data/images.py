@@ -60,6 +60,8 @@ def _open_image(path: Path) -> Image:
         image.load()
     except (OSError, SyntaxError, ValueError, pil.DecompressionBombError) as exc:
         raise InputError(f"{path}: cannot be read as an image ({exc}).") from None
+    except MemoryError:  # a chunk whose declared length Pillow tries to read at once
+        raise InputError(f"{path}: declares more image data than memory holds.") from None
     return image
 
 

@@ -57,6 +57,8 @@ def load_digits(spec: Spec) -> Dataset:
 
 #: The largest IDX file read (decompressed): MNIST's training images are 47 MB.
 MAX_IDX_BYTES = 2**30
+#: Class labels an .npz may use (each class gets a name and an output of the model).
+MAX_CLASSES = 100_000
 #: The largest .npz read (its arrays unpacked, as the zip directory states them; a compressed
 #: archive can unpack to far more than its size).
 MAX_NPZ_BYTES = 4 * 2**30
@@ -77,6 +79,8 @@ def read_idx(path: Path, *, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
         raise InputError(f"{path}: not an IDX file (bad magic number).")
     dtype = _IDX_DTYPES[blob[2]]
     ndim = blob[3]
+    if not 1 <= ndim <= 8:
+        raise InputError(f"{path}: an IDX array of {ndim} dimensions; 1 to 8 are read.")
     header = 4 + 4 * ndim
     if len(blob) < header:
         raise InputError(f"{path}: truncated IDX header ({len(blob)} bytes).")
@@ -143,6 +147,34 @@ def load_idx(spec: Spec) -> Dataset:
     )
 
 
+def _check_npy_headers(path: Path) -> None:
+    """Refuse an array whose ``.npy`` header claims more bytes than its zip member holds (numpy
+    would allocate what the header says) or an object array, before any array is read."""
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            try:
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(member)
+            except Exception as exc:  # noqa: BLE001  (numpy's header parser raises anything)
+                detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+                what = f"{info.filename} is not a .npy array"
+                raise InputError(f"{path}: {what} ({detail}).") from None
+            if dtype.hasobject:
+                raise InputError(f"{path}: {info.filename} holds Python objects; not read.")
+            claimed = math.prod(shape) * dtype.itemsize
+            if claimed > info.file_size:
+                raise InputError(
+                    f"{path}: {info.filename} claims shape {shape} ({claimed:,} bytes) in "
+                    f"{info.file_size:,} bytes."
+                )
+
+
 @register_dataset("npz")
 def load_npz(spec: Spec) -> Dataset:
     """A ``.npz`` with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
@@ -161,6 +193,7 @@ def load_npz(spec: Spec) -> Dataset:
             f"{path}: its arrays take {inflated:,} bytes unpacked, more than {MAX_NPZ_BYTES:,}; "
             "not read."
         )
+    _check_npy_headers(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -189,6 +222,11 @@ def load_npz(spec: Spec) -> Dataset:
             raise InputError(f"{path}: {name} must be a 1-D array of integer class labels.")
         if len(y) and y.min() < 0:
             raise InputError(f"{path}: {name} has negative labels.")
+        if len(y) and y.max() >= MAX_CLASSES:
+            raise InputError(
+                f"{path}: {name} has label {y.max()}; class labels run from 0 to "
+                f"{MAX_CLASSES - 1:,} at most."
+            )
         return y.astype(np.int64)
 
     def finite(x: np.ndarray, name: str) -> np.ndarray:

@@ -159,15 +159,13 @@ def _load_state_dict(
     dict no longer fits the architecture the spec builds; with the input shape known, the same
     channels are removed from the fresh module through Torch-Pruning's dependency graph first.
     """
-    import pickle
-
     import torch
 
     if not weights.is_file():
         raise InputError(f"{weights}: weights file does not exist.")
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # the unpickler of a damaged file raises anything (IndexError, ...)
         first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
         raise InputError(f"{weights}: not a PyTorch state dict ({first}).") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
