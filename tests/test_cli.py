@@ -332,3 +332,62 @@ def test_a_factory_module_is_found_in_the_current_folder(tmp_path: Path) -> None
     done = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert "mynet:broken: the factory raised ValueError (no such layer)" in done.stderr
+
+
+def test_an_unwritable_output_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only place (here /proc, which takes no new file even for root) was a
+    FileNotFoundError traceback after the training."""
+    for args in (
+        ["train", "zoo:cnn-s", "--epochs", "1", "-o", "/proc/edgeopt/m.onnx"],
+        ["profile", "zoo:cnn-s", "--json", "/proc/edgeopt/p.json"],
+        ["optimize", "zoo:cnn-s", "--target", "cortex-m4", "-o", "/proc/edgeopt/run"],
+    ):
+        code, _, err = run_cli(args, capsys, is_err_flat=True)
+        assert code == 2 and "cannot write in /proc" in err, (args, err)
+
+
+def test_a_full_disk_is_one_sentence_and_leaves_nothing_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The disk filling while train writes its weights (the write fails with ENOSPC, as it
+    does on a full disk): exit 2, one sentence, no file and no staging folder left."""
+    import errno
+
+    import torch
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "m.pt"))
+
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "out" / "m.onnx"
+    code, _, err = run_cli(["train", "zoo:cnn-s", "--epochs", "1", "-o", str(out)], capsys)
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_a_full_disk_leaves_no_empty_study_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """optimize stopped by a full disk before any trial: no empty study.db (which the next
+    run would resume) and no run folder it made."""
+    import errno
+    import importlib
+
+    search = importlib.import_module("edgeopt.search.optimize")  # the module, not the verb
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "x"))
+
+    monkeypatch.setattr(search, "_baseline", full)
+    run = tmp_path / "run"
+    args = ["optimize", "zoo:cnn-s", "--target", "cortex-m4", "--trials", "1", "-o", str(run)]
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and "No space left on device" in err and "Traceback" not in err
+    assert not run.exists()
+    # A run folder that existed keeps what it held, but not an empty study.
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    code, _, _ = run_cli(args, capsys)
+    assert code == 2 and sorted(p.name for p in run.iterdir()) == ["notes.txt"]

@@ -45,6 +45,28 @@ def sweep_scratch(folder: Path) -> None:
                 entry.unlink(missing_ok=True)
 
 
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output that cannot be written where it goes (a read-only
+    file system, a path under /proc): a probe file is made and removed in the nearest folder
+    that exists; no folder is made.
+
+    Raises:
+        InputError: one sentence naming the output and the folder.
+    """
+    from edgeopt.errors import InputError
+
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=scratch_prefix("probe-"), dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise InputError(f"{path}: cannot write in {folder} ({reason}).") from None
+
+
 def scratch_prefix(label: str = "") -> str:
     """The name prefix of this process's scratch entries (see :data:`SCRATCH`)."""
     return f"{SCRATCH}{os.getpid()}-{label}"
@@ -162,10 +184,12 @@ def spec_path(spec: str | Path | None) -> Path | None:
 
 def refuse_overwrite(outputs: Iterable[Path], inputs: Mapping[str, str | Path | None]) -> None:
     """Refuse, before any work, an output that is one of the input files (``inputs`` maps what
-    each is, "the model", "the weights", ..., to its spec or path).
+    each is, "the model", "the weights", ..., to its spec or path), or that cannot be written
+    where it goes (:func:`check_writable`).
 
     Raises:
-        InputError: one sentence naming the output and the input it would replace.
+        InputError: one sentence naming the output and the input it would replace, or the
+            folder it cannot be written in.
 
     Example:
         >>> refuse_overwrite([Path("out.json")], {"the model": "zoo:lenet5"})
@@ -179,6 +203,7 @@ def refuse_overwrite(outputs: Iterable[Path], inputs: Mapping[str, str | Path | 
             files[what] = path
     for output in outputs:
         out = Path(output)
+        check_writable(out)
         for what, path in files.items():
             if out.exists() and os.path.samefile(out, path) or out.resolve() == path.resolve():
                 raise InputError(

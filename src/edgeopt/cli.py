@@ -7,6 +7,7 @@ for bad input); nothing is written when a command fails.
 
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -1059,6 +1060,15 @@ def render_optimize(result: Any) -> None:
             console.print(f"closest candidate saved: {path}")
     paths = ", ".join(str(path) for path in result.report_paths)
     console.print(f"report: {paths}; study {study['name']} in {study['storage']}")
+    running = study.get("trials_running") or []
+    if running:
+        numbers = ", ".join(str(number) for number in running)
+        console.print(
+            f"warning: trial(s) {numbers} were still running on other workers after the wait; "
+            "this report leaves them out. Run the same command again once they finish: it "
+            "reports on the whole study.",
+            style="yellow",
+        )
 
 
 @app.command()
@@ -1094,6 +1104,10 @@ def optimize(
     ] = None,
     study: Annotated[str, typer.Option(help="study name in the storage")] = "edgeopt",
     workers: Annotated[int, typer.Option(help="local worker processes")] = 1,
+    wait: Annotated[
+        float,
+        typer.Option(help="seconds to wait for trials still running on other workers"),
+    ] = 3600.0,
     sampler: Annotated[str, typer.Option(help="tpe | nsga2")] = "tpe",
     quantize: Annotated[
         str, typer.Option(help="quantization choices: none, ptq8, qat8, ptq4, mixed")
@@ -1132,6 +1146,7 @@ def optimize(
         storage=storage,
         study=study,
         workers=workers,
+        wait_s=wait,
         sampler=sampler,
         quantize_methods=_names(quantize),
         distill_epochs=epochs,
@@ -1192,6 +1207,10 @@ def apply(
     )
 
 
+#: Errors of the machine, not of edgeopt: a full disk or quota, a read-only or forbidden place.
+_ENVIRONMENT_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def _log_internal_error(exc: BaseException) -> Path | None:
     """Write the traceback of an unexpected error to a log file (passwords scrubbed); its
     path, or None."""
@@ -1227,17 +1246,34 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing was written by the step that was running.")
         sys.exit(130)
-    except Exception as exc:  # a bug: never a bare traceback
-        log = _log_internal_error(exc)
-        where = f"; the traceback is in {log}" if log else ""
-        first = scrub(" ".join(str(exc).split())[:200])
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRORS:
+            raise _internal(exc) from None
+        where = f" {exc.filename}" if exc.filename else ""
         error = Text.assemble(
-            ("internal error:", "bold red"),
-            f" {type(exc).__name__}: {first}{where}. This is a bug in edgeopt, not in your input:"
-            " please report it with that file.",
+            ("error:", "bold red"),
+            f" cannot write{where} ({exc.strerror}); nothing half-written was kept.",
         )
         err_console.print(error, highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(2)
+    except Exception as exc:  # a bug: never a bare traceback
+        raise _internal(exc) from None
+
+
+def _internal(exc: BaseException) -> SystemExit:
+    """Report an unexpected error in one sentence with its log file; the exit (code 1)."""
+    from edgeopt._secrets import scrub
+
+    log = _log_internal_error(exc)
+    where = f"; the traceback is in {log}" if log else ""
+    first = scrub(" ".join(str(exc).split())[:200])
+    error = Text.assemble(
+        ("internal error:", "bold red"),
+        f" {type(exc).__name__}: {first}{where}. This is a bug in edgeopt, not in your input:"
+        " please report it with that file (README: Exit codes and reporting a bug).",
+    )
+    err_console.print(error, highlight=False, soft_wrap=True)
+    return SystemExit(1)
 
 
 if __name__ == "__main__":

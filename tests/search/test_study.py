@@ -148,6 +148,12 @@ def test_workers_on_two_machines_share_a_postgresql_study(
     reports = [json.loads((tmp_path / run / "report.json").read_text()) for run in "ab"]
     trials = {c["trial"] for report in reports for c in report["candidates"]}
     assert len(trials) >= 4
+    # One answer: each worker waited for the other's running trials and chose from the whole
+    # study, so both folders report the same candidates and the same pick.
+    assert [c["trial"] for c in reports[0]["candidates"]] == sorted(trials)
+    assert [c["trial"] for c in reports[1]["candidates"]] == sorted(trials)
+    assert reports[0]["chosen"] is not None and reports[0]["chosen"] == reports[1]["chosen"]
+    assert reports[0]["study"]["trials_running"] == reports[1]["study"]["trials_running"] == []
     assert "secret-pw" not in json.dumps(reports) and "***" in reports[0]["study"]["storage"]
     import optuna
 
@@ -167,6 +173,7 @@ def test_workers_on_two_machines_share_a_postgresql_study(
     assert third.returncode == 0, third.stderr
     report = json.loads((tmp_path / "c" / "report.json").read_text())
     assert report["study"]["trials_total"] == len(loaded.trials)
+    assert report["chosen"] == reports[0]["chosen"]  # re-running reproduces the pick
     chosen = next(c for c in report["candidates"] if c["trial"] == report["chosen"])
     original = next(
         tmp_path / run / chosen["artifact"]

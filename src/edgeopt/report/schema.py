@@ -18,7 +18,9 @@ or estimated before, and ``provenance`` says which. ``null`` means "unset" or "n
                      "max_flash_bytes", "max_ram_bytes"}                       (null = unset),
      "objectives": names from {"accuracy", "latency_ms", "energy_uj", "flash_bytes", "ram_bytes"},
      "study": {"name", "storage" (password redacted), "trials_total", "trials_complete",
-               "trials_failed", "seconds"},
+               "trials_failed", "seconds",
+               "trials_running" (optional: trials still running on other workers when the
+               report was made, left out of it; [] when the whole study is in)},
      "baseline": CANDIDATE (trial -1),
      "candidates": [CANDIDATE, ...]          (every completed trial, in trial order),
      "pareto": [trial numbers], "chosen": trial number or null, "is_feasible": bool,

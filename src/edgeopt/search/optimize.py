@@ -21,6 +21,7 @@ PostgreSQL URL workers on several machines do too.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import os
 import shutil
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from typing import ClassVar
 
+from edgeopt._io import check_writable
 from edgeopt._io import scratch_prefix
 from edgeopt._io import sweep_scratch
 from edgeopt._io import write_json
@@ -82,7 +84,9 @@ class OptimizeConfig(Config):
     latency, energy, flash, ram accepted). ``trials``: completed trials to reach (a resumed
     study counts the ones it has); ``timeout_s``: stop starting trials after this long.
     ``storage``: an RDB URL (default ``sqlite:///RUNDIR/study.db``), ``study``: its name,
-    ``workers``: local processes. ``sampler``: tpe | nsga2, seeded with ``seed``.
+    ``workers``: local processes. ``wait_s``: how long a finished worker waits for trials still
+    running on other workers of a shared study before it reports without them (and names them).
+    ``sampler``: tpe | nsga2, seeded with ``seed``.
     ``distill_epochs`` and ``finetune_epochs`` (pruning and QAT) keep a trial cheap;
     ``student_widths``: zoo students at these fractions of the model's width; ``students``:
     further student specs. ``quantize_methods``: from none, ptq8, qat8, ptq4, mixed (an
@@ -102,6 +106,7 @@ class OptimizeConfig(Config):
     storage: str | None = None
     study: str = "edgeopt"
     workers: int = 1
+    wait_s: float = 3600.0
     seed: int = 0
     sampler: str = "tpe"
     distill_epochs: int = 5
@@ -145,6 +150,8 @@ class OptimizeConfig(Config):
             raise InputError("optimize: finetune_epochs must be 0 or more.")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise InputError(f"optimize: timeout_s must be above 0, got {self.timeout_s}.")
+        if not 0 <= self.wait_s < math.inf:
+            raise InputError(f"optimize: wait_s must be 0 or more seconds, got {self.wait_s}.")
         if self.sampler not in SAMPLERS:
             raise InputError(f"optimize: sampler must be tpe or nsga2, got {self.sampler!r}.")
         if any(not 0 < width < 1 for width in self.student_widths):
@@ -218,6 +225,35 @@ def _counts(study: Any) -> tuple[int, int]:
 
     states = [t.state for t in study.get_trials(deepcopy=False)]
     return states.count(TrialState.COMPLETE), states.count(TrialState.FAIL)
+
+
+def wait_for_running(study: Any, wait_s: float, *, poll_s: float = POLL_S) -> list[int]:
+    """Wait until no trial of the study is running (on this or another machine); the numbers
+    of those still running after ``wait_s`` seconds.
+
+    Why: a worker that reaches the wanted number of complete trials while another worker's
+    trial is still running would otherwise report (and choose) without it, and two workers of
+    one study would choose differently. A worker killed mid-trial stops its heartbeat; its
+    trial is failed here after the storage's grace period instead of being waited for.
+    The study must be quiet on two polls in a row: a worker that saw too few complete trials
+    creates its next trial a moment after it looked.
+    """
+    import warnings
+
+    import optuna
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + wait_s
+    quiet = 0
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        quiet = 0 if running else quiet + 1
+        if quiet >= 2 or (running and time.monotonic() >= deadline):
+            return running
+        time.sleep(poll_s)
 
 
 def _run_worker(search: Search, worker: int) -> None:
@@ -407,6 +443,7 @@ def optimize(
     """
     config = config or OptimizeConfig()
     run = Path(rundir)
+    check_writable(run / "study.db")
     is_own_storage = config.storage is None
     url = config.storage or default_url(run)
     if not is_own_storage:
@@ -425,14 +462,55 @@ def optimize(
         if not built.is_torch:
             raise InputError(f"student {student}: a student is trained, so give a zoo:NAME spec.")
     # Only valid input gets a run folder (the default SQLite study lives in it).
+    is_new_run = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
+    new_db = run / "study.db" if is_own_storage and not (run / "study.db").exists() else None
+    try:
+        return _search(
+            handle, dataset, resolved, config, run, url, students, progress, is_own_storage
+        )
+    except BaseException:
+        # A study that a full disk (or anything else) stopped before it held one trial is
+        # removed, so the next run starts clean instead of resuming an empty database.
+        if new_db is not None:
+            _discard_empty_study(new_db)
+        if is_new_run and run.is_dir() and not any(run.iterdir()):
+            run.rmdir()
+        raise
+
+
+def _discard_empty_study(db: Path) -> None:
+    """Delete the SQLite study ``db`` (and its journal) when it records no trial."""
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as connection:
+            count = connection.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    except sqlite3.Error:  # empty file, no tables yet, damaged by the failed write
+        count = 0
+    if count == 0:
+        for path in (db, db.with_name(db.name + "-journal"), db.with_name(db.name + "-wal")):
+            path.unlink(missing_ok=True)
+
+
+def _search(
+    handle: ModelHandle,
+    dataset: Dataset,
+    resolved: Target,
+    config: OptimizeConfig,
+    run: Path,
+    url: str,
+    students: tuple[str, ...],
+    progress: Any,
+    is_own_storage: bool,
+) -> OptimizeResult:
+    """Baseline, study, trials, report: everything after the input was accepted."""
     if is_own_storage:
         check_storage(url)
     # The baseline is built aside and moved into the run folder only once the study accepts it:
     # a study made for another model keeps its run folder as it was.
     sweep_scratch(run)
     scratch = Path(tempfile.mkdtemp(prefix=scratch_prefix("baseline-"), dir=run))
-    baseline_path = _baseline(handle, dataset, scratch)
     started = time.perf_counter()
     search = Search(
         handle=handle,
@@ -447,6 +525,7 @@ def optimize(
         progress=progress,
     )
     try:
+        baseline_path = _baseline(handle, dataset, scratch)
         baseline_metrics = measure(search, dataset, baseline_path)
         search = replace(search, baseline_accuracy=float(baseline_metrics.accuracy))
         study = _open_study(search, is_own_storage=is_own_storage)
@@ -464,12 +543,15 @@ def optimize(
         _run_worker(search, 0)
     else:
         _run_workers(search, study)
+    # The report and the pick are made from the whole study, trials of other workers included.
+    missing = wait_for_running(study, config.wait_s)
     if progress is not None:
         progress(min(_counts(study)[0], config.trials), config.trials)
     baseline = candidate_record(
         -1, Recipe(seed=config.seed), baseline_metrics, stored_accuracy, "baseline/model.onnx"
     )
-    return _finish(search, dataset, study, baseline, sensitivity, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return _finish(search, dataset, study, baseline, sensitivity, seconds, missing)
 
 
 def _finish(
@@ -479,6 +561,7 @@ def _finish(
     baseline: dict[str, Any],
     sensitivity: dict[str, Any] | None,
     seconds: float,
+    missing: list[int],
 ) -> OptimizeResult:
     """Decide, copy the files, write the report."""
     from optuna.trial import TrialState
@@ -545,6 +628,7 @@ def _finish(
             "trials_total": len(trials),
             "trials_complete": states.count(TrialState.COMPLETE),
             "trials_failed": states.count(TrialState.FAIL),
+            "trials_running": missing,
             "seconds": round(span, 3),
         },
         "baseline": baseline,

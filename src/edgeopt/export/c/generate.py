@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edgeopt._io import check_writable
 from edgeopt._io import scratch_prefix
 from edgeopt._io import sweep_scratch
 from edgeopt.errors import InputError
@@ -196,6 +197,7 @@ def export_c(
             f"prefix {prefix!r} must be a lower-case C identifier not starting with 'edgeopt'."
         )
     resolved = Target.from_name(target) if isinstance(target, str) else target
+    check_writable(out)
     if source.resolve().is_relative_to(out.resolve()):
         raise InputError(
             f"{out}: the folder holds the input model {source}, which --force would delete; "
