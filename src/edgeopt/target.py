@@ -182,21 +182,34 @@ class Target:
         for key in required:
             if key not in raw:
                 raise InputError(f"{origin}: the target profile has no field {key!r}.")
+
+        def number(key: str, convert: Any, default: Any = None) -> Any:
+            value = raw.get(key, default)
+            try:
+                if isinstance(value, bool) or not math.isfinite(float(value)):
+                    raise ValueError
+                return convert(value)
+            except (TypeError, ValueError, OverflowError):
+                raise InputError(
+                    f"{origin}: field {key!r} of the target profile must be a finite number, "
+                    f"got {str(value)[:40]!r}."
+                ) from None
+
         try:
             return cls(
                 name=str(raw["name"]),
                 description=str(raw.get("description", "")),
-                clock_hz=float(raw["clock_hz"]),
-                flash_bytes=int(raw["flash_bytes"]),
-                ram_bytes=int(raw["ram_bytes"]),
-                active_power_mw=float(raw["active_power_mw"]),
+                clock_hz=number("clock_hz", float),
+                flash_bytes=number("flash_bytes", int),
+                ram_bytes=number("ram_bytes", int),
+                active_power_mw=number("active_power_mw", float),
                 cycles_per_mac={
                     str(kind): {str(d): float(v) for d, v in row.items()}
                     for kind, row in raw["cycles_per_mac"].items()
                 },
                 cycles_per_element={str(d): float(v) for d, v in raw["cycles_per_element"].items()},
-                layer_overhead_cycles=float(raw["layer_overhead_cycles"]),
-                cycles_per_byte=float(raw.get("cycles_per_byte", 0.0)),
+                layer_overhead_cycles=number("layer_overhead_cycles", float),
+                cycles_per_byte=number("cycles_per_byte", float, 0.0),
                 dtypes=_dtypes(raw.get("dtypes", DTYPES), origin),
                 runtime=str(raw.get("runtime", "")),
                 sources={str(k): str(v) for k, v in (raw.get("sources") or {}).items()},

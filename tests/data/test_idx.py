@@ -140,3 +140,23 @@ def test_idx_with_an_absurd_number_of_dimensions_is_refused(tmp_path: Path) -> N
     path.write_bytes(bytes([0, 0, 0x08, 82]) + bytes(4 * 82))
     with pytest.raises(InputError, match="an IDX array of 82 dimensions"):
         read_idx(path)
+
+
+def test_idx_refuses_a_split_with_no_samples(tmp_path: Path) -> None:
+    """Zero images and zero labels agree in count; it was a numpy traceback (exit 1)."""
+    _write_mnist_folder(tmp_path)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", np.zeros((0, 6, 5), np.uint8), IMAGES_MAGIC)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(0, np.uint8), LABELS_MAGIC)
+    with pytest.raises(InputError, match="test IDX files hold no samples"):
+        load_data(f"idx:{tmp_path}")
+
+
+def test_idx_refuses_labels_beyond_the_class_limit(tmp_path: Path) -> None:
+    """int32 labels of 2**31 - 1 would have made two billion class names."""
+    _write_mnist_folder(tmp_path)
+    labels = np.full(60, 2**31 - 1, dtype=">i4")
+    header = (0x00000C01).to_bytes(4, "big") + (60).to_bytes(4, "big")
+    with gzip.open(tmp_path / "train-labels-idx1-ubyte.gz", "wb") as handle:
+        handle.write(header + labels.tobytes())
+    with pytest.raises(InputError, match="training label is outside"):
+        load_data(f"idx:{tmp_path}")

@@ -127,6 +127,17 @@ def load_idx(spec: Spec) -> Dataset:
                 f"{spec.text}: {images} has shape {parts[images].shape} but "
                 f"{len(parts[labels])} labels."
             )
+        which = "training" if images == "x" else "test"
+        if len(parts[images]) == 0:
+            raise InputError(f"{spec.text}: the {which} IDX files hold no samples.")
+        found = parts[labels]
+        if found.ndim != 1 or found.dtype.kind not in "iu":
+            raise InputError(f"{spec.text}: the {which} labels are not whole numbers in 1-D.")
+        if int(found.min()) < 0 or int(found.max()) >= MAX_CLASSES:
+            raise InputError(
+                f"{spec.text}: a {which} label is outside 0..{MAX_CLASSES - 1:,} "
+                f"(found {int(found.min())}..{int(found.max())})."
+            )
     limit = spec.pop_int("limit", 0)
     x, y = parts["x"], parts["y"]
     rule = "official t10k test split"
