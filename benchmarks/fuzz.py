@@ -32,8 +32,8 @@ from benchmarks._common import save_result
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
-def _example(rng: np.random.Generator) -> tuple[int, bytes, list[int]]:
-    choice = int(rng.integers(0, 9))
+def _example(rng: np.random.Generator, mutations: int) -> tuple[int, bytes, list[int]]:
+    choice = int(rng.integers(0, mutations))
     data = rng.integers(0, 256, size=int(rng.integers(0, 257)), dtype=np.uint8).tobytes()
     positions = rng.integers(0, 2**31, size=int(rng.integers(1, 17))).tolist()
     return choice, data, positions
@@ -44,6 +44,7 @@ def _worker(
 ) -> None:
     """Run ``jobs`` (index, kind, seed of the example) and send one result line per job."""
     sys.path.insert(0, str(TESTS))
+    from fuzztools import MUTATIONS
     from fuzztools import kinds
     from fuzztools import mutate
     from fuzztools import run_example
@@ -61,7 +62,7 @@ def _worker(
     with tempfile.TemporaryDirectory(prefix="edgeopt-fuzz-") as scratch:
         for index, name, example_seed in jobs:
             out.send(("start", index))
-            choice, data, positions = _example(np.random.default_rng(example_seed))
+            choice, data, positions = _example(np.random.default_rng(example_seed), MUTATIONS)
             blob = mutate(blobs[name], choice, data, positions)
             start = time.perf_counter()
             signal.alarm(seconds)

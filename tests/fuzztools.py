@@ -14,10 +14,13 @@ long run, in worker processes with a memory limit).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,11 +188,19 @@ def kinds(seeds: dict[str, Path]) -> dict[str, Kind]:
 
 def _bytes(seed: bytes, choice: int, data: bytes, positions: list[int]) -> bytes:
     """A byte-level mutation: 1 bit flips, 2 truncation, 3 bytes spliced in, 4 a chunk
-    repeated (anything else: random bytes instead)."""
-    if choice not in (1, 2, 3, 4) or not seed:
+    repeated, 5 a 32-bit field set to a boundary value (0, 1, 2**31 - 1, ...: the sizes and
+    counts of a header; anything else: random bytes instead)."""
+    if choice not in (1, 2, 3, 4, 5) or not seed:
         return data
     blob = bytearray(seed)
     where = [p % len(blob) for p in positions] or [0]
+    if choice == 5:
+        for index, position in enumerate(where[:2]):
+            value = BOUNDARIES[(data[index] if index < len(data) else index) % len(BOUNDARIES)]
+            order = "big" if positions[index] % 2 else "little"
+            field = value.to_bytes(4, order)
+            blob[position : position + 4] = field[: len(blob) - position]
+        return bytes(blob)
     if choice == 1:
         for index, position in enumerate(where):
             blob[position] ^= 1 << (index % 8) | (data[index % len(data)] if data else 0)
@@ -202,7 +213,11 @@ def _bytes(seed: bytes, choice: int, data: bytes, positions: list[int]) -> bytes
     return bytes(blob[:stop] + blob[start:stop] * 3 + blob[stop:])
 
 
-def _inside(seed: bytes, choice: int, data: bytes, positions: list[int]) -> bytes | None:
+#: Values a header field is set to (mutation 5): empty, one, sign and width limits.
+BOUNDARIES = (0, 1, 2, 0x7F, 0x80, 0xFF, 0xFFFF, 0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
+
+
+def _inside(seed: bytes, inner: int, data: bytes, positions: list[int]) -> bytes | None:
     """A mutation under the container, so that checksums still hold: a member of a zip (npz,
     .pt, .pt2), the payload of a gzip (IDX), the graph block or streams of an .edc. None when
     ``seed`` is none of these."""
@@ -213,7 +228,6 @@ def _inside(seed: bytes, choice: int, data: bytes, positions: list[int]) -> byte
     import zipfile
     import zlib
 
-    inner = 1 + choice % 4
     if seed[:4] == b"PK\x03\x04":
         source = zipfile.ZipFile(io.BytesIO(seed))
         members = source.infolist()
@@ -255,18 +269,24 @@ def _inside(seed: bytes, choice: int, data: bytes, positions: list[int]) -> byte
     return None
 
 
+#: The mutations ``mutate`` knows: draw ``choice`` from ``range(MUTATIONS)``.
+MUTATIONS = 11
+
+
 def mutate(seed: bytes, choice: int, data: bytes, positions: list[int]) -> bytes:
     """One mutation of ``seed``: 0 random bytes instead, 1 bit flips, 2 truncation, 3 bytes
-    spliced in, 4 a chunk repeated, 5-8 those under the container (a zip member, a gzip
-    payload, an .edc's graph block or streams, checksums kept valid)."""
-    if choice >= 5:
+    spliced in, 4 a chunk repeated, 5 a header field set to a boundary value; 6-10 those
+    (1-5) under the container (a zip member, a gzip payload, an .edc's graph block or
+    streams, checksums kept valid)."""
+    if choice >= 6:
+        inner = choice - 5
         try:
-            inner = _inside(seed, choice - 5, data, positions)
+            mutated = _inside(seed, inner, data, positions)
         except Exception:  # noqa: BLE001  (a seed this cannot open: mutate its bytes instead)
-            inner = None
-        if inner is not None:
-            return inner
-        choice = 1 + choice % 4
+            mutated = None
+        if mutated is not None:
+            return mutated
+        choice = inner
     return _bytes(seed, choice, data, positions)
 
 
@@ -282,22 +302,45 @@ def run_example(kind: Kind, blob: bytes, scratch: Path) -> str:
         else:
             target = work / kind.seed.name
         target.write_bytes(blob)
-        try:
-            kind.run(target, work)
-        except InputError as exc:
-            message = str(exc)
-            if "\n" in message.strip() or "Traceback" in message:
-                raise AssertionError(f"not one sentence: {message[:300]}") from None
-            return "refused"
-        except EdgeoptError as exc:  # BudgetError and friends: a sentence and their exit code
-            return f"refused ({type(exc).__name__})"
-        return "ok"
+        with _stderr_text() as stderr:
+            try:
+                kind.run(target, work)
+                outcome = "ok"
+            except InputError as exc:
+                message = str(exc)
+                if "\n" in message.strip() or "Traceback" in message:
+                    raise AssertionError(f"not one sentence: {message[:300]}") from None
+                outcome = "refused"
+            except EdgeoptError as exc:  # BudgetError and friends: a sentence and their code
+                outcome = f"refused ({type(exc).__name__})"
+        if "Traceback" in stderr[0]:  # a library that logs a traceback before we refuse
+            raise AssertionError(f"a traceback on stderr: {stderr[0][-300:]}")
+        return outcome
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def _stderr_text() -> Iterator[list[str]]:
+    """Everything written to file descriptor 2 inside the block (Python, logging handlers that
+    hold the old stream, C libraries), in the list it yields, once the block ends."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    text: list[str] = [""]
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text[0] = sink.read().decode(errors="replace")
 
 
 def seed_bytes(kind: Kind) -> bytes:
     return (_first(kind.seed) if kind.seed.is_dir() else kind.seed).read_bytes()
 
 
-__all__ = ["Kind", "kinds", "make_seeds", "mutate", "run_example", "seed_bytes"]
+__all__ = ["MUTATIONS", "Kind", "kinds", "make_seeds", "mutate", "run_example", "seed_bytes"]

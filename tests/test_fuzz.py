@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from fuzztools import MUTATIONS
 from fuzztools import kinds
 from fuzztools import make_seeds
 from fuzztools import mutate
@@ -84,7 +85,7 @@ def test_mutated_input_is_accepted_or_refused_in_one_sentence(
         suppress_health_check=list(HealthCheck),
     )
     @given(
-        st.integers(0, 8),
+        st.integers(0, MUTATIONS - 1),
         st.binary(max_size=256),
         st.lists(st.integers(0, 2**31), min_size=1, max_size=16),
     )

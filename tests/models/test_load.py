@@ -4,6 +4,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -115,3 +116,61 @@ def test_weights_with_code_are_refused(tmp_path: Path) -> None:
 def test_unknown_spec_form_is_refused() -> None:
     with pytest.raises(InputError, match="is not a model spec"):
         load_model("lenet5")
+
+
+@pytest.mark.parametrize("damage", ["element-type", "short-bytes", "constant-node"])
+def test_a_constant_the_checker_lets_through_is_refused_naming_it(
+    lenet_onnx: Path, tmp_path: Path, damage: str
+) -> None:
+    """Found by the fuzzer: an initializer of element type 79 (or bytes that do not fill its
+    shape) passes onnx.checker, and the C exporter's read of it was a KeyError (exit 1)."""
+    model = onnx.load(str(lenet_onnx))
+    init = model.graph.initializer[0]
+    if damage == "element-type":
+        init.data_type = 79
+        expected = "element type 79"
+    elif damage == "long-bytes":
+        init.raw_data = init.raw_data + b"\0" * 4  # (too few: the checker refuses it)
+        expected = "bytes, not the"
+    else:
+        value = onnx.numpy_helper.from_array(np.zeros(3, np.float32), "k")
+        value.data_type = 63
+        node = onnx.helper.make_node("Constant", [], ["unused_k"], value=value)
+        model.graph.node.insert(0, node)
+        expected = "element type 63"
+    path = tmp_path / "damaged.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(InputError, match=expected) as error:
+        load_model(str(path))
+    assert str(path) in str(error.value)
+
+
+def test_a_damaged_program_is_one_sentence_and_no_logged_traceback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """torch.export.load logs the traceback of a damaged archive as a warning; found by the
+    fuzzer once it read stderr too."""
+    import io
+    import zipfile
+
+    program = torch.export.export(torch.nn.Linear(4, 2), (torch.zeros(1, 4),))
+    good = tmp_path / "ok.pt2"
+    torch.export.save(program, good)
+    for name, blob in {
+        "junk.pt2": b"not a zip at all" * 20,
+        "cut.pt2": good.read_bytes()[:-200],
+    }.items():
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(InputError, match="not a saved torch.export program"):
+            load_model(str(tmp_path / name))
+    source, out = zipfile.ZipFile(good), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as damaged:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            damaged.writestr(
+                info, data[: len(data) // 2] if info.filename.endswith(".json") else data
+            )
+    (tmp_path / "half.pt2").write_bytes(out.getvalue())
+    with pytest.raises(InputError, match="not a saved torch.export program"):
+        load_model(str(tmp_path / "half.pt2"))
+    assert "Traceback" not in capfd.readouterr().err

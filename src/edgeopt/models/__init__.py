@@ -85,6 +85,12 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         raise InputError(f"{path}: not a valid ONNX model ({first[:160]}).") from None
     if len(model.graph.input) == 0:
         raise InputError(f"{path}: the ONNX graph has no inputs.")
+    for init in model.graph.initializer:
+        _check_tensor(init, path)
+    for node in model.graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                _check_tensor(attribute.t, path)
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -94,6 +100,40 @@ def read_onnx(path: Path) -> onnx.ModelProto:
             "compresses models with one input, the data's samples."
         )
     return model
+
+
+#: ONNX element types stored several to a byte (their raw length is not count x itemsize).
+_PACKED_TYPES = frozenset(
+    {"UINT4", "INT4", "FLOAT4E2M1", "UINT2", "INT2", "FLOAT6E2M3", "FLOAT6E3M2"}
+)
+
+
+def _check_tensor(tensor: onnx.TensorProto, path: Path) -> None:
+    """Refuse a constant whose element type is unknown or whose raw bytes do not fill its
+    shape (the checker lets both through; reading it later was a KeyError or ValueError)."""
+    import onnx
+
+    name = tensor.name[:80]
+    try:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    except (KeyError, ValueError, TypeError):
+        raise InputError(
+            f"{path}: tensor {name!r} has element type {tensor.data_type}, which ONNX does not "
+            "define."
+        ) from None
+    if any(dim < 0 for dim in tensor.dims):
+        raise InputError(f"{path}: tensor {name!r} has a negative dimension {list(tensor.dims)}.")
+    # Sub-byte types (int4, uint4, float4, int2, ...) pack several elements per byte.
+    packed = onnx.TensorProto.DataType.Name(tensor.data_type) in _PACKED_TYPES
+    if tensor.HasField("raw_data") and not packed and dtype.kind != "O":
+        count = 1
+        for dim in tensor.dims:
+            count *= dim
+        if count * dtype.itemsize != len(tensor.raw_data):
+            raise InputError(
+                f"{path}: tensor {name!r} holds {len(tensor.raw_data):,} bytes, not the "
+                f"{count * dtype.itemsize:,} its shape {list(tensor.dims)} needs."
+            )
 
 
 def onnx_input_shape(model: onnx.ModelProto) -> tuple[int, ...] | None:
@@ -130,11 +170,22 @@ def _load_program(spec: str, path: Path) -> ModelHandle:
 
     if not path.is_file():
         raise InputError(f"{path}: model file does not exist.")
+    import logging
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        raise InputError(f"{path}: not a saved torch.export program (not a zip archive).")
+    # torch.export.load logs a damaged archive's traceback as a warning before it fails or
+    # returns nothing; the user gets the one sentence below instead.
+    logger = logging.getLogger("torch.export")
+    was_disabled, logger.disabled = logger.disabled, True
     try:
         program = torch.export.load(str(path))
     except Exception as exc:  # zip / pickle / version errors
         kind = type(exc).__name__
         raise InputError(f"{path}: not a saved torch.export program ({kind}).") from None
+    finally:
+        logger.disabled = was_disabled
     placeholders = [
         node for node in program.graph.nodes if node.op == "placeholder" and "val" in node.meta
     ]
