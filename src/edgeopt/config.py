@@ -24,6 +24,11 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "version": self.version, **asdict(self)}
 
+    def label(self) -> str:
+        """A few characters for a recipe's one-line description (``ptq8``, ``prune(channel
+        0.3)``); the kind unless a config says more."""
+        return self.kind
+
     @classmethod
     def from_dict(cls: type[C], raw: dict[str, Any]) -> C:
         """Rebuild a config, refusing another kind, a newer version or unknown fields."""

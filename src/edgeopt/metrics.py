@@ -40,6 +40,7 @@ class Metrics:
     liveness). Measured with ONNX Runtime on this machine: ``latency_ms`` (the file as shipped),
     ``accuracy`` (test split; an int8 file's exact integers, ``int8`` says on which path).
     Estimated from the target profile: ``estimate`` (latency and energy on the device).
+    ``memory_schedule``: live activation bytes after each node, ``memory_steps`` those nodes.
     ``provenance`` says this in words for every key.
     """
 
@@ -55,6 +56,7 @@ class Metrics:
     target: str | None = None
     fits: dict[str, bool] | None = None
     memory_schedule: tuple[int, ...] = ()
+    memory_steps: tuple[str, ...] = ()
     provenance: dict[str, str] = field(default_factory=dict)
     int8: Int8Arithmetic | None = None
 
@@ -82,6 +84,7 @@ class Metrics:
             "fits": self.fits,
             "layers": [layer.to_dict() for layer in self.layers],
             "memory_schedule": list(self.memory_schedule),
+            "memory_steps": list(self.memory_steps),
             "provenance": dict(self.provenance),
             "int8": self.int8.to_dict() if self.int8 is not None else None,
         }

@@ -210,3 +210,21 @@ def test_threads_above_the_cores_and_a_batch_beyond_memory_are_refused(
     assert code == 2 and "give a smaller --batch" in err and "GiB" in err
     code, _, err = _run_cli(["bench", str(model), "--threads", "100000"], capsys, is_err_flat=True)
     assert code == 2 and "cores" in err
+
+
+def test_bench_estimates_energy_as_profile_does_front_end_included(tmp_path: Path) -> None:
+    """One estimate for both commands: bench left the audio front end out that profile priced,
+    so the two gave different energies for the same file on the same target."""
+    from edgeopt.measure import profile_onnx
+    from edgeopt.target import Target
+    from measure.test_profile import _tone_folder
+
+    data = load_data(f"audio:{_tone_folder(tmp_path)}?mfcc=10")
+    path = export_onnx(load_model("zoo:cnn-s", data=data), tmp_path / "kws.onnx")
+    target = Target.from_name("cortex-m4")
+    profiled = profile_onnx(path, data=data, target=target, is_latency_measured=False)
+    config = BenchConfig(batches=(1,), target="cortex-m4", **QUICK)
+    row = bench(str(path), config, data=data, powercap_root=_empty_powercap(tmp_path)).rows[0]
+    assert profiled.estimate is not None and profiled.estimate.frontend_latency_ms
+    assert row.energy_uj == pytest.approx(profiled.estimate.energy_uj)
+    assert row.energy_method == "estimated (cortex-m4, audio front end included)"

@@ -528,7 +528,7 @@ def _whole(value: Any, low: int, high: int, what: str) -> int:
     return value
 
 
-def _read(path: Path, max_bytes: int = MAX_DECODED_BYTES) -> Any:
+def _read(path: Path, max_bytes: int = MAX_DECODED_BYTES) -> Any:  # noqa: C901  (every size field of an untrusted .edc checked before allocating, in file order)
     """The ONNX model a compressed file holds (DecodeError / ValueError when it is corrupt).
 
     Every size in the file is checked against the file and ``max_bytes`` before anything is

@@ -92,6 +92,29 @@ def _counted_shape(path: Path, proto: Any, x_test: np.ndarray | None) -> tuple[i
     )
 
 
+def estimate_on_target(target: Target, layers: list[Any], data: Dataset | None) -> tuple[Any, str]:
+    """The target's estimate of one inference (latency, energy) and how it was made: the one
+    place it is computed, for ``profile``, the search and ``bench``.
+
+    An audio model's input is made on the device by a front end: it is priced too where the
+    profile can (and reported apart), and the sentence says so either way.
+    """
+    frontend = data.frontend if data is not None else {}
+    ops = frontend.get("frontend_ops")
+    priced_ops = ops if isinstance(ops, dict) and target.frontend else None
+    estimate = target.estimate(layers, frontend_ops=priced_ops)
+    how = f"estimated from the {target.name} profile (cycles model)"
+    if priced_ops is not None:
+        how += (
+            f"; includes the {frontend.get('features', 'audio')} front end (framing, "
+            "window, FFT, power, mel, log, DCT) priced by the profile's frontend costs, "
+            "also reported apart"
+        )
+    elif ops is not None:
+        how += f"; the model only: the {target.name} profile prices no audio front end"
+    return estimate, how
+
+
 def profile_onnx(
     path: Path,
     *,
@@ -147,27 +170,11 @@ def profile_onnx(
         provenance["int8"] = int8.describe()
     estimate = fits = None
     if target is not None:
-        # An audio model's input is made on the device by a front end: price it too, where the
-        # profile can, and say so either way.
-        frontend = data.frontend if data is not None else {}
-        ops = frontend.get("frontend_ops")
-        priced_ops = ops if isinstance(ops, dict) and target.frontend else None
-        estimate = target.estimate(layers, frontend_ops=priced_ops)
+        estimate, provenance["estimate"] = estimate_on_target(target, layers, data)
         fits = {
             "flash": size_bytes <= target.flash_bytes,
             "ram": plan.peak_bytes <= target.ram_bytes,
         }
-        provenance["estimate"] = f"estimated from the {target.name} profile (cycles model)"
-        if priced_ops is not None:
-            provenance["estimate"] += (
-                f"; includes the {frontend.get('features', 'audio')} front end (framing, "
-                "window, FFT, power, mel, log, DCT) priced by the profile's frontend costs, "
-                "also reported apart"
-            )
-        elif ops is not None:
-            provenance["estimate"] += (
-                f"; the model only: the {target.name} profile prices no audio front end"
-            )
         provenance["fits"] = "size_bytes vs flash_bytes, peak_ram_bytes vs ram_bytes of the target"
     return Metrics(
         model=str(path),
@@ -181,7 +188,8 @@ def profile_onnx(
         estimate=estimate,
         target=target.name if target else None,
         fits=fits,
-        memory_schedule=plan.step_bytes,
+        memory_schedule=tuple(int(b) for b in plan.step_bytes),
+        memory_steps=tuple(plan.step_names),
         provenance=provenance,
         int8=int8,
     )

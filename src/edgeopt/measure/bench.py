@@ -292,16 +292,23 @@ def _time_cell(
     return times, energy
 
 
-def _estimate_uj(path: Path, target: str | None) -> tuple[float | None, str | None]:
+def _estimate_uj(
+    path: Path, target: str | None, data: Dataset | None
+) -> tuple[float | None, str | None]:
+    """The target's energy estimate per inference, as ``profile`` computes it (the audio front
+    end included where the profile prices it)."""
     if target is None:
         return None, None
+    from edgeopt.measure import estimate_on_target
     from edgeopt.measure.graph import analyse
     from edgeopt.models import read_onnx
     from edgeopt.target import Target
 
     resolved = Target.from_name(target)
-    _, layers = analyse(read_onnx(path))
-    return resolved.estimate(layers).energy_uj, f"estimated ({resolved.name})"
+    _, layers = analyse(read_onnx(path), data.input_shape if data is not None else None)
+    estimate, how = estimate_on_target(resolved, layers, data)
+    with_frontend = ", audio front end included" if "includes the" in how else ""
+    return estimate.energy_uj, f"estimated ({resolved.name}{with_frontend})"
 
 
 def bench_onnx(
@@ -328,7 +335,7 @@ def bench_onnx(
     _check_batch_memory(path, config.batches, sample_bytes)
     x, source = _samples(probe, data, max(config.batches), path)
     del probe
-    estimate_uj, estimate_method = _estimate_uj(path, config.target)
+    estimate_uj, estimate_method = _estimate_uj(path, config.target, data)
     available = set(ort.get_available_providers())
     rows: list[BenchRow] = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None

@@ -232,7 +232,7 @@ def _zero_point(model_inits: dict[str, Any], node: Any, scale_shape: tuple[int, 
     return np.zeros(scale_shape, dtype=np.int32)
 
 
-def uint8_encoding(model: onnx.ModelProto) -> Reencoded:
+def uint8_encoding(model: onnx.ModelProto) -> Reencoded:  # noqa: C901  (one case per QDQ node kind the rewrite moves to uint8; split, the invariant (every int8 integer shifted once) would be spread over helpers)
     """Store every int8 / int4 / uint4 tensor of a QDQ model as uint8, zero point moved by 128
     (0 for uint4): constants in the file, activations between QuantizeLinear and
     DequantizeLinear, an int8 graph input (converted by a Cast / Add / Cast in front). The

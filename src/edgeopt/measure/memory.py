@@ -31,7 +31,7 @@ class MemoryPlan:
     step_names: tuple[str, ...]
 
 
-def plan_memory(graph: Graph) -> MemoryPlan:
+def plan_memory(graph: Graph) -> MemoryPlan:  # noqa: C901  (the first-fit arena planner: one loop over the schedule, its cases are the algorithm)
     """Liveness of every activation buffer of ``graph`` and the resulting peak."""
     parent: dict[str, str] = {}
 

@@ -69,19 +69,6 @@ def provenance(data_spec: str, target: str, threads: int) -> dict[str, str]:
     }
 
 
-def memory_schedule(path: Path) -> dict[str, list] | None:
-    """Live activation bytes after each node of the file, with the node names."""
-    from edgeopt.measure.graph import analyse
-    from edgeopt.measure.memory import plan_memory
-    from edgeopt.models import read_onnx
-
-    if not path.is_file():
-        return None
-    graph, _ = analyse(read_onnx(path))
-    plan = plan_memory(graph)
-    return {"names": list(plan.step_names), "bytes": [int(b) for b in plan.step_bytes]}
-
-
 def sensitivity_table(handle: Any, dataset: Any) -> dict[str, Any] | None:
     """Per-layer channel-pruning sensitivity of a PyTorch baseline (cheap: three ratios)."""
     from edgeopt.errors import InputError

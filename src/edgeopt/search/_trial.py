@@ -9,6 +9,7 @@ candidate, and the budget reaches the sampler as constraint values (above 0: bro
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 from collections.abc import Callable
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from edgeopt.search.optimize import OptimizeConfig
 
 __all__ = [
-    "HAS_SET_CONSTRAINT",
+    "has_set_constraint",
     "Search",
     "candidate_record",
     "measure",
@@ -82,6 +83,11 @@ def candidate_record(
         "host_latency_ms": float(metrics.latency_ms.p50) if metrics.latency_ms else None,
         "artifact": artifact,
         "int8": metrics.int8.summary() if metrics.int8 is not None else None,
+        # measured with the rest, so the report needs no second pass over the file
+        "memory_schedule": {
+            "names": list(metrics.memory_steps),
+            "bytes": list(metrics.memory_schedule),
+        },
     }
 
 
@@ -93,8 +99,6 @@ def measure(search: Search, dataset: Dataset, path: Path) -> Any:
 
 def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]:
     """Build the trial's recipe into its own folder, export it, measure the file."""
-    from edgeopt.stages.quantize import MixedPrecisionConfig
-
     config = search.config
     plan = suggest_plan(
         trial,
@@ -119,10 +123,8 @@ def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]
     with scratch_dir(folder) as scratch:
         built = build_before_quantize(search.handle, dataset, plan.before)
         quantize = plan.quantize
-        if plan.mixed_fraction is not None:
-            budget = mixed_budget(built, dataset, plan.mixed_fraction, Path(scratch))
-            mixed = MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
-            quantize = Step(mixed)
+        if plan.deferred is not None:  # a config that needed the model (mixed precision)
+            quantize = Step(plan.deferred.build(built, dataset, Path(scratch)))
         recipe = Recipe(seed=config.seed, steps=plan.before + ((quantize,) if quantize else ()))
         trial.set_user_attr("recipe", recipe.describe())
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -167,20 +169,19 @@ def find_twin(trial: Any) -> Any:
 
 
 def set_constraints(trial: Any, record: dict[str, Any], limits: dict[str, float | None]) -> None:
-    if HAS_SET_CONSTRAINT:
+    if has_set_constraint():
         values = select.constraint_values(record, limits)
         for key, value in zip(select.LIMIT_KEYS, values, strict=True):
             trial.set_constraint(key, value)
 
 
+@functools.cache
 def has_set_constraint() -> bool:
+    """Optuna 5 takes constraint values from the trial (``set_constraint``); Optuna 4 asks the
+    sampler's ``constraints_func`` after each trial. The values are the same either way.
+    (Asked on first use: ``import edgeopt`` does not load Optuna.)"""
     try:
         from optuna.trial import Trial
     except ImportError:  # pragma: no cover  (optuna is a dependency)
         return False
     return hasattr(Trial, "set_constraint")
-
-
-#: Optuna 5 takes constraint values from the trial (``set_constraint``); Optuna 4 asks the
-#: sampler's ``constraints_func`` after each trial. The values are the same either way.
-HAS_SET_CONSTRAINT = has_set_constraint()

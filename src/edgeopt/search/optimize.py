@@ -48,10 +48,10 @@ from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
 from edgeopt.search import _report
 from edgeopt.search import select
-from edgeopt.search._trial import HAS_SET_CONSTRAINT
 from edgeopt.search._trial import ProgressFn
 from edgeopt.search._trial import Search
 from edgeopt.search._trial import candidate_record
+from edgeopt.search._trial import has_set_constraint
 from edgeopt.search._trial import measure
 from edgeopt.search._trial import run_trial
 from edgeopt.search.recipe import Recipe
@@ -210,7 +210,7 @@ def _sampler(search: Search, seed: int) -> Any:
     def constraints(trial: Any) -> list[float]:
         return select.constraint_values(trial.user_attrs.get("candidate", {}), limits)
 
-    extra: dict[str, Any] = {} if HAS_SET_CONSTRAINT else {"constraints_func": constraints}
+    extra: dict[str, Any] = {} if has_set_constraint() else {"constraints_func": constraints}
     if search.config.sampler == "nsga2":
         population = max(4, min(50, search.config.trials // 2))
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed, **extra)
@@ -576,7 +576,7 @@ def _finish(
     for record in [baseline, *candidates]:
         record["violations"] = select.violations(record, limits)
         record["is_feasible"] = not record["violations"]
-        record["memory_schedule"] = None
+        record.setdefault("memory_schedule", None)  # a study made before it was recorded
     front = select.pareto_front(candidates, config.objectives)
     for record in [baseline, *candidates]:
         record["is_pareto"] = record["trial"] in front
@@ -585,20 +585,20 @@ def _finish(
     closest = [] if is_feasible else select.closest(candidates, limits)
     explanation = None if is_feasible else select.explain(candidates, limits)
     by_trial = {record["trial"]: record for record in candidates}
-    baseline["memory_schedule"] = _report.memory_schedule(run / baseline["artifact"])
+    for record in candidates:  # the report plots the schedules of the ones it shows
+        if record["trial"] not in {chosen, *closest}:
+            record["memory_schedule"] = None
     model_path = recipe_path = None
     closest_paths: list[Path] = []
     if chosen is not None:
         record = by_trial[chosen]
         source = _rebuild(search, dataset, record)
-        record["memory_schedule"] = _report.memory_schedule(source)
         model_path = _copy(source, run / "model.onnx")
         recipe_path = Recipe.from_dict(record["recipe"]).to_yaml(run / "recipe.yaml")
         write_json(run / "metrics.json", {k: v for k, v in record.items() if k != "recipe"})
     for number in closest:
         record = by_trial[number]
         source = _rebuild(search, dataset, record)
-        record["memory_schedule"] = _report.memory_schedule(source)
         folder = run / "closest" / f"trial-{number:04d}"
         closest_paths.append(_copy(source, folder / "model.onnx"))
         Recipe.from_dict(record["recipe"]).to_yaml(folder / "recipe.yaml")

@@ -20,6 +20,7 @@ relies on it to rebuild a candidate found by a worker on another machine.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,25 +36,23 @@ from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
-from edgeopt.stages.distill import DistillConfig
-from edgeopt.stages.prune import PruneConfig
-from edgeopt.stages.quantize import MixedPrecisionConfig
-from edgeopt.stages.quantize import PTQConfig
-from edgeopt.stages.quantize import QATConfig
+from edgeopt.registry import get_stage
+from edgeopt.registry import list_stages
+from edgeopt.stages._stage import StageContext
 
 __all__ = ["Recipe", "Step", "apply_recipe", "build_before_quantize", "finish_recipe"]
 
 RECIPE_KIND = "edgeopt-recipe"
 RECIPE_VERSION = 1
 STEP_ORDER = ("distill", "prune", "quantize")
-#: The configs a step may hold, by their ``kind`` (the YAML name).
-CONFIGS: dict[str, type[Config]] = {
-    "distill": DistillConfig,
-    "prune": PruneConfig,
-    "quantize.ptq": PTQConfig,
-    "quantize.qat": QATConfig,
-    "quantize.mixed": MixedPrecisionConfig,
-}
+
+
+def _config_class(kind: Any, name: str) -> type[Config]:
+    """The registered config class of ``kind`` for step ``name`` (the stage registry is the
+    one list of what a recipe may hold)."""
+    if not isinstance(kind, str) or kind not in list_stages() or kind.split(".")[0] != name:
+        raise InputError(f"recipe: step {name!r} cannot hold a {kind!r} config.")
+    return get_stage(kind).config
 
 
 def _plain(value: Any) -> Any:
@@ -78,7 +77,7 @@ class Step:
         return self.config.kind.split(".")[0]
 
     def __post_init__(self) -> None:
-        if self.config.kind not in CONFIGS:
+        if self.config.kind not in list_stages() or self.name not in STEP_ORDER:
             raise InputError(f"recipe: unknown step config {self.config.kind!r}.")
         if (self.name == "distill") != (self.student is not None):
             raise InputError("recipe: a distill step, and only it, names a student model.")
@@ -101,14 +100,14 @@ class Step:
         student = raw.pop("student", None)
         kind = raw.get("kind", name if name != "quantize" else None)
         if kind is None:
-            raise InputError("recipe: a quantize step needs a kind (quantize.ptq|qat|mixed).")
-        if kind not in CONFIGS or kind.split(".")[0] != name:
-            raise InputError(f"recipe: step {name!r} cannot hold a {kind!r} config.")
+            kinds = "|".join(k.removeprefix("quantize.") for k in list_stages() if "." in k)
+            raise InputError(f"recipe: a quantize step needs a kind (quantize.{kinds}).")
+        config_class = _config_class(kind, name)
         for key in ("exclude", "candidates"):
             if isinstance(raw.get(key), list):
                 raw[key] = tuple(raw[key])
         try:
-            config = CONFIGS[kind].from_dict(raw)
+            config = config_class.from_dict(raw)
         except TypeError as exc:
             raise InputError(f"recipe: step {name!r} has a malformed field ({exc}).") from None
         if student is not None and not isinstance(student, str):
@@ -121,6 +120,7 @@ class Recipe:
     """An ordered list of compression steps and the seed they were made with.
 
     Example:
+        >>> from edgeopt.stages.quantize import PTQConfig
         >>> r = Recipe(seed=0, steps=(Step(PTQConfig()),))
         >>> Recipe.from_dict(r.to_dict()) == r
         True
@@ -145,18 +145,13 @@ class Recipe:
         return self.steps[-1] if self.steps and self.steps[-1].name == "quantize" else None
 
     def describe(self) -> str:
-        """One line: ``distill(cnn-s?width=0.5) > prune(channel 0.3) > quantize.ptq``."""
+        """One line: ``distill(cnn-s?width=0.5) > prune(channel 0.3) > ptq8``."""
         parts = []
         for step in self.steps:
-            config: Any = step.config
-            if step.name == "distill":
-                parts.append(f"distill({(step.student or '').removeprefix('zoo:')})")
-            elif step.name == "prune":
-                parts.append(f"prune({config.granularity} {config.ratio:g})")
-            elif isinstance(config, MixedPrecisionConfig):
-                parts.append(f"mixed({config.max_flash_bytes:,} B)")
+            if step.student is not None:
+                parts.append(f"distill({step.student.removeprefix('zoo:')})")
             else:
-                parts.append(f"{config.kind.removeprefix('quantize.')}{config.bits}")
+                parts.append(step.config.label())
         return " > ".join(parts) or "as is (fp32)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,17 +208,13 @@ def _onnx_metadata(handle: ModelHandle, dataset: Dataset) -> dict[str, object]:
 def build_before_quantize(
     handle: ModelHandle, dataset: Dataset, steps: tuple[Step, ...]
 ) -> ModelHandle:
-    """Run the training-side steps (distill, prune) and return the model they made."""
-    from edgeopt.stages.distill import distill
-    from edgeopt.stages.prune import prune
-
+    """Run the training-side steps (distill, prune) through their registered stages and
+    return the model they made."""
     for step in steps:
-        if step.name == "distill":
-            assert step.student is not None and isinstance(step.config, DistillConfig)
-            handle = distill(handle, step.student, step.config, data=dataset).model
-        elif step.name == "prune":
-            assert isinstance(step.config, PruneConfig)
-            handle = prune(handle, step.config, data=dataset).model
+        stage = get_stage(step.config.kind)
+        with tempfile.TemporaryDirectory(prefix="edgeopt-stage-") as scratch:
+            ctx = StageContext(handle, dataset, Path(scratch), student=step.student)
+            handle = stage.apply(ctx, step.config).model
     return handle
 
 
@@ -251,7 +242,7 @@ def finish_recipe(
 
     if step is None:
         return write_fp32(handle, dataset, output)
-    if not isinstance(step.config, QATConfig) and handle.module is not None:
+    if not get_stage(step.config.kind).is_torch_only and handle.module is not None:
         fp32 = write_fp32(handle, dataset, scratch / f"{handle.name}.fp32.onnx")
         handle = load_model(str(fp32), data=dataset)
     quantize(handle, step.config, data=dataset, output=output)  # type: ignore[arg-type]
@@ -284,6 +275,7 @@ def apply_recipe(
 
     Example:
         >>> import tempfile, pathlib
+        >>> from edgeopt.stages.quantize import PTQConfig
         >>> out = pathlib.Path(tempfile.mkdtemp()) / "m.onnx"
         >>> apply_recipe("zoo:cnn-s", "digits", Recipe(steps=(Step(PTQConfig()),)), out) == out
         True
@@ -298,9 +290,9 @@ def apply_recipe(
     if handle.module is None and first is not None and first.name == "prune":
         handle.require_torch("pruning")
     quantize_step = resolved.quantize_step
-    if quantize_step is not None and isinstance(quantize_step.config, QATConfig):
+    if quantize_step is not None and get_stage(quantize_step.config.kind).is_torch_only:
         if handle.module is None and not any(s.name == "distill" for s in resolved.steps):
-            handle.require_torch("QAT")
+            handle.require_torch(quantize_step.config.kind.removeprefix("quantize.").upper())
     before = tuple(step for step in resolved.steps if step.name != "quantize")
     built = build_before_quantize(handle, dataset, before)
     out.parent.mkdir(parents=True, exist_ok=True)

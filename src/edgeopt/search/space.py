@@ -12,6 +12,9 @@ quantization choice therefore has a name of its own.
 3. ``quantize``: ``none``, ``ptq8``, ``qat8``, ``ptq4`` (4-bit weights) or ``mixed`` (per-layer
    4/8-bit weights under a flash budget that is a fraction of the all-8-bit file, and at
    least the all-4-bit file).
+
+The choices of steps 2 and 3 are those the stages registered (``register_stage(...,
+choices=...)``): a new technique that registers a choice is searched without a change here.
 """
 
 from __future__ import annotations
@@ -20,35 +23,52 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 
+from edgeopt.registry import get_stage
+from edgeopt.registry import list_stages
 from edgeopt.search.recipe import Step
 from edgeopt.spec import parse_spec
+from edgeopt.stages._stage import ChoiceContext
+from edgeopt.stages._stage import Deferred
 from edgeopt.stages.distill import DistillConfig
-from edgeopt.stages.prune import PruneConfig
-from edgeopt.stages.quantize import PTQConfig
-from edgeopt.stages.quantize import QATConfig
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from edgeopt.models import ModelHandle
 
-__all__ = ["Plan", "QUANTIZE_METHODS", "suggest_plan", "zoo_students"]
+__all__ = ["Plan", "QUANTIZE_METHODS", "step_choices", "suggest_plan", "zoo_students"]
 
-PRUNE_KINDS = ("none", "channel", "unstructured")
-QUANTIZE_METHODS = ("none", "ptq8", "qat8", "ptq4", "mixed")
-STATIC_METHODS = ("none", "ptq8", "ptq4", "mixed")
+#: The order studies have always drawn these in (Optuna's categorical choices must not change
+#: order within a study); choices registered later follow, in registry order.
+_FIRST = ("ptq8", "qat8", "ptq4", "mixed")
+
+
+def step_choices(step: str, *, is_torch: bool = True) -> dict[str, Callable[..., Any]]:
+    """The search's choices for a recipe step (``prune``, ``quantize``), from the registry:
+    name -> the function that builds its config; torch-only stages left out without a
+    PyTorch model."""
+    found: dict[str, Callable[..., Any]] = {}
+    for kind in list_stages():
+        stage = get_stage(kind)
+        if stage.step == step and (is_torch or not stage.is_torch_only):
+            found.update(stage.choices)
+    order = sorted(found, key=lambda name: _FIRST.index(name) if name in _FIRST else len(_FIRST))
+    return {name: found[name] for name in order}
+
+
+QUANTIZE_METHODS = ("none", *step_choices("quantize"))
+STATIC_METHODS = ("none", *step_choices("quantize", is_torch=False))
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The steps a trial chose; mixed precision's byte budget is resolved once the model exists.
-
-    ``mixed_fraction`` is the flash budget of mixed precision as a fraction of the size of the
-    model's all-8-bit PTQ file (a size in bytes only makes sense for a given model), raised to
-    the all-4-bit file where that is larger (:func:`edgeopt.search._trial.mixed_budget`).
-    """
+    """The steps a trial chose; a quantize config that needs the model first (mixed
+    precision's byte budget is a fraction of the model's own int8 file) is ``deferred``
+    until it exists."""
 
     before: tuple[Step, ...]
     quantize: Step | None
-    mixed_fraction: float | None = None
+    deferred: Deferred | None = None
 
 
 def zoo_students(handle: ModelHandle, widths: tuple[float, ...]) -> list[str]:
@@ -85,39 +105,25 @@ def suggest_plan(
     ``methods`` narrows the quantization choices (an int8-only runtime takes ``ptq8, qat8``);
     an ONNX-only model is offered the static ones among them.
     """
+    choice = ChoiceContext(trial=trial, seed=seed, finetune_epochs=finetune_epochs)
     before: list[Step] = []
     student = trial.suggest_categorical("student", ["none", *students]) if students else "none"
     if student != "none":
         before.append(Step(DistillConfig(epochs=distill_epochs, seed=seed), student=student))
     has_module = is_torch or student != "none"
+    quantize_choices = step_choices("quantize", is_torch=has_module)
     if has_module:
-        kind = trial.suggest_categorical("prune", list(PRUNE_KINDS))
-        if kind == "channel":
-            ratio = trial.suggest_float("channel_ratio", 0.2, 0.7, step=0.1)
-            config = PruneConfig(
-                granularity="channel",
-                ratio=round(ratio, 2),
-                ratio_of="macs",
-                finetune_epochs=finetune_epochs,
-                seed=seed,
-            )
-            before.append(Step(config))
-        elif kind == "unstructured":
-            ratio = trial.suggest_float("unstructured_ratio", 0.3, 0.9, step=0.1)
-            config = PruneConfig(ratio=round(ratio, 2), finetune_epochs=finetune_epochs, seed=seed)
-            before.append(Step(config))
+        prune_choices = step_choices("prune")
+        kind = trial.suggest_categorical("prune", ["none", *prune_choices])
+        if kind != "none":
+            before.append(Step(prune_choices[kind](choice)))
         method = trial.suggest_categorical("quantize", list(methods))
     else:
         static = [m for m in methods if m in STATIC_METHODS] or ["none"]
         method = trial.suggest_categorical("quantize_onnx", static)
-    quantize: Step | None = None
-    fraction = None
-    if method == "ptq8":
-        quantize = Step(PTQConfig())
-    elif method == "ptq4":
-        quantize = Step(PTQConfig(bits=4))
-    elif method == "qat8":
-        quantize = Step(QATConfig(epochs=max(1, finetune_epochs), seed=seed))
-    elif method == "mixed":
-        fraction = round(trial.suggest_float("mixed_fraction", 0.65, 0.9, step=0.05), 2)
-    return Plan(before=tuple(before), quantize=quantize, mixed_fraction=fraction)
+    if method == "none":
+        return Plan(before=tuple(before), quantize=None)
+    made = quantize_choices[method](choice)
+    if isinstance(made, Deferred):
+        return Plan(before=tuple(before), quantize=None, deferred=made)
+    return Plan(before=tuple(before), quantize=Step(made))

@@ -42,6 +42,8 @@ from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
+from edgeopt.registry import register_stage
+from edgeopt.stages._stage import StageContext
 from edgeopt.training import EpochRecord
 from edgeopt.training import ProgressFn
 from edgeopt.training import check_classes
@@ -347,7 +349,7 @@ def _with_adapter(student: Any, adapter: Any) -> Any:
     return StudentWithAdapter()
 
 
-def distill(
+def distill(  # noqa: C901  (the public verb checks each teacher and the student before any training)
     teacher: str | ModelHandle | Sequence[str | ModelHandle],
     student: str | ModelHandle,
     config: DistillConfig | None = None,
@@ -509,3 +511,10 @@ def distill(
         feature_pair=pair,
         notes=tuple(notes),
     )
+
+
+@register_stage(DistillConfig)
+def apply_distill(ctx: StageContext, config: DistillConfig) -> DistillResult:
+    """Train the step's student on the context's model as teacher (:func:`distill`)."""
+    assert ctx.dataset is not None and ctx.student is not None
+    return distill(ctx.handle, ctx.student, config, data=ctx.dataset, progress=ctx.progress)

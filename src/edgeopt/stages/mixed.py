@@ -36,6 +36,11 @@ from edgeopt.config import Config
 from edgeopt.errors import BudgetError
 from edgeopt.errors import InputError
 from edgeopt.measure.graph import INT8_OP_TYPES
+from edgeopt.registry import register_stage
+from edgeopt.stages._stage import ChoiceContext
+from edgeopt.stages._stage import Deferred
+from edgeopt.stages._stage import QuantizeOutput
+from edgeopt.stages._stage import StageContext
 from edgeopt.stages.calibrate import CALIBRATION_METHODS
 
 if TYPE_CHECKING:
@@ -70,6 +75,9 @@ class MixedPrecisionConfig(Config):
     percentile: float = 99.99
     is_per_channel: bool = True
     validation_samples: int = 0
+
+    def label(self) -> str:
+        return f"mixed({self.max_flash_bytes:,} B)"
 
     def __post_init__(self) -> None:
         if isinstance(self.candidates, int | str) or not self.candidates:
@@ -474,3 +482,43 @@ def run_mixed(
         notes=tuple(notes),
     )
     return model, float_nodes, plan
+
+
+def _mixed_choice(choice: ChoiceContext) -> Deferred:
+    """The search's ``mixed`` choice: a flash budget drawn as a fraction of the model's int8
+    file, resolved once the trial's model exists (:func:`edgeopt.search._trial.mixed_budget`)."""
+    fraction = round(choice.trial.suggest_float("mixed_fraction", 0.65, 0.9, step=0.05), 2)
+
+    def build(handle: Any, dataset: Any, scratch: Path) -> MixedPrecisionConfig:
+        from edgeopt.search._trial import mixed_budget
+
+        budget = mixed_budget(handle, dataset, fraction, scratch)
+        return MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
+
+    return Deferred(build)
+
+
+@register_stage(MixedPrecisionConfig, choices={"mixed": _mixed_choice})
+def apply_mixed(ctx: StageContext, config: MixedPrecisionConfig) -> QuantizeOutput:
+    """Calibrate the fp32 model, measure each layer's sensitivity on the validation split and
+    write the allocation that fits the flash budget."""
+    from edgeopt.stages.calibrate import collect_stats
+    from edgeopt.stages.calibrate import ranges_from_stats
+    from edgeopt.stages.qdq import prepare
+
+    assert ctx.calibration is not None and ctx.dataset is not None
+    prepared = prepare(ctx.fp32)
+    stats = collect_stats(prepared, ctx.calibration)
+    ranges = ranges_from_stats(
+        prepared, stats, method=config.calibration, percentile=config.percentile
+    )
+    x_val, y_val = ctx.dataset.arrays("val")
+    if len(y_val) == 0:
+        raise InputError(
+            f"{ctx.dataset.spec}: the validation split is empty; mixed precision measures each "
+            "layer's sensitivity on it."
+        )
+    quantized, float_nodes, plan = run_mixed(
+        prepared, ranges, x_val, y_val, config, ctx.scratch, stamp=ctx.stamp
+    )
+    return QuantizeOutput(quantized, float_nodes, ranges, plan=plan)

@@ -31,6 +31,9 @@ from edgeopt.config import TrainConfig
 from edgeopt.data import Dataset
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
+from edgeopt.registry import register_stage
+from edgeopt.stages._stage import ChoiceContext
+from edgeopt.stages._stage import StageContext
 from edgeopt.stages.channel import IMPORTANCES
 from edgeopt.stages.channel import prune_channels
 from edgeopt.stages.channel import reach_macs
@@ -121,7 +124,10 @@ class PruneConfig(Config):
     batch_size: int = 64
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def label(self) -> str:
+        return f"prune({self.granularity} {self.ratio:g})"
+
+    def __post_init__(self) -> None:  # noqa: C901  (one validation per field of the config, each naming the field)
         def one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
             if value not in allowed:
                 raise InputError(
@@ -575,3 +581,34 @@ def _notes(granularity: str) -> tuple[str, ...]:
             "through TensorRT or cuSPARSELt); ONNX Runtime's CPU provider has no 2:4 kernels"
         )
     return tuple(notes)
+
+
+def _channel_choice(choice: ChoiceContext) -> PruneConfig:
+    """The search's ``channel`` choice: a fraction of the MACs removed, 0.2 to 0.7."""
+    ratio = choice.trial.suggest_float("channel_ratio", 0.2, 0.7, step=0.1)
+    return PruneConfig(
+        granularity="channel",
+        ratio=round(ratio, 2),
+        ratio_of="macs",
+        finetune_epochs=choice.finetune_epochs,
+        seed=choice.seed,
+    )
+
+
+def _unstructured_choice(choice: ChoiceContext) -> PruneConfig:
+    """The search's ``unstructured`` choice: a fraction of the weights zeroed, 0.3 to 0.9."""
+    ratio = choice.trial.suggest_float("unstructured_ratio", 0.3, 0.9, step=0.1)
+    return PruneConfig(
+        ratio=round(ratio, 2), finetune_epochs=choice.finetune_epochs, seed=choice.seed
+    )
+
+
+@register_stage(
+    PruneConfig,
+    choices={"channel": _channel_choice, "unstructured": _unstructured_choice},
+    is_torch_only=True,
+)
+def apply_prune(ctx: StageContext, config: PruneConfig) -> PruneResult:
+    """Prune and fine-tune the context's PyTorch model (:func:`prune`)."""
+    assert ctx.dataset is not None
+    return prune(ctx.handle, config, data=ctx.dataset)

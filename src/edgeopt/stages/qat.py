@@ -34,6 +34,10 @@ from edgeopt.config import Config
 from edgeopt.data import Dataset
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
+from edgeopt.registry import register_stage
+from edgeopt.stages._stage import ChoiceContext
+from edgeopt.stages._stage import QuantizeOutput
+from edgeopt.stages._stage import StageContext
 from edgeopt.stages.calibrate import CALIBRATION_METHODS
 from edgeopt.training import EpochRecord
 from edgeopt.training import ProgressFn
@@ -82,6 +86,9 @@ class QATConfig(Config):
     freeze_bn_after_epoch: int = 0
     steps_per_epoch: int = 0
     seed: int = 0
+
+    def label(self) -> str:
+        return f"qat{self.bits}"
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or self.bits not in (4, 8):
@@ -643,4 +650,24 @@ def run_qat(
         fp32_path=fp32_path,
         tensors=dict(prepared.tensors),
         module=prepared.module,
+    )
+
+
+def _qat_choice(choice: ChoiceContext) -> QATConfig:
+    """The search's ``qat8`` choice: as many epochs as the search fine-tunes for."""
+    return QATConfig(epochs=max(1, choice.finetune_epochs), seed=choice.seed)
+
+
+@register_stage(QATConfig, choices={"qat8": _qat_choice}, is_torch_only=True)
+def apply_qat(ctx: StageContext, config: QATConfig) -> QuantizeOutput:
+    """Fine-tune with fake quantization (:func:`run_qat`) and hand over the QDQ model."""
+    assert ctx.dataset is not None
+    outcome = run_qat(ctx.handle, config, ctx.dataset, ctx.scratch, progress=ctx.progress)
+    return QuantizeOutput(
+        outcome.quantized,
+        outcome.float_nodes,
+        outcome.ranges,
+        fp32_path=outcome.fp32_path,
+        qat_accuracy=outcome.accuracy,
+        history=outcome.history,
     )

@@ -12,6 +12,10 @@ The config picks the method:
   flash budget, from a measured per-layer sensitivity.
 - :class:`DynamicConfig`: weights int8, activations quantized at run time (for completeness).
 
+Each config's stage is found in the registry (:func:`edgeopt.registry.get_stage`): the verb
+checks the inputs, loads the fp32 model for the post-training stages, calls the stage's
+``apply`` and stamps and writes what it returns; it knows no method by name.
+
 :func:`edgeopt.stages.quantize_report.quantize_and_profile` adds what the CLI shows: both files
 profiled back to back and a JSON record written together with the ONNX file.
 """
@@ -20,10 +24,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from typing import ClassVar
@@ -38,14 +40,16 @@ from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
 from edgeopt.models import onnx_input_shape
-from edgeopt.models import read_onnx
+from edgeopt.registry import get_stage
+from edgeopt.registry import register_stage
+from edgeopt.stages._stage import QuantizeOutput
+from edgeopt.stages._stage import StageContext
+from edgeopt.stages._stage import load_fp32
 from edgeopt.stages.calibrate import CALIBRATION_METHODS
 from edgeopt.stages.calibrate import check_calibration_data
 from edgeopt.stages.mixed import MixedPlan
 from edgeopt.stages.mixed import MixedPrecisionConfig
-from edgeopt.stages.mixed import run_mixed
 from edgeopt.stages.qat import QATConfig
-from edgeopt.stages.qat import run_qat
 from edgeopt.training import EpochRecord
 from edgeopt.training import ProgressFn
 
@@ -94,6 +98,9 @@ class PTQConfig(Config):
     is_adarounded: bool = False
     exclude: tuple[str, ...] = ()
 
+    def label(self) -> str:
+        return f"ptq{self.bits}"
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", _check_exclude(self.kind, self.exclude))
         if isinstance(self.bits, bool) or self.bits not in (4, 8):
@@ -135,8 +142,12 @@ class DynamicConfig(Config):
     """
 
     kind: ClassVar[str] = "quantize.dynamic"
+    is_calibrated: ClassVar[bool] = False
     is_per_channel: bool = False
     exclude: tuple[str, ...] = ()
+
+    def label(self) -> str:
+        return "dynamic"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", _check_exclude(self.kind, self.exclude))
@@ -172,7 +183,7 @@ class QuantizeResult:
             "float_nodes": list(self.float_nodes),
             "ranges": {name: [lo, hi] for name, (lo, hi) in self.ranges.items()},
         }
-        if isinstance(self.config, QATConfig):
+        if self.qat_accuracy is not None:  # quantization-aware training: the PyTorch side
             out["qat"] = {
                 "test_accuracy_pytorch": self.qat_accuracy,
                 "history": [vars(record) for record in self.history],
@@ -180,18 +191,6 @@ class QuantizeResult:
         if self.plan is not None:
             out["mixed"] = self.plan.to_dict()
         return out
-
-
-def _fp32_model(handle: ModelHandle, scratch: Path) -> Any:
-    """The fp32 ONNX model: the file as it is, or the PyTorch model exported."""
-    import onnx
-
-    if handle.onnx_path is not None:
-        return read_onnx(handle.onnx_path)
-    from edgeopt.export.onnx import export_onnx
-
-    path = export_onnx(handle, scratch / f"{handle.name}.onnx")
-    return onnx.load(str(path), load_external_data=True)
 
 
 def _ptq(fp32: Any, config: PTQConfig, x: np.ndarray) -> tuple[Any, list[str], dict[str, Any]]:
@@ -280,7 +279,31 @@ def check_output(output: Path, handle: ModelHandle) -> None:
     refuse_overwrite([output, output.with_suffix(".json")], {"the input model": handle.onnx_path})
 
 
-METHODS = ("ptq", "qat", "dynamic")
+#: The command line's option for each config field it can set, in the order they are checked.
+OPTION_FLAGS = {
+    "max_flash_bytes": "--max-flash",
+    "epochs": "--epochs",
+    "learning_rate": "--lr",
+    "calibration": "--calibration",
+    "is_equalized": "--equalize",
+    "is_bias_corrected": "--bias-correction",
+    "is_adarounded": "--adaround",
+    "bits": "--bits",
+    "is_per_channel": "--per-tensor",
+}
+#: The methods offered first, in this order; other registered ones follow.
+_FIRST_METHODS = ("ptq", "qat", "dynamic")
+
+
+def methods() -> tuple[str, ...]:
+    """The ``--method`` names: every registered quantization stage but mixed precision (which
+    is PTQ with a flash budget, ``--max-flash``)."""
+    from edgeopt.registry import list_stages
+
+    names = [k.removeprefix("quantize.") for k in list_stages() if k.startswith("quantize.")]
+    names = [name for name in names if name != "mixed"]
+    first = [name for name in _FIRST_METHODS if name in names]
+    return (*first, *(name for name in names if name not in first))
 
 
 def make_config(
@@ -298,8 +321,9 @@ def make_config(
 ) -> QuantizeConfig:
     """The config the command line's options describe; options left None keep the defaults.
 
-    ``max_flash_bytes`` turns static PTQ into mixed precision. Options that do not apply to
-    the method are refused rather than ignored.
+    The method names a registered stage; each option sets the config field of its name, and
+    one the config has no field for is refused rather than ignored. ``max_flash_bytes`` turns
+    PTQ into mixed precision.
 
     Raises:
         InputError: an unknown method, bits outside {4, 8}, or an option the method does not
@@ -309,62 +333,32 @@ def make_config(
         >>> make_config("ptq", max_flash_bytes=20_000).kind
         'quantize.mixed'
     """
-    if method not in METHODS:
-        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}.")
+    import dataclasses
+
+    known = methods()
+    if method not in known:
+        raise InputError(f"--method must be one of {', '.join(known)}, got {method!r}.")
     if bits is not None and (isinstance(bits, bool) or bits not in (4, 8)):
         raise InputError(f"--bits must be 4 or 8, got {bits}.")
-    ptq_only = {
-        "--equalize": is_equalized,
-        "--bias-correction": is_bias_corrected,
-        "--adaround": is_adarounded,
-    }
+    is_mixed = max_flash_bytes is not None and method == "ptq"
+    config_class = get_stage("quantize.mixed" if is_mixed else f"quantize.{method}").config
     given = {
-        "--max-flash": max_flash_bytes is not None,
-        "--epochs": epochs is not None,
-        "--lr": learning_rate is not None,
-        "--calibration": calibration is not None,
-        **ptq_only,
+        "max_flash_bytes": max_flash_bytes,
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "calibration": calibration,
+        "is_equalized": is_equalized or None,
+        "is_bias_corrected": is_bias_corrected or None,
+        "is_adarounded": is_adarounded or None,
+        "bits": bits,
+        "is_per_channel": is_per_channel,
     }
-    allowed = {
-        "ptq": {"--max-flash", "--calibration", *ptq_only},
-        "qat": {"--epochs", "--lr", "--calibration"},
-        "dynamic": set(),
-    }[method]
-    if max_flash_bytes is not None and method == "ptq":
-        allowed = {"--max-flash", "--calibration"}
-    refused = [name for name, is_given in given.items() if is_given and name not in allowed]
-    if refused:
-        mixed = max_flash_bytes is not None and method == "ptq"
-        what = "mixed precision (--max-flash)" if mixed else method
-        raise InputError(f"{refused[0]} does not apply to {what}.")
-    shared: dict[str, Any] = {}
-    if is_per_channel is not None:
-        shared["is_per_channel"] = is_per_channel
-    if calibration is not None:
-        shared["calibration"] = calibration
-    if max_flash_bytes is not None:
-        if bits is not None:
-            raise InputError("--bits does not apply to mixed precision: it picks bits per layer.")
-        return replace(MixedPrecisionConfig(max_flash_bytes=max_flash_bytes), **shared)
-    if method == "dynamic":
-        if bits not in (None, 8):
-            raise InputError("dynamic quantization has 8-bit weights only; drop --bits 4.")
-        return replace(DynamicConfig(), **shared)
-    if method == "qat":
-        if epochs is not None:
-            shared["epochs"] = epochs
-        if learning_rate is not None:
-            shared["learning_rate"] = learning_rate
-        return replace(QATConfig(bits=bits or 8), **shared)
-    return replace(
-        PTQConfig(
-            bits=bits or 8,
-            is_equalized=is_equalized,
-            is_bias_corrected=is_bias_corrected,
-            is_adarounded=is_adarounded,
-        ),
-        **shared,
-    )
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    what = "mixed precision (--max-flash)" if is_mixed else method
+    for name, value in given.items():
+        if value is not None and name not in fields:
+            raise InputError(f"{OPTION_FLAGS[name]} does not apply to {what}.")
+    return config_class(**{name: value for name, value in given.items() if value is not None})
 
 
 def _check_bits(config: QuantizeConfig) -> None:
@@ -373,17 +367,25 @@ def _check_bits(config: QuantizeConfig) -> None:
         raise InputError(f"{config.kind}: bits must be 4 or 8, got {bits}.")
 
 
+def quantize_stage(config: Any) -> Any:
+    """The registered quantization stage of ``config`` (refusing any other kind of config)."""
+    kind = getattr(config, "kind", "")
+    if not isinstance(kind, str) or not kind.startswith("quantize."):
+        raise InputError(f"quantize takes a quantization config, not {type(config).__name__}.")
+    return get_stage(kind)
+
+
 def check_inputs(
     handle: ModelHandle, config: QuantizeConfig, dataset: Dataset | None
 ) -> np.ndarray | None:
-    """Check what the method needs before any work: a PyTorch model for QAT, data and a usable
-    calibration split for every static method; return the calibration inputs."""
-    if not isinstance(config, QuantizeConfig):
-        raise InputError(f"quantize takes a quantization config, not {type(config).__name__}.")
+    """Check what the method needs before any work: a PyTorch model for a training stage (QAT),
+    data and a usable calibration split for every method that calibrates; return the
+    calibration inputs."""
+    stage = quantize_stage(config)
     _check_bits(config)
-    if isinstance(config, QATConfig):
-        handle.require_torch("QAT")
-    if isinstance(config, DynamicConfig):
+    if stage.is_torch_only:
+        handle.require_torch(config.kind.removeprefix("quantize.").upper())
+    if not getattr(config, "is_calibrated", True):
         return None
     if dataset is None:
         raise InputError(f"{config.kind} needs data to calibrate on; give a data spec.")
@@ -406,19 +408,19 @@ def quantize_into(
     scratch: Path,
     progress: ProgressFn | None = None,
 ) -> tuple[QuantizeResult, Path]:
-    """Quantize into ``out``; the fp32 ONNX file it started from is returned beside the result
-    (the input file itself, or an export inside ``scratch``)."""
+    """Quantize into ``out`` with the stage registered for ``config``; the fp32 ONNX file it
+    started from is returned beside the result (the input file itself, or an export inside
+    ``scratch``)."""
     import onnx
 
     from edgeopt.export.onnx import save_onnx
 
+    stage = quantize_stage(config)
     x = check_inputs(handle, config, dataset)
-    ranges: dict[str, Any] = {}
-    qat_accuracy: float | None = None
-    history: tuple[EpochRecord, ...] = ()
-    plan: MixedPlan | None = None
     history_of_model = handle.history + (config.describe(),)
     props: dict[str, str] = {}
+    fp32: Any = None
+    fp32_path: Path | None = None
 
     def stamp(model: Any, float_nodes: list[str]) -> None:
         """Put the history, the config and the float nodes into the file's metadata."""
@@ -431,34 +433,20 @@ def quantize_into(
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
 
-    if isinstance(config, QATConfig):
-        assert dataset is not None
-        outcome = run_qat(handle, config, dataset, scratch, progress=progress)
-        quantized, float_nodes, ranges = outcome.quantized, outcome.float_nodes, outcome.ranges
-        qat_accuracy, history = outcome.accuracy, outcome.history
-        fp32_path = outcome.fp32_path
+    if not stage.is_torch_only:  # a training stage exports its own fp32 file
+        fp32, fp32_path = load_fp32(handle, dataset, scratch)
+    ctx = StageContext(
+        handle, dataset, scratch, progress=progress, calibration=x, fp32=fp32, stamp=stamp
+    )
+    made: QuantizeOutput = stage.apply(ctx, config)
+    if fp32 is None:
+        assert made.fp32_path is not None
+        fp32_path = made.fp32_path
         fp32 = onnx.load(str(fp32_path))
-        shape = onnx_input_shape(fp32)
-    else:
-        fp32 = _fp32_model(handle, scratch)
-        fp32_path = handle.onnx_path or scratch / f"{handle.name}.onnx"
-        shape = onnx_input_shape(fp32)
-        if dataset is not None and shape is not None and tuple(shape) != dataset.input_shape:
-            want, got = "x".join(map(str, shape)), "x".join(map(str, dataset.input_shape))
-            raise InputError(
-                f"{handle.spec}: the model takes input {want} but {dataset.spec} gives {got}."
-            )
-        if isinstance(config, PTQConfig):
-            assert x is not None
-            quantized, float_nodes, ranges = _ptq(fp32, config, x)
-        elif isinstance(config, MixedPrecisionConfig):
-            assert x is not None and dataset is not None
-            # The budget is checked on the file as written, metadata included.
-            quantized, float_nodes, ranges, plan = _mixed(fp32, config, x, dataset, scratch, stamp)
-        else:
-            quantized, float_nodes = _dynamic(fp32, config, scratch)
-    stamp(quantized, float_nodes)
-    save_onnx(quantized, out)
+    assert fp32_path is not None
+    shape = onnx_input_shape(fp32)
+    stamp(made.quantized, made.float_nodes)
+    save_onnx(made.quantized, out)
     written = ModelHandle(
         name=handle.name,
         spec=str(out),
@@ -470,43 +458,35 @@ def quantize_into(
     )
     result = QuantizeResult(
         model=written,
-        float_nodes=tuple(float_nodes),
-        ranges={name: (float(lo), float(hi)) for name, (lo, hi) in ranges.items()},
+        float_nodes=tuple(made.float_nodes),
+        ranges={name: (float(lo), float(hi)) for name, (lo, hi) in made.ranges.items()},
         config=config,
-        qat_accuracy=qat_accuracy,
-        history=history,
-        plan=plan,
+        qat_accuracy=made.qat_accuracy,
+        history=made.history,
+        plan=made.plan,
     )
     return result, fp32_path
 
 
-def _mixed(
-    fp32: Any,
-    config: MixedPrecisionConfig,
-    x: np.ndarray,
-    dataset: Dataset,
-    scratch: Path,
-    stamp: Callable[[Any, list[str]], None],
-) -> tuple[Any, list[str], dict[str, Any], MixedPlan]:
-    from edgeopt.stages.calibrate import collect_stats
-    from edgeopt.stages.calibrate import ranges_from_stats
-    from edgeopt.stages.qdq import prepare
+@register_stage(
+    PTQConfig,
+    choices={
+        "ptq8": lambda choice: PTQConfig(),
+        "ptq4": lambda choice: PTQConfig(bits=4),
+    },
+)
+def apply_ptq(ctx: StageContext, config: PTQConfig) -> QuantizeOutput:
+    """Static post-training quantization of the fp32 model on the calibration inputs."""
+    assert ctx.calibration is not None and ctx.fp32 is not None
+    quantized, float_nodes, ranges = _ptq(ctx.fp32, config, ctx.calibration)
+    return QuantizeOutput(quantized, float_nodes, ranges)
 
-    prepared = prepare(fp32)
-    stats = collect_stats(prepared, x)
-    ranges = ranges_from_stats(
-        prepared, stats, method=config.calibration, percentile=config.percentile
-    )
-    x_val, y_val = dataset.arrays("val")
-    if len(y_val) == 0:
-        raise InputError(
-            f"{dataset.spec}: the validation split is empty; mixed precision measures each "
-            "layer's sensitivity on it."
-        )
-    quantized, float_nodes, plan = run_mixed(
-        prepared, ranges, x_val, y_val, config, scratch, stamp=stamp
-    )
-    return quantized, float_nodes, ranges, plan
+
+@register_stage(DynamicConfig)
+def apply_dynamic(ctx: StageContext, config: DynamicConfig) -> QuantizeOutput:
+    """ONNX Runtime's dynamic quantization of the fp32 model (no calibration)."""
+    quantized, float_nodes = _dynamic(ctx.fp32, config, ctx.scratch)
+    return QuantizeOutput(quantized, float_nodes)
 
 
 def quantize(
