@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from typing import Any
 
 if TYPE_CHECKING:
-    from edgeopt.measure.graph import Layer
+    from edgeopt.graph import Layer
     from edgeopt.measure.int8 import Int8Arithmetic
     from edgeopt.measure.runtime import Latency
     from edgeopt.target import Estimate

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from edgeopt.measure.graph import Layer
+from edgeopt.graph import Layer
 from edgeopt.measure.mlperf import PUBLISHED
 from edgeopt.measure.mlperf import REFERENCE_MODELS
 from edgeopt.measure.mlperf import STRUCTURES

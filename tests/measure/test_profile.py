@@ -14,8 +14,8 @@ from edgeopt.errors import InputError
 from edgeopt.export.onnx import export_onnx
 from edgeopt.measure import profile
 from edgeopt.measure import profile_onnx
-from edgeopt.measure.graph import analyse
-from edgeopt.measure.graph import read_graph
+from edgeopt.graph import analyse
+from edgeopt.graph import read_graph
 from edgeopt.measure.memory import plan_memory
 from edgeopt.models import load_model
 from edgeopt.training import train

@@ -44,6 +44,8 @@ import numpy as np
 from edgeopt.data.dataset import Dataset
 from edgeopt.data.dataset import Normalization
 from edgeopt.errors import InputError
+from edgeopt.graph import GraphEditor
+from edgeopt.graph import attribute
 
 if TYPE_CHECKING:
     import onnx
@@ -90,18 +92,16 @@ class FoldResult:
         }
 
 
-class _Graph:
-    """The few graph edits folding needs: initializer lookup and fresh names."""
+class _Graph(GraphEditor):
+    """The graph edits folding needs: initializer lookup, fresh names, and the nodes to put in
+    front of the graph (``nodes``, in order: the Cast first when there is one)."""
 
     def __init__(self, model: onnx.ModelProto, where: str, *, is_cast: bool) -> None:
+        super().__init__(model)
         self.model = model
         self.graph = model.graph
         self.where = where
         self.inits = {t.name: t for t in self.graph.initializer}
-        self.names = {n for node in self.graph.node for n in (*node.input, *node.output)}
-        self.names |= set(self.inits) | {v.name for v in self.graph.input}
-        #: Nodes to put in front of the graph, in order (the Cast first when there is one).
-        self.pending: list[Any] = []
         x = self.graph.input[0].name
         #: The float value of the raw input that the rest of the graph reads.
         self.float_x = self.fresh(f"{x}_float") if is_cast else x
@@ -110,20 +110,8 @@ class _Graph:
 
     def add(self, op: str, inputs: list[str], *, out: str | None = None, **attributes: Any) -> str:
         """Queue a node for the front of the graph (it reads only the input and constants)."""
-        from onnx import helper
-
         out = out or self.fresh(f"raw_{op.lower()}")
-        name = self.fresh(f"fold_{op.lower()}")
-        self.pending.append(helper.make_node(op, inputs, [out], name=name, **attributes))
-        return out
-
-    def fresh(self, stem: str) -> str:
-        name, index = stem, 0
-        while name in self.names:
-            index += 1
-            name = f"{stem}_{index}"
-        self.names.add(name)
-        return name
+        return self.node(op, inputs, out=out, name=f"fold_{op.lower()}", **attributes)
 
     def array(self, name: str, node: Any, what: str) -> np.ndarray:
         from onnx import numpy_helper
@@ -135,7 +123,8 @@ class _Graph:
             )
         return np.asarray(numpy_helper.to_array(self.inits[name]), dtype=np.float64)
 
-    def constant(self, stem: str, value: np.ndarray) -> str:
+    def store(self, stem: str, value: np.ndarray) -> str:
+        """Add ``value`` to the model's initializers under a fresh name from ``stem``."""
         from onnx import numpy_helper
 
         name = self.fresh(stem)
@@ -148,20 +137,11 @@ class _Graph:
         return [node for node in self.graph.node if name in node.input]
 
 
-def _attribute(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return helper.get_attribute_value(attribute)
-    return default
-
-
 def _set_attribute(node: Any, name: str, value: Any) -> None:
     from onnx import helper
 
-    for index, attribute in enumerate(node.attribute):
-        if attribute.name == name:
+    for index, existing in enumerate(node.attribute):
+        if existing.name == name:
             del node.attribute[index]
             break
     node.attribute.append(helper.make_attribute(name, value))
@@ -171,7 +151,7 @@ def _fold_conv(graph: _Graph, conv: Any, x: str, norm: Normalization) -> str:
     """Scale the weights per input channel, shift the bias, move the padding into a Pad."""
     weight = graph.array(conv.input[1], conv, "weight")
     out_channels, per_group = weight.shape[:2]
-    groups = int(_attribute(conv, "group", 1))
+    groups = int(attribute(conv, "group", 1))
     channels = per_group * groups
     if channels != len(norm.mean):
         raise InputError(
@@ -190,16 +170,16 @@ def _fold_conv(graph: _Graph, conv: Any, x: str, norm: Normalization) -> str:
         if len(conv.input) > 2 and conv.input[2]
         else np.zeros(out_channels)
     )
-    auto_pad = _attribute(conv, "auto_pad", b"NOTSET")
+    auto_pad = attribute(conv, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
-    pads = list(_attribute(conv, "pads", [0] * (2 * (weight.ndim - 2))))
+    pads = list(attribute(conv, "pads", [0] * (2 * (weight.ndim - 2))))
     is_padded = auto_pad in ("SAME_UPPER", "SAME_LOWER") or any(pads)
     is_uniform = bool(np.all(mean == mean[0]))
     new_weight = weight * scale[channel].reshape(*channel.shape, *spatial)
     if is_padded and not (is_uniform and auto_pad in ("NOTSET", "")):
         # Pad's one constant cannot be mean_c per channel: subtract the mean in the graph and fold
         # the scale only; the conv's zero padding then pads a true 0 (exact).
-        x = graph.add("Sub", [x, graph.constant("raw_mean", _per_channel(mean, weight.ndim))])
+        x = graph.add("Sub", [x, graph.store("raw_mean", _per_channel(mean, weight.ndim))])
         method = "folded into Conv (scale; the mean subtracted in front: per-channel padding)"
         new_bias = bias
     else:
@@ -216,15 +196,15 @@ def _fold_conv(graph: _Graph, conv: Any, x: str, norm: Normalization) -> str:
                 "Pad",
                 [
                     x,
-                    graph.constant("raw_pads", full),
-                    graph.constant("raw_pad_value", np.array(mean[0], dtype=np.float32)),
+                    graph.store("raw_pads", full),
+                    graph.store("raw_pad_value", np.array(mean[0], dtype=np.float32)),
                 ],
                 mode="constant",
             )
             _set_attribute(conv, "pads", [0] * (2 * rank))
             method += "; its zero padding moved into a Pad of the raw mean"
-    conv.input[1] = graph.constant(f"{conv.input[1]}_folded", new_weight.astype(np.float32))
-    bias_name = graph.constant(f"{conv.output[0]}_bias_folded", new_bias.astype(np.float32))
+    conv.input[1] = graph.store(f"{conv.input[1]}_folded", new_weight.astype(np.float32))
+    bias_name = graph.store(f"{conv.output[0]}_bias_folded", new_bias.astype(np.float32))
     if len(conv.input) > 2:
         conv.input[2] = bias_name
     else:
@@ -239,18 +219,18 @@ def _per_channel(values: np.ndarray, ndim: int) -> np.ndarray:
 
 def _fold_gemm(graph: _Graph, gemm: Any, x: str, scale: np.ndarray, shift: np.ndarray) -> str:
     """Scale the rows of op(B) per input feature and add the shift to C."""
-    if int(_attribute(gemm, "transA", 0)):
+    if int(attribute(gemm, "transA", 0)):
         raise InputError(f"{graph.where}: the first Gemm transposes its input; cannot fold.")
     weight = graph.array(gemm.input[1], gemm, "weight")
-    is_transposed = bool(int(_attribute(gemm, "transB", 0)))
+    is_transposed = bool(int(attribute(gemm, "transB", 0)))
     op_b = weight.T if is_transposed else weight  # (features, outputs)
     if op_b.shape[0] != len(scale):
         raise InputError(
             f"{graph.where}: the first Gemm takes {op_b.shape[0]} features but the input has "
             f"{len(scale)}."
         )
-    alpha = float(_attribute(gemm, "alpha", 1.0))
-    beta = float(_attribute(gemm, "beta", 1.0))
+    alpha = float(attribute(gemm, "alpha", 1.0))
+    beta = float(attribute(gemm, "beta", 1.0))
     new_op_b = op_b * scale[:, None]
     added = alpha * (shift @ op_b)  # (outputs,)
     if len(gemm.input) > 2 and gemm.input[2]:
@@ -264,8 +244,8 @@ def _fold_gemm(graph: _Graph, gemm: Any, x: str, scale: np.ndarray, shift: np.nd
         new_c, beta = added, 1.0
     _set_attribute(gemm, "beta", beta)
     new_weight = new_op_b.T if is_transposed else new_op_b
-    gemm.input[1] = graph.constant(f"{gemm.input[1]}_folded", new_weight.astype(np.float32))
-    c_name = graph.constant(f"{gemm.output[0]}_bias_folded", np.asarray(new_c, np.float32))
+    gemm.input[1] = graph.store(f"{gemm.input[1]}_folded", new_weight.astype(np.float32))
+    c_name = graph.store(f"{gemm.output[0]}_bias_folded", np.asarray(new_c, np.float32))
     if len(gemm.input) > 2:
         gemm.input[2] = c_name
     else:
@@ -279,7 +259,7 @@ def _is_flatten(graph: _Graph, node: Any) -> bool:
     """Flatten at axis 1, or a Reshape to two dimensions keeping the batch: features stay in
     (C, H, W) order, so feature f belongs to channel f // (H * W)."""
     if node.op_type == "Flatten":
-        return int(_attribute(node, "axis", 1)) == 1
+        return int(attribute(node, "axis", 1)) == 1
     if node.op_type == "Reshape" and node.input[1] in graph.inits:
         shape = graph.array(node.input[1], node, "shape")
         return shape.shape == (2,) and shape[1] in (-1, shape[1]) and shape[0] in (0, -1, 1)
@@ -301,8 +281,8 @@ def _rewrite(graph: _Graph, norm: Normalization, input_shape: list[int | None]) 
     mean = np.asarray(norm.mean, dtype=np.float64)
     scale = 1.0 / np.asarray(norm.std, dtype=np.float64)
     if first.op_type == "QuantizeLinear":
-        centred = graph.add("Sub", [float_x, graph.constant("raw_mean", _mean_like(mean))])
-        scaled = graph.add("Mul", [centred, graph.constant("raw_scale", _mean_like(scale))])
+        centred = graph.add("Sub", [float_x, graph.store("raw_mean", _mean_like(mean))])
+        scaled = graph.add("Mul", [centred, graph.store("raw_scale", _mean_like(scale))])
         first.input[0] = scaled
         return "prepended before the QuantizeLinear (Sub, Mul): the model is int8 QDQ already"
     if first.op_type == "Conv":
@@ -453,7 +433,7 @@ def fold_preprocessing(
         )
         del dims[1:]
         dims.add().dim_value = front.samples
-    nodes = [*front_nodes, *graph.pending, *folded.graph.node]
+    nodes = [*front_nodes, *graph.nodes, *folded.graph.node]
     del folded.graph.node[:]
     folded.graph.node.extend(nodes)
     graph_input.type.tensor_type.elem_type = raw_type

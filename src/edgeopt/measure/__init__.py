@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import InputError
-from edgeopt.measure.graph import analyse
-from edgeopt.measure.graph import with_live_bytes
+from edgeopt.graph import analyse
+from edgeopt.graph import with_live_bytes
 from edgeopt.measure.int8 import int8_arithmetic
 from edgeopt.measure.int8 import make_exact_session
 from edgeopt.measure.memory import plan_memory

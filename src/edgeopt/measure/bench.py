@@ -111,7 +111,7 @@ def _physical_memory() -> int | None:
 def _check_batch_memory(path: Path, batches: tuple[int, ...], sample_bytes: int) -> None:
     """Refuse a batch whose inputs and activations would take more than ``MEMORY_FRACTION`` of
     the machine's memory, before anything is allocated."""
-    from edgeopt.measure.graph import read_graph
+    from edgeopt.graph import read_graph
     from edgeopt.measure.memory import plan_memory
     from edgeopt.models import read_onnx
 
@@ -299,8 +299,8 @@ def _estimate_uj(
     end included where the profile prices it)."""
     if target is None:
         return None, None
+    from edgeopt.graph import analyse
     from edgeopt.measure import estimate_on_target
-    from edgeopt.measure.graph import analyse
     from edgeopt.models import read_onnx
     from edgeopt.target import Target
 

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from edgeopt.graph import GraphEditor
+
 CACHE_FORMAT = 1
 THREADS = 1
 WARMUP_RUNS = 3
@@ -285,32 +287,13 @@ def _median_run(model: Any, shape: list[int]) -> float:
 
 
 # -- the timing models -----------------------------------------------------------------------------
-class _Graph:
-    """A tiny ONNX graph builder: float input ``x``, float output ``y``, fresh names."""
+class _Graph(GraphEditor):
+    """A tiny ONNX graph builder for the timing models: float input ``x``, float output ``y``."""
 
     def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-        self.count = 0
+        super().__init__()
+        self.names |= {"x", "y"}
         self.rng = np.random.default_rng(0)
-
-    def name(self, prefix: str) -> str:
-        self.count += 1
-        return f"{prefix}{self.count}"
-
-    def constant(self, value: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        name = self.name("c")
-        self.initializers.append(numpy_helper.from_array(value, name))
-        return name
-
-    def node(self, op: str, inputs: list[str], **attributes: Any) -> str:
-        from onnx import helper
-
-        out = self.name(op.lower())
-        self.nodes.append(helper.make_node(op, inputs, [out], **attributes))
-        return out
 
     def qdq(self, x: str, zero: int = _ACT_ZERO) -> str:
         """Quantize then dequantize an activation (uint8), the QDQ pair ONNX Runtime fuses."""

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeopt.measure.graph import VIEW_OPS
-from edgeopt.measure.graph import Graph
-from edgeopt.measure.graph import is_fused_activation
+from edgeopt.graph import VIEW_OPS
+from edgeopt.graph import Graph
+from edgeopt.graph import is_fused_activation
 
 ALIAS_OPS = VIEW_OPS | {"QuantizeLinear", "DequantizeLinear"}
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.measure.graph import Layer
+from edgeopt.graph import Layer
 from edgeopt.target import MAC_KINDS
 from edgeopt.target import Target
 
@@ -228,7 +228,7 @@ def reference_layers(
         (264192, {'int8'})
     """
     from edgeopt.export.onnx import export_onnx
-    from edgeopt.measure.graph import analyse
+    from edgeopt.graph import analyse
     from edgeopt.models import load_model
     from edgeopt.models import read_onnx
     from edgeopt.stages.quantize import PTQConfig

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.graph import attribute
+from edgeopt.graph import constants
 from edgeopt.stages.calibrate import run_batches
 from edgeopt.stages.qdq import weight_scale
 from edgeopt.stages.qdq import write_qdq
@@ -48,15 +50,6 @@ class _Layer:
         return str(self.node.name)
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
-    import onnx
-
-    for attr in node.attribute:
-        if attr.name == name:
-            return onnx.helper.get_attribute_value(attr)
-    return default
-
-
 def _layers(model: onnx.ModelProto) -> dict[str, _Layer]:
     """Every Conv / Gemm whose weight (and bias) is an initializer used by that node only."""
     inits = {init.name for init in model.graph.initializer}
@@ -75,16 +68,14 @@ def _layers(model: onnx.ModelProto) -> dict[str, _Layer]:
         if bias is not None and (bias not in inits or uses.get(bias, 0) != 1):
             continue
         if node.op_type == "Conv":
-            found[node.name] = _Layer(node, weight, bias, 0, int(_attr(node, "group", 1)))
-        elif _attr(node, "transA", 0) == 0:
-            found[node.name] = _Layer(node, weight, bias, 0 if _attr(node, "transB", 0) else 1)
+            found[node.name] = _Layer(node, weight, bias, 0, int(attribute(node, "group", 1)))
+        elif attribute(node, "transA", 0) == 0:
+            found[node.name] = _Layer(node, weight, bias, 0 if attribute(node, "transB", 0) else 1)
     return found
 
 
 def _arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    import onnx
-
-    return {init.name: onnx.numpy_helper.to_array(init).copy() for init in model.graph.initializer}
+    return {name: value.copy() for name, value in constants(model).items()}
 
 
 def _store(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> None:
@@ -319,7 +310,7 @@ def correct_bias(
             continue
         y_quant = _layer_outputs(quantized, x, [node.output[0]])[node.output[0]]
         error = _channel_mean(reference[layer.node.output[0]]) - _channel_mean(y_quant)
-        beta = float(_attr(layer.node, "beta", 1.0)) if layer.node.op_type == "Gemm" else 1.0
+        beta = float(attribute(layer.node, "beta", 1.0)) if layer.node.op_type == "Gemm" else 1.0
         values = _arrays(out)
         target = next(n for n in out.graph.node if n.name == layer.name)
         if layer.bias is None:
@@ -352,20 +343,20 @@ def _torch_layer(layer: _Layer) -> Any:
 
     node = layer.node
     if node.op_type == "Gemm":
-        alpha = float(_attr(node, "alpha", 1.0))
-        beta = float(_attr(node, "beta", 1.0))
-        trans_b = int(_attr(node, "transB", 0))
+        alpha = float(attribute(node, "alpha", 1.0))
+        beta = float(attribute(node, "beta", 1.0))
+        trans_b = int(attribute(node, "transB", 0))
 
         def gemm(x: Any, w: Any, b: Any) -> Any:
             y = alpha * (x @ (w.t() if trans_b else w))
             return y + beta * b if b is not None else y
 
         return gemm
-    if _attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+    if attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
         return None
-    pads = list(_attr(node, "pads", []))
-    strides = list(_attr(node, "strides", []))
-    dilations = list(_attr(node, "dilations", []))
+    pads = list(attribute(node, "pads", []))
+    strides = list(attribute(node, "strides", []))
+    dilations = list(attribute(node, "dilations", []))
 
     def conv(x: Any, w: Any, b: Any) -> Any:
         dims = w.dim() - 2

@@ -35,7 +35,7 @@ import numpy as np
 from edgeopt.config import Config
 from edgeopt.errors import BudgetError
 from edgeopt.errors import InputError
-from edgeopt.measure.graph import INT8_OP_TYPES
+from edgeopt.graph import INT8_OP_TYPES
 from edgeopt.registry import register_stage
 from edgeopt.stages._stage import ChoiceContext
 from edgeopt.stages._stage import Deferred

@@ -33,6 +33,7 @@ import numpy as np
 from edgeopt.config import Config
 from edgeopt.data import Dataset
 from edgeopt.errors import InputError
+from edgeopt.graph import constants
 from edgeopt.models import ModelHandle
 from edgeopt.registry import register_stage
 from edgeopt.stages._stage import ChoiceContext
@@ -376,9 +377,8 @@ def _match_weights(
     gm: fx.GraphModule, prepared: onnx.ModelProto, names: list[str], targets: list[str]
 ) -> dict[str, str]:
     """``{ONNX weight: QuantLayer target}`` by name (``<target>.weight``), else by value."""
-    import onnx
 
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in prepared.graph.initializer}
+    inits = constants(prepared)
     folded = {t: _layer(gm, t).folded()[0].detach().numpy() for t in targets}
     found = {}
     for name in names:

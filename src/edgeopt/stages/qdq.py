@@ -36,7 +36,9 @@ import numpy as np
 
 from edgeopt.errors import InputError
 from edgeopt.export.onnx import strip_debug_info
-from edgeopt.measure.graph import INT8_OP_TYPES
+from edgeopt.graph import INT8_OP_TYPES
+from edgeopt.graph import attributes
+from edgeopt.graph import constants
 
 if TYPE_CHECKING:
     import onnx
@@ -75,22 +77,21 @@ def _global_pool_rewrite(model: onnx.ModelProto) -> None:
     PyTorch exports ``AdaptiveAvgPool2d(1)`` and ``x.mean((2, 3), keepdim=True)`` as ReduceMean,
     which no int8 kernel covers; the two compute the same thing, and GlobalAveragePool has one.
     """
-    import onnx
 
     ranks = {
         v.name: len(v.type.tensor_type.shape.dim)
         for v in list(model.graph.value_info) + list(model.graph.input)
         if v.type.tensor_type.HasField("shape")
     }
-    constants = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    stored = constants(model)
     for node in model.graph.node:
         if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = attributes(node)
         if attrs.get("keepdims", 1) != 1:
             continue
         if len(node.input) > 1 and node.input[1]:
-            axes = constants.get(node.input[1])
+            axes = stored.get(node.input[1])
             if axes is None:
                 continue
             axes_list = sorted(int(a) % 4 for a in np.asarray(axes).ravel())

@@ -21,10 +21,11 @@ from edgeopt.export.c._program import Buffer
 from edgeopt.export.c._program import Ref
 from edgeopt.export.c._program import Step
 from edgeopt.export.c._program import f32
-from edgeopt.export.c._program import node_attrs
 from edgeopt.export.c._program import node_label
 from edgeopt.export.c._program import quantize_values
-from edgeopt.measure.graph import read_graph
+from edgeopt.graph import attributes
+from edgeopt.graph import constants
+from edgeopt.graph import read_graph
 
 #: Layers whose output clamp can absorb a Relu / Clip that follows them.
 CLAMPING_OPS = {"Conv", "Gemm", "MatMul", "Add", "Mul"}
@@ -34,21 +35,12 @@ class GraphReader:
     """The QDQ graph with its constants, and the buffers and steps lowered so far."""
 
     def __init__(self, model: Any, source: str) -> None:
-        import onnx
 
         self.source = source
         self.graph = read_graph(model)
         self.nodes = self.graph.nodes
         self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-        self.values: dict[str, np.ndarray] = {
-            init.name: onnx.numpy_helper.to_array(init)
-            for init in self.graph.model.graph.initializer
-        }
-        for node in self.nodes:
-            if node.op_type == "Constant":
-                value = node_attrs(node).get("value")
-                if value is not None:
-                    self.values[node.output[0]] = onnx.numpy_helper.to_array(value)
+        self.values: dict[str, np.ndarray] = constants(self.graph.model, is_constant_node_read=True)
         self.buffers: dict[str, Buffer] = {}
         self.views: dict[str, str] = {}
         self.steps: list[Step] = []
@@ -92,7 +84,7 @@ class GraphReader:
             zero_point = int(zero.ravel()[0])
         else:
             dtype, zero_point = np.dtype(np.uint8), 0
-            output_dtype = node_attrs(node).get("output_dtype", 0)
+            output_dtype = attributes(node).get("output_dtype", 0)
             if output_dtype == INT8:
                 dtype = np.dtype(np.int8)
         if dtype == np.uint8:
@@ -139,7 +131,7 @@ class GraphReader:
     def activation_bounds(self, node: Any) -> tuple[float, float]:
         if node.op_type == "Relu":
             return 0.0, math.inf
-        attrs = node_attrs(node)
+        attrs = attributes(node)
         low, high = attrs.get("min", -math.inf), attrs.get("max", math.inf)
         for position in (1, 2):
             if len(node.input) > position and node.input[position]:
@@ -209,7 +201,7 @@ class GraphReader:
         if len(producer.input) > 2 and producer.input[2]:
             zero = np.asarray(self.value(producer.input[2], producer)).astype(np.int64)
             if zero.size > 1:  # per channel, along the DequantizeLinear's axis
-                axis = int(node_attrs(producer).get("axis", 1)) % values.ndim
+                axis = int(attributes(producer).get("axis", 1)) % values.ndim
                 zero = zero.reshape([-1 if d == axis else 1 for d in range(values.ndim)])
             # The same real weights with zero point 0 (a uint8 file's q - 128, for one): the
             # kernels take symmetric int8 weights.

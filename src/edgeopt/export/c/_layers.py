@@ -14,8 +14,8 @@ from edgeopt.export.c._program import Ref
 from edgeopt.export.c._program import Step
 from edgeopt.export.c._program import f32
 from edgeopt.export.c._program import fixed_point
-from edgeopt.export.c._program import node_attrs
 from edgeopt.export.c._program import node_label
+from edgeopt.graph import attributes
 
 
 class LayerLowering(GraphReader):
@@ -24,7 +24,7 @@ class LayerLowering(GraphReader):
     def lower_Conv(self, node: Any) -> None:
         x = self.input(node, 0)
         q, w_scale = self.weights(node, 1)
-        attrs = node_attrs(node)
+        attrs = attributes(node)
         if len(x.shape) not in (3, 4) or q.ndim != len(x.shape):
             raise self.fail(
                 f"node {node_label(node)} is a {len(x.shape) - 2}-D convolution; 1-D and 2-D only."
@@ -197,7 +197,7 @@ class LayerLowering(GraphReader):
         )
 
     def lower_Gemm(self, node: Any) -> None:
-        attrs = node_attrs(node)
+        attrs = attributes(node)
         if (
             attrs.get("transA", 0)
             or attrs.get("alpha", 1.0) != 1.0
@@ -220,7 +220,7 @@ class LayerLowering(GraphReader):
         self.fully_connected(node, x, q.T, w_scale, 99)
 
     def pool_params(self, node: Any, x: Buffer, y: Buffer) -> dict[str, Any]:
-        attrs = node_attrs(node)
+        attrs = attributes(node)
         if len(x.shape) != 4:
             raise self.fail(f"node {node_label(node)} pools a {len(x.shape)}-D tensor; 4-D only.")
         kernel = list(attrs.get("kernel_shape", x.shape[2:]))
@@ -272,7 +272,7 @@ class LayerLowering(GraphReader):
         name = self.quantized_output(node)
         y = self.buffers[name]
         params = self.pool_params(node, x, y)
-        attrs = node_attrs(node)
+        attrs = attributes(node)
         if attrs.get("ceil_mode", 0) and attrs.get("count_include_pad", 0):
             raise self.fail(f"node {node_label(node)} combines ceil_mode and count_include_pad.")
         params.update(

@@ -29,11 +29,11 @@ from edgeopt.export.c._program import Ref
 from edgeopt.export.c._program import Step
 from edgeopt.export.c._program import f32
 from edgeopt.export.c._program import fixed_point
-from edgeopt.export.c._program import node_attrs
 from edgeopt.export.c._program import node_label
 from edgeopt.export.c._raw import find_raw_chain
 from edgeopt.export.c._raw import raw_tables
 from edgeopt.export.c._raw import table_size
+from edgeopt.graph import attributes
 
 _VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 #: Element-wise functions of one quantized value, lowered to a 256-entry table.
@@ -316,7 +316,7 @@ class _Lowering(LayerLowering):
         parts = [self.input(node, i) for i in range(len(node.input)) if node.input[i]]
         name = self.quantized_output(node)
         y = self.buffers[name]
-        axis = int(node_attrs(node).get("axis", 1)) % len(y.shape)
+        axis = int(attributes(node).get("axis", 1)) % len(y.shape)
         outer = math.prod(y.shape[:axis])
         out_inner = math.prod(y.shape[axis:])
         offset = 0
@@ -346,7 +346,7 @@ class _Lowering(LayerLowering):
 
     def lower_Split(self, node: Any) -> None:
         x = self.input(node, 0)
-        axis = int(node_attrs(node).get("axis", 0)) % len(x.shape)
+        axis = int(attributes(node).get("axis", 0)) % len(x.shape)
         outer = math.prod(x.shape[:axis])
         in_inner = math.prod(x.shape[axis:])
         offset = 0
@@ -395,7 +395,7 @@ class _Lowering(LayerLowering):
         name = self.quantized_output(node)
         y = self.buffers[name]
         rank = len(x.shape)
-        perm = list(node_attrs(node).get("perm", list(range(rank))[::-1]))
+        perm = list(attributes(node).get("perm", list(range(rank))[::-1]))
         if (x.scale, x.zero_point) != (y.scale, y.zero_point):
             raise self.fail(f"node {node_label(node)} changes the scale while transposing.")
         # axes of size 1 do not change the memory order: drop them, renumber the rest
@@ -427,7 +427,7 @@ class _Lowering(LayerLowering):
     def lower_Softmax(self, node: Any) -> None:
         x = self.input(node, 0)
         rank = len(x.shape)
-        axis = int(node_attrs(node).get("axis", -1 if self.opset >= 13 else 1)) % rank
+        axis = int(attributes(node).get("axis", -1 if self.opset >= 13 else 1)) % rank
         if axis != rank - 1 and math.prod(x.shape[axis + 1 :]) != 1:
             raise self.fail(
                 f"node {node_label(node)} takes softmax over axis {axis}; the last only."

@@ -129,12 +129,6 @@ def f32(value: Any) -> np.float32:
     return np.float32(value)
 
 
-def node_attrs(node: Any) -> dict[str, Any]:
-    import onnx
-
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
 def node_label(node: Any) -> str:
     return f"{node.name or node.output[0]} ({node.op_type})"
 

@@ -22,9 +22,9 @@ import numpy as np
 
 from edgeopt.errors import InputError
 from edgeopt.export.c._program import INT8
-from edgeopt.export.c._program import node_attrs
 from edgeopt.export.c._program import node_label
-from edgeopt.measure.graph import TensorInfo
+from edgeopt.graph import TensorInfo
+from edgeopt.graph import attributes
 
 #: Element-wise operators with a constant the chain may hold (besides Cast).
 CHAIN_OPS = ("Sub", "Mul", "Add", "Div")
@@ -213,7 +213,7 @@ def _zero_point(chain: RawChain, constants: dict[str, np.ndarray]) -> np.ndarray
     q = chain.quantize
     if len(q.input) > 2 and q.input[2]:
         return constants[q.input[2]]
-    output_dtype = node_attrs(q).get("output_dtype", 0)
+    output_dtype = attributes(q).get("output_dtype", 0)
     return np.zeros(1, dtype=np.int8 if output_dtype == INT8 else np.uint8)
 
 

@@ -187,7 +187,7 @@ def export_c(
         >>> sorted(p.name for p in out.files)[:3], out.input_type, out.output_type
         (['edgeopt_kernels.c', 'edgeopt_kernels.h', 'model.c'], 'uint8', 'float32')
     """
-    from edgeopt.measure.graph import read_graph
+    from edgeopt.graph import read_graph
     from edgeopt.measure.memory import plan_memory
 
     source = Path(onnx_path)

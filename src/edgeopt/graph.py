@@ -391,3 +391,89 @@ def analyse(model: Any, input_shape: tuple[int, ...] | None = None) -> tuple[Gra
 def with_live_bytes(layers: list[Layer], live: dict[str, int]) -> list[Layer]:
     """Copy of ``layers`` with the live activation bytes of each one's step filled in."""
     return [replace(layer, live_bytes=live.get(layer.name, 0)) for layer in layers]
+
+
+# -- the helpers every ONNX-side module shares (reading attributes and constants, editing) -------
+def attributes(node: Any) -> dict[str, Any]:
+    """A node's attributes as Python values, by name."""
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def attribute(node: Any, name: str, default: Any = None) -> Any:
+    """One attribute of a node as a Python value, or ``default`` when it is not set."""
+    import onnx
+
+    for attr in node.attribute:
+        if attr.name == name:
+            return onnx.helper.get_attribute_value(attr)
+    return default
+
+
+def constants(model: Any, *, is_constant_node_read: bool = False) -> dict[str, np.ndarray]:
+    """The model's initializers as arrays, by name; with ``is_constant_node_read``, the
+    ``value`` of its Constant nodes too (by output name). The arrays are the model's own bytes
+    where numpy can share them: copy before writing."""
+    import onnx
+
+    found = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    if is_constant_node_read:
+        for node in model.graph.node:
+            value = attribute(node, "value") if node.op_type == "Constant" else None
+            if value is not None:
+                found[node.output[0]] = onnx.numpy_helper.to_array(value)
+    return found
+
+
+class GraphEditor:
+    """New nodes and constants with names no other tensor of the model has.
+
+    Why one class: folding the normalization into a model, the host's timing models and the
+    probes all add nodes to (or build) a graph and need fresh names; each had its own.
+    """
+
+    def __init__(self, model: Any = None) -> None:
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self.names: set[str] = set()
+        if model is not None:
+            graph = model.graph
+            self.names = {n for node in graph.node for n in (*node.input, *node.output)}
+            self.names |= {t.name for t in graph.initializer} | {v.name for v in graph.input}
+            self.names |= {node.name for node in graph.node if node.name}
+
+    def fresh(self, stem: str) -> str:
+        """``stem``, or ``stem_1``, ``stem_2``, ... : the first name not taken (then taken)."""
+        name, index = stem, 0
+        while name in self.names:
+            index += 1
+            name = f"{stem}_{index}"
+        self.names.add(name)
+        return name
+
+    def constant(self, value: np.ndarray, stem: str = "c") -> str:
+        """Add ``value`` as an initializer with a fresh name; the name."""
+        import onnx
+
+        name = self.fresh(stem)
+        self.initializers.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(
+        self,
+        op: str,
+        inputs: list[str],
+        *,
+        out: str | None = None,
+        name: str | None = None,
+        **attrs: Any,
+    ) -> str:
+        """Add an ``op`` node reading ``inputs``, its output ``out`` (or a fresh name) and its
+        own name fresh from ``name`` (or the op); the output's name."""
+        import onnx
+
+        out = out or self.fresh(op.lower())
+        label = self.fresh(name or f"{op.lower()}_node")
+        self.nodes.append(onnx.helper.make_node(op, inputs, [out], name=label, **attrs))
+        return out
