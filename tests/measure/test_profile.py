@@ -12,10 +12,10 @@ from onnx import helper
 from edgeopt.config import TrainConfig
 from edgeopt.errors import InputError
 from edgeopt.export.onnx import export_onnx
-from edgeopt.measure import profile
-from edgeopt.measure import profile_onnx
 from edgeopt.graph import analyse
 from edgeopt.graph import read_graph
+from edgeopt.measure import profile
+from edgeopt.measure import profile_onnx
 from edgeopt.measure.memory import plan_memory
 from edgeopt.models import load_model
 from edgeopt.training import train

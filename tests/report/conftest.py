@@ -43,8 +43,8 @@ def _version(package: str) -> str | None:
 
 def _candidate(trial: int, recipe: dict[str, Any], path: Path, data: Any, target: Any) -> dict:
     """Measure one ONNX file and lay the numbers out as a CANDIDATE of the report schema."""
-    from edgeopt.measure import profile_onnx
     from edgeopt.graph import read_graph
+    from edgeopt.measure import profile_onnx
     from edgeopt.measure.memory import plan_memory
     from edgeopt.models import read_onnx
 
