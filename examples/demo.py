@@ -24,9 +24,9 @@ from rich.console import Console
 
 import edgeopt
 from edgeopt._io import write_json
-from edgeopt.cli import render_c_export
-from edgeopt.cli import render_metrics
-from edgeopt.cli import render_optimize
+from edgeopt.report.console import render_c_export
+from edgeopt.report.console import render_metrics
+from edgeopt.report.console import render_optimize
 
 TARGET = "cortex-m4"
 

@@ -1,0 +1,562 @@
+"""The Rich tables and lines the ``edgeopt`` command prints, one ``render_*`` per result.
+
+Renderers only lay out numbers recorded before (they never measure or train), so a script can
+show a result as the command does (``examples/demo.py``). Each prints to ``console``, by default
+:data:`STDOUT`, which has no markup: file names, node names and error messages come from users'
+files, and a name such as "in/[red]x.onnx" must print as itself ("[/x]" would even crash Rich's
+markup parser).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+__all__ = [
+    "STDOUT",
+    "format_bytes",
+    "render_bench",
+    "render_c_export",
+    "render_distill",
+    "render_fold",
+    "render_int8",
+    "render_metrics",
+    "render_optimize",
+    "render_prune",
+    "render_quantize",
+    "render_targets",
+    "render_train",
+    "render_uint8",
+]
+
+#: Where the renderers print unless given a console: stdout, without markup.
+STDOUT = Console(markup=False)
+
+
+def format_bytes(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return f"{value:,.1f} GiB"
+
+
+def render_targets(targets: Sequence[Any], *, console: Console | None = None) -> None:
+    """Print the device profiles: name, device, clock, flash, RAM, power and runtime."""
+    out = console or STDOUT
+    table = Table(title="targets", header_style="bold")
+    for column in ("name", "device", "clock", "flash", "RAM", "power", "runtime"):
+        table.add_column(column, no_wrap=column in {"name", "clock", "flash", "RAM", "power"})
+    for target in targets:
+        table.add_row(
+            target.name,
+            target.description,
+            f"{target.clock_hz / 1e6:,.0f} MHz",
+            format_bytes(target.flash_bytes),
+            format_bytes(target.ram_bytes),
+            f"{target.active_power_mw:,.1f} mW",
+            target.runtime,
+        )
+    out.print(table)
+
+
+def _history(title: str, history: Sequence[Any]) -> Table:
+    """One row per epoch: loss and validation accuracy."""
+    table = Table(title=title, header_style="bold")
+    for column in ("epoch", "loss", "val accuracy"):
+        table.add_column(column, justify="right")
+    for record in history:
+        table.add_row(str(record.epoch), f"{record.loss:.4f}", f"{record.val_accuracy:.2%}")
+    return table
+
+
+def render_train(result: Any, files: Any, *, title: str, console: Console | None = None) -> None:
+    """Print the epochs of ``train``, both test accuracies and the files written."""
+    out = console or STDOUT
+    out.print(_history(title, result.history))
+    out.print(
+        f"test accuracy: PyTorch {result.test_accuracy:.2%}, "
+        f"ONNX file {files.onnx_test_accuracy:.2%} (measured)"
+    )
+    out.print(f"wrote {files.onnx_path}, {files.weights_path}, {files.record_path}")
+
+
+def render_distill(result: Any, files: Any, *, title: str, console: Console | None = None) -> None:
+    """Print the epochs of ``distill``, its notes, the teacher's and the student's accuracies."""
+    out = console or STDOUT
+    out.print(_history(title, result.history))
+    for note in result.notes:
+        out.print(note, style="dim")
+    out.print(
+        f"test accuracy: teacher {result.teacher_test_accuracy:.2%} ({result.teacher_runtime}), "
+        f"student PyTorch {result.test_accuracy:.2%}, ONNX file "
+        f"{files.onnx_test_accuracy:.2%} (measured)"
+    )
+    out.print(f"wrote {files.onnx_path}, {files.weights_path}, {files.record_path}")
+
+
+def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | None = None) -> None:
+    """Print a Metrics record as a summary table and a per-layer table."""
+    out = console or STDOUT
+    summary = Table(title=f"profile of {metrics.model}", show_header=True, header_style="bold")
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_column("how", style="dim")
+    summary.add_row("params", f"{metrics.params:,}", "counted")
+    summary.add_row("MACs", f"{metrics.macs:,}", "counted")
+    summary.add_row("size", format_bytes(metrics.size_bytes), "measured (file)")
+    summary.add_row("peak RAM", format_bytes(metrics.peak_ram_bytes), "counted (liveness)")
+    if metrics.latency_ms is not None:
+        lat = metrics.latency_ms
+        summary.add_row(
+            "latency p50 / p90 / p99",
+            f"{lat.p50:.4g} / {lat.p90:.4g} / {lat.p99:.4g} ms",
+            f"measured (ORT, {lat.threads} thread, batch 1)",
+        )
+    if metrics.accuracy is not None:
+        summary.add_row("accuracy (test)", f"{metrics.accuracy:.2%}", "measured (ONNX file)")
+    if metrics.estimate is not None:
+        est = metrics.estimate
+        if est.frontend_latency_ms is not None:
+            summary.add_row(
+                f"model on {est.target}",
+                f"{est.model_latency_ms:,.4g} ms, {est.model_energy_uj:,.1f} uJ",
+                "estimated",
+            )
+            summary.add_row(
+                f"audio front end on {est.target}",
+                f"{est.frontend_latency_ms:,.4g} ms, {est.frontend_energy_uj or 0.0:,.1f} uJ",
+                "estimated (FFT, mel, log, DCT)",
+            )
+        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", "estimated")
+        summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", "estimated")
+    if metrics.fits is not None:
+        verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
+        summary.add_row(f"fits {metrics.target}", verdict, "flash: size, RAM: peak")
+    out.print(summary)
+    render_int8(
+        metrics.int8, is_timed=metrics.latency_ms is not None, model=metrics.model, console=out
+    )
+    layers = Table(title="layers", header_style="bold")
+    for column in ("layer", "op", "dtype", "output", "params", "MACs", "live RAM"):
+        right = column in {"params", "MACs", "live RAM"}
+        layers.add_column(column, justify="right" if right else "left", no_wrap=True)
+    for layer in metrics.layers[:max_layers]:
+        layers.add_row(
+            layer.name.removeprefix("node_"),
+            layer.op_type + (" (fused)" if layer.kind == "fused" else ""),
+            layer.dtype,
+            "x".join(str(d) for d in layer.output_shape),
+            f"{layer.params:,}",
+            f"{layer.macs:,}",
+            format_bytes(layer.live_bytes),
+        )
+    if len(metrics.layers) > max_layers:
+        layers.caption = f"{len(metrics.layers) - max_layers} more layers in the JSON"
+    out.print(layers)
+
+
+def render_int8(
+    int8: Any, *, is_timed: bool = False, model: str = "FILE", console: Console | None = None
+) -> None:
+    """One line on how an int8 file's numbers were computed on this host; with ``is_timed``,
+    a warning where ONNX Runtime does not compute the timed file (as shipped) exactly here."""
+    out = console or STDOUT
+    if int8 is None:
+        return
+    out.print(int8.describe(), style="dim", highlight=False)
+    if is_timed and not int8.is_shipped_exact:
+        hint = ""
+        if int8.host.is_saturating:
+            hint = (
+                f" For ONNX Runtime on this host, edgeopt export {model} --format onnx "
+                "--weight-type uint8 -o OUT.onnx writes a file whose layers do not saturate."
+            )
+        out.print(
+            "note: ONNX Runtime on this host does not compute this file's int8 layers as a "
+            "device does; latencies are of the file as shipped, and its outputs here differ "
+            "from the integers (edgeopt's accuracy figures take the exact path)." + hint,
+            style="yellow",
+            highlight=False,
+        )
+
+
+def render_bench(report: Any, *, console: Console | None = None) -> None:
+    """Print one row per (provider, threads, batch): latency, throughput, energy; then why any
+    cell did not run and how each energy figure was obtained (p90 is in the JSON)."""
+    out = console or STDOUT
+    table = Table(title=f"bench of {report.model}", header_style="bold", box=box.SIMPLE_HEAD)
+    table.show_edge = False
+    columns = ("provider", "threads", "batch", "p50 ms", "p99 ms", "samples/s", "uJ/sample")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "provider" else "right")
+    table.add_column("status")
+    notes: dict[str, None] = {}
+    for row in report.rows:
+        cells = [row.provider, str(row.threads or "—"), str(row.batch or "—")]
+        status = row.status.split(":", 1)[0]
+        if row.is_ok:
+            energy = "—"
+            if row.energy_uj is not None:
+                energy = f"{row.energy_uj:,.4g}"
+                notes[f"energy per sample: {row.energy_method}"] = None
+            elif row.energy_note:
+                why = f"no energy figure: {row.energy_note}; --target NAME gives an estimate"
+                notes[why] = None
+            cells += [f"{row.p50_ms:.3g}", f"{row.p99_ms:.3g}"]
+            cells += [f"{row.throughput_per_s:,.0f}", energy, status]
+        else:
+            cells += ["", "", "", "", status]
+            where = ", ".join(
+                f"{key} {value}"
+                for key, value in (("threads", row.threads), ("batch", row.batch))
+                if value is not None
+            )
+            notes[f"{row.provider}{' ' + where if where else ''}: {row.status}"] = None
+        table.add_row(*cells)
+    env = report.environment
+    table.caption = f"ONNX Runtime {env['onnxruntime']}; input: {report.input}"
+    out.print(table)
+    for note in notes:
+        out.print(note, style="dim", highlight=False)
+    render_int8(report.int8, is_timed=True, model=report.model, console=out)
+
+
+def _change(before: float | None, after: float | None, *, ratio: bool = False) -> str:
+    if before is None or after is None:
+        return ""
+    if ratio:
+        return f"{before / after:.2f}x smaller" if after else ""
+    return f"{(after - before) * 100:+.2f} pp"
+
+
+def render_quantize(report: Any, *, console: Console | None = None) -> None:
+    """Print fp32 and quantized side by side, the float operators, and QAT / mixed details."""
+    out = console or STDOUT
+    result, fp32, quantized = report.result, report.fp32, report.quantized
+    config = result.config
+    table = Table(title=f"fp32 vs {config.describe()}", header_style="bold")
+    for column in ("metric", "fp32", "quantized", "change", "how"):
+        right = column in {"fp32", "quantized"}
+        table.add_column(column, justify="right" if right else "left", no_wrap=column != "how")
+    if fp32.accuracy is not None and quantized.accuracy is not None:
+        table.add_row(
+            "accuracy (test)",
+            f"{fp32.accuracy:.2%}",
+            f"{quantized.accuracy:.2%}",
+            _change(fp32.accuracy, quantized.accuracy),
+            "measured",
+        )
+    table.add_row(
+        "size",
+        f"{fp32.size_bytes:,} B",
+        f"{quantized.size_bytes:,} B",
+        _change(fp32.size_bytes, quantized.size_bytes, ratio=True),
+        "measured",
+    )
+    if fp32.latency_ms is not None and quantized.latency_ms is not None:
+        before, after = fp32.latency_ms.p50, quantized.latency_ms.p50
+        table.add_row(
+            "latency p50",
+            f"{before:.4g} ms",
+            f"{after:.4g} ms",
+            f"{before / after:.2f}x faster" if after < before else f"{after / before:.2f}x slower",
+            f"measured, {quantized.latency_ms.threads} thread",
+        )
+    if fp32.estimate is not None and quantized.estimate is not None:
+        target = quantized.estimate.target
+        for name, unit, key in (("energy", "uJ", "energy_uj"), ("latency", "ms", "latency_ms")):
+            before, after = getattr(fp32.estimate, key), getattr(quantized.estimate, key)
+            table.add_row(
+                f"{name} on {target}",
+                f"{before:,.4g} {unit}",
+                f"{after:,.4g} {unit}",
+                f"{after / before - 1:+.0%}" if before else "",
+                "estimated",
+            )
+    out.print(table)
+    model = str(result.model.onnx_path)
+    render_int8(quantized.int8, is_timed=quantized.latency_ms is not None, model=model, console=out)
+    if result.qat_accuracy is not None:
+        out.print(_history("QAT fine-tuning (PyTorch, fake quantization)", result.history))
+        out.print(
+            f"QAT model test accuracy: PyTorch (fake-quant) {result.qat_accuracy:.2%}, "
+            f"exported file {quantized.accuracy:.2%} (measured)"
+        )
+    if result.plan is not None:
+        plan = result.plan
+        rows = Table(title="per-layer sensitivity (validation, only that layer quantized)")
+        headers = ("layer", "op", "params", "float B", "8-bit B", "4-bit B", "drop 8", "drop 4")
+        for column in headers:
+            rows.add_column(column, justify="left" if column in {"layer", "op"} else "right")
+        rows.add_column("chosen", justify="right", style="bold")
+        rows.caption = "drops in percentage points of validation accuracy"
+
+        def pp(value: float | None) -> str:
+            return "" if value is None else f"{100 * value:+.2f}"
+
+        for row in plan.sensitivity:
+            rows.add_row(
+                row.layer.removeprefix("node_"),
+                row.op_type,
+                f"{row.params:,}",
+                f"{row.float_bytes:,}",
+                f"{row.int8_bytes:,}",
+                f"{row.int4_bytes:,}",
+                pp(row.drop_8),
+                pp(row.drop_4),
+                str(plan.bits[row.layer]),
+            )
+        out.print(rows)
+        out.print(
+            f"flash budget {plan.budget_bytes:,} B: predicted {plan.predicted_bytes:,} B, "
+            f"written {plan.size_bytes:,} B (measured); predicted drop "
+            f"{100 * plan.predicted_drop:.2f} pp, validation drop {100 * plan.validation_drop:.2f}"
+            " pp (measured)"
+        )
+    floats = ", ".join(result.float_nodes) if result.float_nodes else "none"
+    out.print(f"operators left in float: {floats}")
+    out.print(f"wrote {result.model.onnx_path}, {report.record_path}")
+
+
+def render_prune(report: Any, *, console: Console | None = None) -> None:
+    """Print source, pruned and decoded side by side, the per-layer table and the skipped."""
+    out = console or STDOUT
+    result = report.result
+    config = result.config
+    columns = [("source", report.source), ("pruned", report.pruned)]
+    if report.decoded is not None:
+        columns.append(("decoded .edc", report.decoded))
+    table = Table(
+        title=f"{config.granularity} pruning, ratio {config.ratio} ({result.model.spec})",
+        header_style="bold",
+    )
+    table.add_column("metric", no_wrap=True)
+    for name, _ in columns:
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("how", style="dim")
+    threads = report.pruned.latency_ms.threads
+    table.caption = f"latency: ONNX Runtime, {threads} thread, batch 1; MACs: dense"
+
+    def row(label: str, how: str, cell: Any) -> None:
+        table.add_row(label, *(cell(metrics) for _, metrics in columns), how)
+
+    row("accuracy", "measured", lambda m: f"{m.accuracy:.2%}")
+    row("params", "counted", lambda m: f"{m.params:,}")
+    row("MACs", "counted", lambda m: f"{m.macs:,}")
+    row("size_bytes", "measured", lambda m: f"{m.size_bytes:,}")
+    if report.compression is not None:
+        edc = report.compression.compressed_bytes
+        table.add_row(
+            "compressed_bytes",
+            f"{report.source_compressed_bytes:,}",
+            "",
+            f"{edc:,} ({report.compression_ratio:.1f}x)",
+            "measured",
+        )
+    row("latency p50", "measured", lambda m: f"{m.latency_ms.p50:.4g} ms")
+    target = report.pruned.estimate.target
+    row(f"energy {target}", "estimated", lambda m: f"{m.estimate.energy_uj:,.1f} uJ")
+    out.print(table)
+    layers = Table(title="per layer", header_style="bold")
+    unit = result.layers[0].unit if result.layers else "weights"
+    for column in ("layer", "type", f"{unit} before", f"{unit} kept", "pruned"):
+        layers.add_column(column, justify="left" if column in {"layer", "type"} else "right")
+    for layer in result.layers:
+        layers.add_row(
+            layer.name,
+            layer.layer_type,
+            f"{layer.original:,}",
+            f"{layer.remaining:,}",
+            f"{layer.sparsity:.1%}",
+        )
+    layers.caption = (
+        f"{result.sparsity:.1%} of Conv/Linear weights pruned, "
+        f"{result.mac_reduction:.1%} of dense MACs removed"
+    )
+    out.print(layers)
+    for skipped in result.skipped:
+        out.print(f"skipped {skipped.name}: {skipped.reason}")
+    for note in result.notes:
+        out.print(note, style="dim")
+    written = [report.onnx_path, report.weights_path, report.record_path]
+    if report.compressed_path is not None:
+        written.append(report.compressed_path)
+    out.print(f"wrote {', '.join(str(path) for path in written)}")
+
+
+def render_fold(folded: Any, *, source: Path, console: Console | None = None) -> None:
+    """Print where the normalization went and the parity of the folded file with its source."""
+    out = console or STDOUT
+    norm = folded.normalization
+    mean = ", ".join(f"{v:.4g}" for v in norm.mean)
+    std = ", ".join(f"{v:.4g}" for v in norm.std)
+    out.print(
+        f"wrote {folded.path}: input {folded.raw_dtype} (raw), normalization (x - [{mean}]) / "
+        f"[{std}] {folded.method}"
+    )
+    if folded.top1_agreement is not None:
+        out.print(
+            f"parity with {source} on {folded.samples} test samples (raw vs normalized input): "
+            f"top-1 agreement {folded.top1_agreement:.2%}, largest output difference "
+            f"{folded.max_abs_diff:.3g} (measured, ONNX Runtime)"
+        )
+
+
+def render_uint8(done: Any, *, console: Console | None = None) -> None:
+    """Print what ``--weight-type uint8`` changed and, with data, both files side by side."""
+    out = console or STDOUT
+    out.print(
+        f"wrote {done.path}: {done.constants} weight tensors and {done.activations} int8 "
+        "activations stored as uint8 with the zero point moved by 128 (the same numbers)",
+        highlight=False,
+    )
+    if done.uint8_outputs:
+        names = ", ".join(done.uint8_outputs)
+        out.print(f"outputs now uint8 (+128): {names}", highlight=False)
+    before, after = done.source_metrics, done.metrics
+    if before is None or after is None:
+        return
+    table = Table(title="int8 weights (as quantized) vs uint8 weights", header_style="bold")
+    for column in ("metric", "int8 weights", "uint8 weights", "how"):
+        table.add_column(column, justify="left" if column in ("metric", "how") else "right")
+    table.add_row(
+        "accuracy (test)",
+        f"{before.accuracy:.2%}",
+        f"{after.accuracy:.2%}",
+        "measured, exact integers",
+    )
+    if before.latency_ms is not None and after.latency_ms is not None:
+        table.add_row(
+            "latency p50",
+            f"{before.latency_ms.p50:.4g} ms",
+            f"{after.latency_ms.p50:.4g} ms",
+            f"measured, file as shipped, {after.latency_ms.threads} thread",
+        )
+    if before.int8 is not None and after.int8 is not None:
+        verdicts = ["exact" if m.int8.is_shipped_exact else "NOT exact" for m in (before, after)]
+        table.add_row("ONNX Runtime here", *verdicts, "the file as shipped vs the integers")
+    out.print(table)
+    if before.int8 is not None:
+        out.print(before.int8.host.describe(), style="dim", highlight=False)
+
+
+def render_c_export(
+    export: Any, size: Any, parity: Any, *, command: str, console: Console | None = None
+) -> None:
+    """Print what the C exporter wrote, its build sizes and the parity check (or its command)."""
+    out = console or STDOUT
+    table = Table(title=f"C library {export.out_dir}", header_style="bold")
+    table.add_column("item")
+    table.add_column("value", justify="right")
+    table.add_column("how", style="dim")
+    for path in export.files:
+        table.add_row(path.name, format_bytes(path.stat().st_size), "file")
+    table.add_row(
+        "arena (RAM)", format_bytes(export.arena_bytes), "planned: first fit over liveness"
+    )
+    table.add_row("liveness peak", format_bytes(export.peak_ram_bytes), "counted (lower bound)")
+    table.add_row("weights (flash)", format_bytes(export.weights_bytes), "counted: const arrays")
+    if size is not None:
+        table.add_row(
+            "flash",
+            format_bytes(size.flash_bytes),
+            f"measured: text + rodata + data, {size.compiler} -O2",
+        )
+        table.add_row("RAM", format_bytes(size.ram_bytes), "measured: data + bss")
+    else:
+        table.add_row(
+            "flash", format_bytes(export.weights_bytes), "estimated: weights, code not counted"
+        )
+    x = f"{export.input_type} {'x'.join(map(str, export.input_shape))}"
+    if export.has_raw_input:
+        how = "raw values (normalization folded in, a 256-entry table)"
+    else:
+        how = f"scale {export.input_scale:.6g}, zero point {export.input_zero_point}"
+    table.add_row("input", x, how)
+    y = f"{export.output_type} {'x'.join(map(str, export.output_shape))}"
+    how = "float" if export.output_scale is None else f"scale {export.output_scale:.6g}"
+    table.add_row("output", y, how)
+    out.print(table)
+    if parity is not None:
+        steps = "" if parity.max_output_steps is None else f", {parity.max_output_steps:g} steps"
+        out.print(
+            f"parity with ONNX Runtime on {parity.samples} samples: top-1 agreement "
+            f"{parity.top1_agreement:.2%}, largest int8 difference {parity.max_tensor_lsb} LSB, "
+            f"output difference {parity.max_output_diff:.3g}{steps} (measured, {parity.compiler})"
+        )
+        render_int8(parity.arithmetic, console=out)
+    else:
+        out.print(f"check it against ONNX Runtime: {command} --force --data SPEC")
+
+
+def render_optimize(result: Any, *, console: Console | None = None) -> None:
+    """Print the Pareto front (and the closest candidates when none fits), the choice, the files."""
+    out = console or STDOUT
+    report = result.report
+    shown = {report["chosen"], *report["closest"]}
+    rows = [c for c in report["candidates"] if c["is_pareto"] or c["trial"] in shown]
+    study = report["study"]
+    table = Table(
+        title=f"optimize {report['model']} for {report['target']['name']}: "
+        f"{study['trials_complete']} trials complete, {study['trials_failed']} failed",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+    )
+    for column in ("#", "recipe", "acc", "drop", "ms", "uJ", "flash", "RAM", "fits"):
+        table.add_column(column, justify="left" if column == "recipe" else "right", no_wrap=True)
+    table.columns[1].no_wrap = False
+    table.columns[1].min_width = 20
+    baseline = report["baseline"]
+
+    def add(record: dict[str, Any], name: str, style: str | None = None) -> None:
+        from edgeopt.search import Recipe
+
+        recipe = name or Recipe.from_dict(record["recipe"]).describe()
+        table.add_row(
+            str(record["trial"]),
+            recipe,
+            f"{record['accuracy']:.2%}",
+            f"{record['accuracy_drop_pp']:+.2f}",
+            f"{record['latency_ms']:,.3g}",
+            f"{record['energy_uj']:,.1f}",
+            format_bytes(record["flash_bytes"]),
+            format_bytes(record["ram_bytes"]),
+            "yes" if record["is_feasible"] else "NO",
+            style=style,
+        )
+
+    add(baseline, "baseline", "dim")
+    for record in rows:
+        add(record, "", "bold green" if record["trial"] == report["chosen"] else None)
+    table.caption = (
+        "the Pareto front (and the pick); accuracy measured on the ONNX test split (drop in "
+        f"pp), latency (ms) and energy (uJ) estimated for {report['target']['name']}; chosen in "
+        "green"
+    )
+    out.print(table)
+    if result.is_feasible:
+        out.print(f"chosen: trial {report['chosen']}, wrote {result.model_path}")
+    else:
+        out.print(Text.assemble(("no candidate fits:", "bold red"), f" {result.explanation}"))
+        for path in result.closest_paths:
+            out.print(f"closest candidate saved: {path}")
+    paths = ", ".join(str(path) for path in result.report_paths)
+    out.print(f"report: {paths}; study {study['name']} in {study['storage']}")
+    running = study.get("trials_running") or []
+    if running:
+        numbers = ", ".join(str(number) for number in running)
+        out.print(
+            f"warning: trial(s) {numbers} were still running on other workers after the wait; "
+            "this report leaves them out. Run the same command again once they finish: it "
+            "reports on the whole study.",
+            style="yellow",
+        )
