@@ -1,0 +1,160 @@
+"""``edgeopt train`` and ``edgeopt distill``: a trained model exported to ONNX with its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from edgeopt.report.console import render_distill
+from edgeopt.report.console import render_train
+
+from edgeopt.cli._common import DataOpt
+from edgeopt.cli._common import ModelArg
+from edgeopt.cli._common import WeightsOpt
+from edgeopt.cli._common import console
+
+
+def train(
+    model: ModelArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx (weights: OUT.pt)")],
+    data: DataOpt = "digits",
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    weights: WeightsOpt = None,
+) -> None:
+    """Train a PyTorch model, export it to ONNX and save its weights beside it."""
+    from edgeopt._io import refuse_overwrite
+    from edgeopt.config import TrainConfig
+    from edgeopt.data import load_data
+    from edgeopt.models import load_model
+    from edgeopt.training import save_trained
+    from edgeopt.training import train as train_model
+    from rich.progress import BarColumn
+    from rich.progress import MofNCompleteColumn
+    from rich.progress import Progress
+    from rich.progress import TextColumn
+    from rich.progress import TimeRemainingColumn
+
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
+    )
+    if output.suffix != ".onnx":
+        raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
+    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json")]
+    refuse_overwrite(written, {"the model": model, "the weights": weights, "the data": data})
+    dataset = load_data(data or "digits")
+    handle = load_model(model, weights=weights, data=dataset)
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("train", total=None, epoch=0, epochs=epochs, loss=float("nan"))
+
+        def progress(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, total=total * steps, completed=epoch * steps + step + 1)
+            bar.update(task, epoch=epoch + 1, loss=loss)
+
+        result = train_model(handle, dataset, config, progress=progress)
+    files = save_trained(result, dataset, output)
+    render_train(result, files, title=f"trained {model} on {dataset.spec}")
+
+
+def distill(
+    teacher: Annotated[
+        list[str],
+        typer.Option(
+            help="trained teacher: model.onnx | zoo:NAME | module:factory | .pt2; repeat it for "
+            "an ensemble (mean logits)"
+        ),
+    ],
+    student: Annotated[str, typer.Option(help="PyTorch student: zoo:NAME?width= | module:factory")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.onnx (weights: OUT.pt)")],
+    data: DataOpt = "digits",
+    temperature: Annotated[float, typer.Option(help="softmax temperature T")] = 4.0,
+    alpha: Annotated[float, typer.Option(help="weight of the soft-target loss")] = 0.9,
+    feature_weight: Annotated[
+        float, typer.Option(help="weight of the FitNets feature loss (0: off)")
+    ] = 0.0,
+    epochs: Annotated[int, typer.Option(help="training epochs")] = 10,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Adam learning rate")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    teacher_weights: Annotated[
+        list[Path] | None,
+        typer.Option(help="state dict for a zoo or factory teacher (once per --teacher)"),
+    ] = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Distil a teacher into a student (Hinton et al. 2015), export it like `train` does."""
+    from edgeopt._io import refuse_overwrite
+    from edgeopt.data import load_data
+    from edgeopt.errors import InputError
+    from edgeopt.models import load_model
+    from edgeopt.stages.distill import DistillConfig
+    from edgeopt.stages.distill import distill as distill_model
+    from edgeopt.training import save_trained
+    from rich.progress import BarColumn
+    from rich.progress import MofNCompleteColumn
+    from rich.progress import Progress
+    from rich.progress import TextColumn
+    from rich.progress import TimeRemainingColumn
+
+    config = DistillConfig(
+        temperature=temperature,
+        alpha=alpha,
+        feature_weight=feature_weight,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+    )
+    if output.suffix != ".onnx":
+        raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
+    teacher_paths = list(teacher_weights or [])
+    inputs: dict[str, str | Path | None] = {
+        "the student": student,
+        "the weights": weights,
+        "the data": data,
+        **{f"teacher {spec}": spec for spec in teacher},
+        **{f"the weights of teacher {i + 1}": path for i, path in enumerate(teacher_paths)},
+    }
+    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json")]
+    refuse_overwrite(written, inputs)
+    dataset = load_data(data or "digits")
+    if teacher_paths and len(teacher_paths) != len(teacher):
+        raise InputError(
+            f"--teacher-weights: give one per --teacher ({len(teacher)}), or none; got "
+            f"{len(teacher_paths)}."
+        )
+    teacher_handles = [
+        load_model(spec, weights=teacher_paths[i] if teacher_paths else None, data=dataset)
+        for i, spec in enumerate(teacher)
+    ]
+    student_handle = load_model(student, weights=weights, data=dataset)
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("distill", total=None, epoch=0, epochs=epochs, loss=float("nan"))
+
+        def progress(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
+            bar.update(task, total=total * steps, completed=epoch * steps + step + 1)
+            bar.update(task, epoch=epoch + 1, loss=loss)
+
+        result = distill_model(
+            teacher_handles, student_handle, config, data=dataset, progress=progress
+        )
+    files = save_trained(result, dataset, output)
+    title = f"distilled {' + '.join(teacher)} into {student} on {dataset.spec}"
+    render_distill(result, files, title=title)
