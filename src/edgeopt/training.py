@@ -244,6 +244,23 @@ class TrainArtifacts:
     onnx_test_accuracy: float
 
 
+def trained_paths(path: str | Path) -> tuple[Path, Path, Path]:
+    """The files :func:`save_trained` writes for ``OUT.onnx``: the model, its weights
+    (``OUT.pt``) and its record (``OUT.json``).
+
+    Raises:
+        InputError: ``path`` does not end in ``.onnx``.
+
+    Example:
+        >>> [p.name for p in trained_paths("runs/m.onnx")]
+        ['m.onnx', 'm.pt', 'm.json']
+    """
+    out = Path(path)
+    if out.suffix != ".onnx":
+        raise InputError(f"{out}: the output of train must end in .onnx.")
+    return out, out.with_suffix(".pt"), out.with_suffix(".json")
+
+
 def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) -> TrainArtifacts:
     """Export the trained model to ONNX, save its state dict and a JSON record beside it.
 
@@ -259,20 +276,14 @@ def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) ->
     from edgeopt.measure.runtime import measure_accuracy
 
     dataset = load_data(data)
-    out = Path(path)
-    if out.suffix != ".onnx":
-        raise InputError(f"{out}: the output of train must end in .onnx.")
+    targets = dict(zip(("onnx", "weights", "record"), trained_paths(path), strict=True))
+    out = targets["onnx"]
     module = result.model.require_torch("saving")
     metadata = {
         "normalization": dataset.normalization.to_dict(),
         "classes": list(dataset.classes),
         "data": dataset.spec,
         "model_spec": result.model.spec,
-    }
-    targets = {
-        "onnx": out,
-        "weights": out.with_suffix(".pt"),
-        "record": out.with_suffix(".json"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out.parent) as scratch:

@@ -20,6 +20,7 @@ from edgeopt.stages.distill import _teacher_logits
 from edgeopt.stages.distill import distill
 from edgeopt.stages.distill import distillation_loss
 from edgeopt.stages.distill import feature_maps
+from edgeopt.stages.distill import load_teachers
 from edgeopt.training import train
 
 
@@ -265,3 +266,9 @@ def test_cli_teacher_weights_must_match_the_teachers(
     code, _, err = run_cli([*args, "-o", str(tmp_path / "s.onnx")], capsys)
     assert code == 2 and "give one per --teacher (2), or none; got 1" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_teacher_weights_must_be_one_per_teacher() -> None:
+    with pytest.raises(InputError, match=r"give one per --teacher \(2\), or none; got 1\."):
+        load_teachers(["zoo:cnn-s", "zoo:lenet5"], weights=[Path("w.pt")])
+    assert [t.spec for t in load_teachers(["zoo:cnn-s"])] == ["zoo:cnn-s"]

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from edgeopt.report.console import STDOUT
 from rich.console import Console
+
+from edgeopt.report.console import STDOUT
 
 # No markup: file names, node names and error messages come from users' files, and a name such
 # as "in/[red]x.onnx" must print as itself ("[/x]" would even crash Rich's markup parser).
@@ -53,3 +54,13 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
                 "1,8,32."
             )
     return tuple(int(item) for item in items)
+
+
+def trained_outputs(output: Path) -> tuple[Path, ...]:
+    """The files ``train`` and ``distill`` write for ``-o OUT.onnx``; another suffix is a usage
+    error of ``--output``."""
+    from edgeopt.training import trained_paths
+
+    if output.suffix != ".onnx":
+        raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
+    return trained_paths(output)

@@ -6,13 +6,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from edgeopt.report.console import render_distill
-from edgeopt.report.console import render_train
 
 from edgeopt.cli._common import DataOpt
 from edgeopt.cli._common import ModelArg
 from edgeopt.cli._common import WeightsOpt
 from edgeopt.cli._common import console
+from edgeopt.cli._common import trained_outputs
+from edgeopt.report.console import render_distill
+from edgeopt.report.console import render_train
 
 
 def train(
@@ -26,25 +27,24 @@ def train(
     weights: WeightsOpt = None,
 ) -> None:
     """Train a PyTorch model, export it to ONNX and save its weights beside it."""
-    from edgeopt._io import refuse_overwrite
-    from edgeopt.config import TrainConfig
-    from edgeopt.data import load_data
-    from edgeopt.models import load_model
-    from edgeopt.training import save_trained
-    from edgeopt.training import train as train_model
     from rich.progress import BarColumn
     from rich.progress import MofNCompleteColumn
     from rich.progress import Progress
     from rich.progress import TextColumn
     from rich.progress import TimeRemainingColumn
 
+    from edgeopt._io import refuse_overwrite
+    from edgeopt.config import TrainConfig
+    from edgeopt.data import load_data
+    from edgeopt.models import load_model
+    from edgeopt.training import save_trained
+    from edgeopt.training import train as train_model
+
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
     )
-    if output.suffix != ".onnx":
-        raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
-    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json")]
-    refuse_overwrite(written, {"the model": model, "the weights": weights, "the data": data})
+    inputs = {"the model": model, "the weights": weights, "the data": data}
+    refuse_overwrite(trained_outputs(output), inputs)
     dataset = load_data(data or "digits")
     handle = load_model(model, weights=weights, data=dataset)
     columns = (
@@ -93,18 +93,19 @@ def distill(
     weights: WeightsOpt = None,
 ) -> None:
     """Distil a teacher into a student (Hinton et al. 2015), export it like `train` does."""
-    from edgeopt._io import refuse_overwrite
-    from edgeopt.data import load_data
-    from edgeopt.errors import InputError
-    from edgeopt.models import load_model
-    from edgeopt.stages.distill import DistillConfig
-    from edgeopt.stages.distill import distill as distill_model
-    from edgeopt.training import save_trained
     from rich.progress import BarColumn
     from rich.progress import MofNCompleteColumn
     from rich.progress import Progress
     from rich.progress import TextColumn
     from rich.progress import TimeRemainingColumn
+
+    from edgeopt._io import refuse_overwrite
+    from edgeopt.data import load_data
+    from edgeopt.models import load_model
+    from edgeopt.stages.distill import DistillConfig
+    from edgeopt.stages.distill import distill as distill_model
+    from edgeopt.stages.distill import load_teachers
+    from edgeopt.training import save_trained
 
     config = DistillConfig(
         temperature=temperature,
@@ -115,8 +116,6 @@ def distill(
         learning_rate=learning_rate,
         seed=seed,
     )
-    if output.suffix != ".onnx":
-        raise typer.BadParameter("the output must end in .onnx", param_hint="--output")
     teacher_paths = list(teacher_weights or [])
     inputs: dict[str, str | Path | None] = {
         "the student": student,
@@ -125,18 +124,9 @@ def distill(
         **{f"teacher {spec}": spec for spec in teacher},
         **{f"the weights of teacher {i + 1}": path for i, path in enumerate(teacher_paths)},
     }
-    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json")]
-    refuse_overwrite(written, inputs)
+    refuse_overwrite(trained_outputs(output), inputs)
     dataset = load_data(data or "digits")
-    if teacher_paths and len(teacher_paths) != len(teacher):
-        raise InputError(
-            f"--teacher-weights: give one per --teacher ({len(teacher)}), or none; got "
-            f"{len(teacher_paths)}."
-        )
-    teacher_handles = [
-        load_model(spec, weights=teacher_paths[i] if teacher_paths else None, data=dataset)
-        for i, spec in enumerate(teacher)
-    ]
+    teacher_handles = load_teachers(teacher, weights=teacher_paths, data=dataset)
     student_handle = load_model(student, weights=weights, data=dataset)
     columns = (
         TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),

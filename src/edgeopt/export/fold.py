@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from edgeopt.export.frontend import AudioFrontend
 
-__all__ = ["FoldResult", "fold_preprocessing", "folded_preprocessing"]
+__all__ = ["FoldResult", "fold_preprocessing", "folded_preprocessing", "require_parity"]
 
 #: Raw dtypes a graph input may take after folding (ONNX TensorProto names).
 _RAW_TYPES = {"uint8": "UINT8", "int8": "INT8", "int16": "INT16", "float32": "FLOAT"}
@@ -456,6 +456,38 @@ def fold_preprocessing(
     if dataset is None or samples < 1:
         return result
     return _with_parity(result, source, dataset, samples)
+
+
+def require_parity(result: FoldResult, *, source: str | Path, data: str | Dataset) -> None:
+    """Refuse a folded file whose top-1 differs from its source's on any checked sample.
+
+    Folding is exact up to float rounding, so one differing sample is a bug, not a tolerance
+    to tune. Kept apart from :func:`fold_preprocessing` so a caller can show the parity first.
+
+    Args:
+        result: what :func:`fold_preprocessing` returned (no parity checked: nothing to refuse).
+        source: the model that was folded, as the caller named it.
+        data: the dataset (or its spec) whose test samples were checked.
+
+    Raises:
+        ExportError: the top-1 agreement is below 100%.
+
+    Example:
+        >>> norm = Normalization(mean=(0.5,), std=(0.25,), raw_dtype="uint8")
+        >>> folded = FoldResult(Path("raw.onnx"), "prepended", "uint8", norm, 50, 0.98, 0.7)
+        >>> require_parity(folded, source="m.onnx", data="digits")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        edgeopt.export.onnx.ExportError: raw.onnx: the folded model's top-1 differs from m.onnx ...
+    """
+    from edgeopt.export.onnx import ExportError
+
+    agreement = result.top1_agreement
+    if agreement is not None and agreement < 1.0:
+        spec = data.spec if isinstance(data, Dataset) else data
+        raise ExportError(
+            f"{result.path}: the folded model's top-1 differs from {source} on "
+            f"{1 - agreement:.2%} of {spec}'s test samples; please report it."
+        )
 
 
 def _put_frontend(

@@ -24,6 +24,7 @@ __all__ = [
     "render_bench",
     "render_c_export",
     "render_distill",
+    "render_export",
     "render_fold",
     "render_int8",
     "render_metrics",
@@ -494,6 +495,22 @@ def render_c_export(
         render_int8(parity.arithmetic, console=out)
     else:
         out.print(f"check it against ONNX Runtime: {command} --force --data SPEC")
+
+
+def render_export(
+    result: Any, *, source: str | Path, command: str, console: Console | None = None
+) -> None:
+    """Print what :func:`edgeopt.export.artifact.export_model` wrote, by the kind it wrote:
+    a C library (``command`` is how to check it against ONNX Runtime), a folded or a U8U8 file."""
+    from edgeopt.export.artifact import CLibraryReport
+    from edgeopt.export.fold import FoldResult
+
+    if isinstance(result, CLibraryReport):
+        render_c_export(result.export, result.size, result.parity, command=command, console=console)
+    elif isinstance(result, FoldResult):
+        render_fold(result, source=Path(source), console=console)
+    else:
+        render_uint8(result, console=console)
 
 
 def render_optimize(result: Any, *, console: Console | None = None) -> None:

@@ -30,6 +30,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from typing import ClassVar
 
@@ -58,6 +59,7 @@ __all__ = [
     "distill",
     "distillation_loss",
     "feature_maps",
+    "load_teachers",
 ]
 
 #: Layers whose output is not a feature of their own: skipped when picking the hint layers.
@@ -347,6 +349,41 @@ def _with_adapter(student: Any, adapter: Any) -> Any:
             return self.student(x)
 
     return StudentWithAdapter()
+
+
+def load_teachers(
+    specs: Sequence[str | Path],
+    *,
+    weights: Sequence[str | Path] = (),
+    data: Dataset | None = None,
+) -> list[ModelHandle]:
+    """Load the teachers of :func:`distill`, each with its state dict where weights are given.
+
+    Args:
+        specs: one model spec per teacher (an ensemble when several).
+        weights: a state dict per teacher, in the order of ``specs``, or none at all.
+        data: the dataset, whose classes and input zoo teachers take.
+
+    Returns:
+        The teachers' handles, in the order of ``specs``.
+
+    Raises:
+        InputError: weights given, but not one per teacher; or a spec :func:`load_model`
+            refuses.
+
+    Example:
+        >>> [t.spec for t in load_teachers(["zoo:cnn-s", "zoo:lenet5"])]
+        ['zoo:cnn-s', 'zoo:lenet5']
+    """
+    if weights and len(weights) != len(specs):
+        raise InputError(
+            f"--teacher-weights: give one per --teacher ({len(specs)}), or none; got "
+            f"{len(weights)}."
+        )
+    return [
+        load_model(spec, weights=weights[i] if weights else None, data=data)
+        for i, spec in enumerate(specs)
+    ]
 
 
 def distill(  # noqa: C901  (the public verb checks each teacher and the student before any training)

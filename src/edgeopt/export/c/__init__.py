@@ -14,6 +14,7 @@ from edgeopt.export.c.check import CParity
 from edgeopt.export.c.check import check_c
 from edgeopt.export.c.check import has_compiler
 from edgeopt.export.c.check import measure_c
+from edgeopt.export.c.check import require_exact
 from edgeopt.export.c.generate import CExport
 from edgeopt.export.c.generate import export_c
 
@@ -28,4 +29,5 @@ __all__ = [
     "export_c",
     "has_compiler",
     "measure_c",
+    "require_exact",
 ]

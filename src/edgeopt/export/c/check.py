@@ -41,6 +41,7 @@ __all__ = [
     "check_c",
     "has_compiler",
     "measure_c",
+    "require_exact",
 ]
 
 #: The flags every generated file must compile cleanly with.
@@ -413,4 +414,42 @@ def check_c(
         tensor_lsb=tensor_lsb,
         compiler=Path(_require(compiler)).name,
         arithmetic=arithmetic,
+    )
+
+
+def require_exact(parity: CParity, *, library: str | Path, data: str) -> str | None:
+    """Judge a parity check: the C library must compute the exact integers on every sample.
+
+    Kept apart from :func:`check_c` so a caller can show the parity before the verdict.
+
+    Args:
+        parity: what :func:`check_c` returned.
+        library: the library's folder, as the caller named it.
+        data: the data spec the samples came from.
+
+    Returns:
+        None where the library is exact (same top-1 on every sample, 0 LSB on every int8
+        tensor), or a sentence saying it was not checked where ONNX Runtime itself does not
+        compute the file's integers exactly on this host (the reference is not the integers).
+
+    Raises:
+        CBuildError: the library differs from the exact integers (a bug in edgeopt).
+
+    Example:
+        >>> exact = CParity(10, 1.0, 0.0, 0.0, 0, {}, "gcc")
+        >>> require_exact(exact, library="c", data="digits") is None
+        True
+    """
+    if parity.is_exact:
+        return None
+    int8 = parity.arithmetic
+    if int8 is not None and not int8.is_exact:
+        return (
+            "not checked: ONNX Runtime does not compute this file's integers exactly on this "
+            f"host ({int8.reason})."
+        )
+    raise CBuildError(
+        f"{library}: the C library differs from the exact integers on {data} (top-1 "
+        f"agreement {parity.top1_agreement:.2%}, {parity.max_tensor_lsb} LSB); please "
+        "report it."
     )
