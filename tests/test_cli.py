@@ -391,3 +391,23 @@ def test_a_full_disk_leaves_no_empty_study_behind(
     (run / "notes.txt").write_text("mine")
     code, _, _ = run_cli(args, capsys)
     assert code == 2 and sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_without_a_terminal_progress_is_a_line_per_epoch_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`edgeopt train ... > log 2>&1` wrote nothing until the end: a live bar draws nothing
+    where stderr is not a terminal. There each finished epoch is a line on stderr, and stdout
+    keeps the results alone."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # either would make stderr "a terminal"
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "m.onnx"
+    code, stdout, err = run_cli(["train", "zoo:cnn-s", "--epochs", "2", "-o", str(out)], capsys)
+    assert code == 0, err
+    lines = err.strip().splitlines()
+    assert [line.split(",")[0] for line in lines] == [
+        "train: epoch 1/2 done",
+        "train: epoch 2/2 done",
+    ]
+    assert all(" loss " in line and line.endswith(" s)") for line in lines)
+    assert "epoch 1/2" not in stdout and "test accuracy" in stdout

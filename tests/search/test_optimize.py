@@ -135,8 +135,13 @@ def test_a_study_made_for_another_target_or_other_weights_is_not_resumed(
 
 
 def test_impossible_budget_exits_3_with_explanation_and_closest_saved(
-    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    trained: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE"):  # either would make stderr "a terminal"
+        monkeypatch.delenv(name, raising=False)
     rundir = tmp_path / "run"
     args = ["optimize", "zoo:cnn-s", "--weights", str(trained.with_suffix(".pt"))]
     args += ["--target", "cortex-m4", "--max-flash", "100", "--trials", "2", "--epochs", "1"]
@@ -144,6 +149,9 @@ def test_impossible_budget_exits_3_with_explanation_and_closest_saved(
     code, stdout, stderr = run_cli(args, capsys)
     assert code == 3
     assert "flash_bytes" in stderr and "100 B" in stderr and "over by" in stderr
+    # stderr is not a terminal here: a line per completed trial, not a live bar that draws none
+    progress = [line.split(" (")[0] for line in stderr.splitlines() if line.startswith("optim")]
+    assert progress == ["optimize: 1/2 trials complete", "optimize: 2/2 trials complete"]
     report = json.loads((rundir / "report.json").read_text())
     assert report["is_feasible"] is False and report["chosen"] is None
     assert "flash_bytes" in report["explanation"]

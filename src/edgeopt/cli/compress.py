@@ -11,6 +11,8 @@ from edgeopt.cli._common import DataOpt
 from edgeopt.cli._common import ModelArg
 from edgeopt.cli._common import WeightsOpt
 from edgeopt.cli._common import console
+from edgeopt.cli._progress import epoch_progress
+from edgeopt.cli._progress import status
 from edgeopt.report.console import render_prune
 from edgeopt.report.console import render_quantize
 
@@ -44,10 +46,6 @@ def quantize(
     target: Annotated[str, typer.Option(help="target name or YAML file")] = "cortex-m4",
 ) -> None:
     """Quantize a model to QDQ ONNX and compare it with the fp32 file, both measured."""
-    from rich.progress import BarColumn
-    from rich.progress import MofNCompleteColumn
-    from rich.progress import Progress
-    from rich.progress import TextColumn
 
     from edgeopt.data import load_data
     from edgeopt.models import load_model
@@ -68,19 +66,7 @@ def quantize(
     )
     dataset = load_data(data or "digits")
     handle = load_model(model, weights=weights, data=dataset)
-    columns = (
-        TextColumn("QAT epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("qat", total=None, epoch=0, epochs=0, loss=float("nan"))
-
-        def progress(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
-            bar.update(task, total=total * steps, completed=epoch * steps + step + 1)
-            bar.update(task, epoch=epoch + 1, epochs=total, loss=loss)
-
+    with epoch_progress("QAT") as progress:
         report = quantize_and_profile(
             handle, config, data=dataset, output=output, target=target, progress=progress
         )
@@ -143,7 +129,7 @@ def prune(
     refuse_overwrite(written, inputs)
     dataset = load_data(data or "digits")
     handle = load_model(model, weights=weights, data=dataset)
-    with console.status("pruning and fine-tuning"):
+    with status("pruning and fine-tuning"):
         report = prune_and_profile(
             handle,
             config,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from edgeopt.cli._common import console
+from edgeopt.cli._progress import status
 from edgeopt.report.console import render_export
 
 
@@ -68,7 +69,7 @@ def export(
         is_forced=force,
         target=target,
     )
-    with console.status("writing and measuring" if data else "writing"):
+    with status("writing and measuring" if data else "writing"):
         result = export_model(model, config, output=output, data=data)
     command = f"edgeopt export {model} --format c -o {output}"
     command += f" --prefix {prefix}" if prefix != "model" else ""

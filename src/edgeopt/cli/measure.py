@@ -13,6 +13,7 @@ from edgeopt.cli._common import WeightsOpt
 from edgeopt.cli._common import comma_list
 from edgeopt.cli._common import console
 from edgeopt.cli._common import int_list
+from edgeopt.cli._progress import status
 from edgeopt.report.console import render_bench
 from edgeopt.report.console import render_metrics
 from edgeopt.report.console import render_targets
@@ -82,7 +83,7 @@ def bench(
         providers=comma_list(provider),
         target=target,
     )
-    with console.status("benching"):
+    with status("benching"):
         report = bench_model(model, config, data=data, weights=weights)
     render_bench(report)
     if json_path is not None:

@@ -13,6 +13,8 @@ from edgeopt.cli._common import WeightsOpt
 from edgeopt.cli._common import comma_list
 from edgeopt.cli._common import console
 from edgeopt.cli._common import float_list
+from edgeopt.cli._progress import status
+from edgeopt.cli._progress import trial_progress
 from edgeopt.report.console import render_optimize
 
 
@@ -68,11 +70,6 @@ def optimize(
     weights: WeightsOpt = None,
 ) -> None:
     """Search compression recipes under the device budget; keep the best one that fits."""
-    from rich.progress import BarColumn
-    from rich.progress import MofNCompleteColumn
-    from rich.progress import Progress
-    from rich.progress import TextColumn
-    from rich.progress import TimeElapsedColumn
 
     from edgeopt.errors import BudgetError
     from edgeopt.search import OptimizeConfig
@@ -99,18 +96,7 @@ def optimize(
         student_widths=float_list(student_widths, "--student-widths"),
         seed=seed,
     )
-    columns = (
-        TextColumn("trials"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("optimize", total=trials)
-
-        def progress(complete: int, total: int) -> None:
-            bar.update(task, completed=complete, total=total)
-
+    with trial_progress("optimize", total=config.trials) as progress:
         result = run_search(
             model,
             data or "digits",
@@ -141,7 +127,7 @@ def apply(
 
     parsed = Recipe.from_yaml(recipe)
     dataset = load_data(data or "digits")
-    with console.status(f"applying {parsed.describe()}"):
+    with status(f"applying {parsed.describe()}"):
         written = apply_recipe(model, dataset, parsed, output, weights=weights)
     metrics = profile_model(str(written), data=dataset, target=target)
     console.print(

@@ -10,8 +10,8 @@ import typer
 from edgeopt.cli._common import DataOpt
 from edgeopt.cli._common import ModelArg
 from edgeopt.cli._common import WeightsOpt
-from edgeopt.cli._common import console
 from edgeopt.cli._common import trained_outputs
+from edgeopt.cli._progress import epoch_progress
 from edgeopt.report.console import render_distill
 from edgeopt.report.console import render_train
 
@@ -27,12 +27,6 @@ def train(
     weights: WeightsOpt = None,
 ) -> None:
     """Train a PyTorch model, export it to ONNX and save its weights beside it."""
-    from rich.progress import BarColumn
-    from rich.progress import MofNCompleteColumn
-    from rich.progress import Progress
-    from rich.progress import TextColumn
-    from rich.progress import TimeRemainingColumn
-
     from edgeopt._io import refuse_overwrite
     from edgeopt.config import TrainConfig
     from edgeopt.data import load_data
@@ -47,20 +41,7 @@ def train(
     refuse_overwrite(trained_outputs(output), inputs)
     dataset = load_data(data or "digits")
     handle = load_model(model, weights=weights, data=dataset)
-    columns = (
-        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("train", total=None, epoch=0, epochs=epochs, loss=float("nan"))
-
-        def progress(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
-            bar.update(task, total=total * steps, completed=epoch * steps + step + 1)
-            bar.update(task, epoch=epoch + 1, loss=loss)
-
+    with epoch_progress("train") as progress:
         result = train_model(handle, dataset, config, progress=progress)
     files = save_trained(result, dataset, output)
     render_train(result, files, title=f"trained {model} on {dataset.spec}")
@@ -93,12 +74,6 @@ def distill(
     weights: WeightsOpt = None,
 ) -> None:
     """Distil a teacher into a student (Hinton et al. 2015), export it like `train` does."""
-    from rich.progress import BarColumn
-    from rich.progress import MofNCompleteColumn
-    from rich.progress import Progress
-    from rich.progress import TextColumn
-    from rich.progress import TimeRemainingColumn
-
     from edgeopt._io import refuse_overwrite
     from edgeopt.data import load_data
     from edgeopt.models import load_model
@@ -128,20 +103,7 @@ def distill(
     dataset = load_data(data or "digits")
     teacher_handles = load_teachers(teacher, weights=teacher_paths, data=dataset)
     student_handle = load_model(student, weights=weights, data=dataset)
-    columns = (
-        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("distill", total=None, epoch=0, epochs=epochs, loss=float("nan"))
-
-        def progress(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
-            bar.update(task, total=total * steps, completed=epoch * steps + step + 1)
-            bar.update(task, epoch=epoch + 1, loss=loss)
-
+    with epoch_progress("distill") as progress:
         result = distill_model(
             teacher_handles, student_handle, config, data=dataset, progress=progress
         )
