@@ -9,6 +9,7 @@ markup parser).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,30 +49,60 @@ def format_bytes(value: float) -> str:
     return f"{value:,.1f} GiB"
 
 
+def _table(title: str, *, is_compact: bool = False) -> Table:
+    """A table of the console; ``is_compact``: no lines between columns and one space of padding
+    (tables with many columns, which must fit 80 columns)."""
+    if not is_compact:
+        return Table(title=title, header_style="bold")
+    return Table(
+        title=title,
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+        pad_edge=False,
+        show_edge=False,
+    )
+
+
+def _columns(
+    table: Table, *headers: str, numbers: Collection[str] = (), whole: Collection[str] = ()
+) -> None:
+    """Add columns whose values show whole, never cut short with an ellipsis: ``numbers`` are
+    right-aligned and ``whole`` (row labels, short names) left-aligned, neither wrapped; other
+    text wraps at spaces and folds a word longer than its column."""
+    for header in headers:
+        if header in numbers or header in whole:
+            justify = "right" if header in numbers else "left"
+            table.add_column(header, justify=justify, no_wrap=True)
+        else:
+            table.add_column(header, overflow="fold")
+
+
 def render_targets(targets: Sequence[Any], *, console: Console | None = None) -> None:
-    """Print the device profiles: name, device, clock, flash, RAM, power and runtime."""
+    """Print the device profiles: name, device and runtime, clock, flash, RAM and power.
+
+    Device and runtime share a column, and the four numbers stack in one, so that the
+    descriptions have room at 80 columns."""
     out = console or STDOUT
-    table = Table(title="targets", header_style="bold")
-    for column in ("name", "device", "clock", "flash", "RAM", "power", "runtime"):
-        table.add_column(column, no_wrap=column in {"name", "clock", "flash", "RAM", "power"})
+    table = _table("targets")
+    _columns(table, "name", "device and runtime", "hardware", whole=("name", "hardware"))
     for target in targets:
-        table.add_row(
-            target.name,
-            target.description,
+        hardware = (
             f"{target.clock_hz / 1e6:,.0f} MHz",
-            format_bytes(target.flash_bytes),
-            format_bytes(target.ram_bytes),
+            f"{format_bytes(target.flash_bytes)} flash",
+            f"{format_bytes(target.ram_bytes)} RAM",
             f"{target.active_power_mw:,.1f} mW",
-            target.runtime,
         )
+        device = Text(target.description)
+        device.append(f"\nruntime: {target.runtime}", style="dim")
+        table.add_row(target.name, device, "\n".join(hardware))
     out.print(table)
 
 
 def _history(title: str, history: Sequence[Any]) -> Table:
     """One row per epoch: loss and validation accuracy."""
-    table = Table(title=title, header_style="bold")
-    for column in ("epoch", "loss", "val accuracy"):
-        table.add_column(column, justify="right")
+    table = _table(title)
+    _columns(table, "epoch", "loss", "val accuracy", numbers=("epoch", "loss", "val accuracy"))
     for record in history:
         table.add_row(str(record.epoch), f"{record.loss:.4f}", f"{record.val_accuracy:.2%}")
     return table
@@ -105,10 +136,9 @@ def render_distill(result: Any, files: Any, *, title: str, console: Console | No
 def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | None = None) -> None:
     """Print a Metrics record as a summary table and a per-layer table."""
     out = console or STDOUT
-    summary = Table(title=f"profile of {metrics.model}", show_header=True, header_style="bold")
-    summary.add_column("metric")
-    summary.add_column("value", justify="right")
-    summary.add_column("how", style="dim")
+    summary = _table(f"profile of {metrics.model}")
+    _columns(summary, "metric", "value", "how", numbers=("value",), whole=("metric",))
+    summary.columns[2].style = "dim"
     summary.add_row("params", f"{metrics.params:,}", "counted")
     summary.add_row("MACs", f"{metrics.macs:,}", "counted")
     summary.add_row("size", format_bytes(metrics.size_bytes), "measured (file)")
@@ -144,10 +174,9 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
     render_int8(
         metrics.int8, is_timed=metrics.latency_ms is not None, model=metrics.model, console=out
     )
-    layers = Table(title="layers", header_style="bold")
-    for column in ("layer", "op", "dtype", "output", "params", "MACs", "live RAM"):
-        right = column in {"params", "MACs", "live RAM"}
-        layers.add_column(column, justify="right" if right else "left", no_wrap=True)
+    layers = _table("layers", is_compact=True)
+    numbers = ("params", "MACs", "live RAM")
+    _columns(layers, "layer", "op", "dtype", "output", *numbers, numbers=numbers, whole=("dtype",))
     for layer in metrics.layers[:max_layers]:
         layers.add_row(
             layer.name.removeprefix("node_"),
@@ -192,12 +221,9 @@ def render_bench(report: Any, *, console: Console | None = None) -> None:
     """Print one row per (provider, threads, batch): latency, throughput, energy; then why any
     cell did not run and how each energy figure was obtained (p90 is in the JSON)."""
     out = console or STDOUT
-    table = Table(title=f"bench of {report.model}", header_style="bold", box=box.SIMPLE_HEAD)
-    table.show_edge = False
-    columns = ("provider", "threads", "batch", "p50 ms", "p99 ms", "samples/s", "uJ/sample")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "provider" else "right")
-    table.add_column("status")
+    table = _table(f"bench of {report.model}", is_compact=True)
+    numbers = ("threads", "batch", "p50 ms", "p99 ms", "samples/s", "uJ/sample")
+    _columns(table, "provider", *numbers, "status", numbers=numbers, whole=("provider", "status"))
     notes: dict[str, None] = {}
     for row in report.rows:
         cells = [row.provider, str(row.threads or "—"), str(row.batch or "—")]
@@ -242,10 +268,11 @@ def render_quantize(report: Any, *, console: Console | None = None) -> None:
     out = console or STDOUT
     result, fp32, quantized = report.result, report.fp32, report.quantized
     config = result.config
-    table = Table(title=f"fp32 vs {config.describe()}", header_style="bold")
-    for column in ("metric", "fp32", "quantized", "change", "how"):
-        right = column in {"fp32", "quantized"}
-        table.add_column(column, justify="right" if right else "left", no_wrap=column != "how")
+    table = _table(f"fp32 vs {config.describe()}", is_compact=True)
+    numbers = ("fp32", "quantized")
+    _columns(
+        table, "metric", *numbers, "change", "how", numbers=numbers, whole=("metric", "change")
+    )
     if fp32.accuracy is not None and quantized.accuracy is not None:
         table.add_row(
             "accuracy (test)",
@@ -292,11 +319,12 @@ def render_quantize(report: Any, *, console: Console | None = None) -> None:
         )
     if result.plan is not None:
         plan = result.plan
-        rows = Table(title="per-layer sensitivity (validation, only that layer quantized)")
-        headers = ("layer", "op", "params", "float B", "8-bit B", "4-bit B", "drop 8", "drop 4")
-        for column in headers:
-            rows.add_column(column, justify="left" if column in {"layer", "op"} else "right")
-        rows.add_column("chosen", justify="right", style="bold")
+        rows = _table(
+            "per-layer sensitivity (validation, only that layer quantized)", is_compact=True
+        )
+        numbers = ("params", "float B", "8-bit B", "4-bit B", "drop 8", "drop 4", "chosen")
+        _columns(rows, "layer", "op", *numbers, numbers=numbers)
+        rows.columns[-1].style = "bold"
         rows.caption = "drops in percentage points of validation accuracy"
 
         def pp(value: float | None) -> str:
@@ -334,14 +362,10 @@ def render_prune(report: Any, *, console: Console | None = None) -> None:
     columns = [("source", report.source), ("pruned", report.pruned)]
     if report.decoded is not None:
         columns.append(("decoded .edc", report.decoded))
-    table = Table(
-        title=f"{config.granularity} pruning, ratio {config.ratio} ({result.model.spec})",
-        header_style="bold",
-    )
-    table.add_column("metric", no_wrap=True)
-    for name, _ in columns:
-        table.add_column(name, justify="right", no_wrap=True)
-    table.add_column("how", style="dim")
+    table = _table(f"{config.granularity} pruning, ratio {config.ratio} ({result.model.spec})")
+    names = [name for name, _ in columns]
+    _columns(table, "metric", *names, "how", numbers=names, whole=("metric",))
+    table.columns[-1].style = "dim"
     threads = report.pruned.latency_ms.threads
     table.caption = f"latency: ONNX Runtime, {threads} thread, batch 1; MACs: dense"
 
@@ -365,10 +389,10 @@ def render_prune(report: Any, *, console: Console | None = None) -> None:
     target = report.pruned.estimate.target
     row(f"energy {target}", "estimated", lambda m: f"{m.estimate.energy_uj:,.1f} uJ")
     out.print(table)
-    layers = Table(title="per layer", header_style="bold")
+    layers = _table("per layer")
     unit = result.layers[0].unit if result.layers else "weights"
-    for column in ("layer", "type", f"{unit} before", f"{unit} kept", "pruned"):
-        layers.add_column(column, justify="left" if column in {"layer", "type"} else "right")
+    numbers = (f"{unit} before", f"{unit} kept", "pruned")
+    _columns(layers, "layer", "type", *numbers, numbers=numbers)
     for layer in result.layers:
         layers.add_row(
             layer.name,
@@ -424,9 +448,9 @@ def render_uint8(done: Any, *, console: Console | None = None) -> None:
     before, after = done.source_metrics, done.metrics
     if before is None or after is None:
         return
-    table = Table(title="int8 weights (as quantized) vs uint8 weights", header_style="bold")
-    for column in ("metric", "int8 weights", "uint8 weights", "how"):
-        table.add_column(column, justify="left" if column in ("metric", "how") else "right")
+    table = _table("int8 weights (as quantized) vs uint8 weights")
+    numbers = ("int8 weights", "uint8 weights")
+    _columns(table, "metric", *numbers, "how", numbers=numbers, whole=("metric",))
     table.add_row(
         "accuracy (test)",
         f"{before.accuracy:.2%}",
@@ -453,10 +477,9 @@ def render_c_export(
 ) -> None:
     """Print what the C exporter wrote, its build sizes and the parity check (or its command)."""
     out = console or STDOUT
-    table = Table(title=f"C library {export.out_dir}", header_style="bold")
-    table.add_column("item")
-    table.add_column("value", justify="right")
-    table.add_column("how", style="dim")
+    table = _table(f"C library {export.out_dir}")
+    _columns(table, "item", "value", "how", numbers=("value",))
+    table.columns[-1].style = "dim"
     for path in export.files:
         table.add_row(path.name, format_bytes(path.stat().st_size), "file")
     table.add_row(
@@ -513,43 +536,41 @@ def render_export(
         render_uint8(result, console=console)
 
 
+#: Below this console width the optimize table stacks its numbers in pairs (accuracy over its
+#: drop, ms over uJ, flash over RAM), which leaves the recipes room to wrap.
+STACK_BELOW_COLUMNS = 100
+
+
 def render_optimize(result: Any, *, console: Console | None = None) -> None:
     """Print the Pareto front (and the closest candidates when none fits), the choice, the files."""
     out = console or STDOUT
+    is_stacked = out.width < STACK_BELOW_COLUMNS
     report = result.report
     shown = {report["chosen"], *report["closest"]}
     rows = [c for c in report["candidates"] if c["is_pareto"] or c["trial"] in shown]
     study = report["study"]
-    table = Table(
-        title=f"optimize {report['model']} for {report['target']['name']}: "
-        f"{study['trials_complete']} trials complete, {study['trials_failed']} failed",
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-        collapse_padding=True,
-        pad_edge=False,
+    title = (
+        f"optimize {report['model']} for {report['target']['name']}: "
+        f"{study['trials_complete']} trials complete, {study['trials_failed']} failed"
     )
-    for column in ("#", "recipe", "acc", "drop", "ms", "uJ", "flash", "RAM", "fits"):
-        table.add_column(column, justify="left" if column == "recipe" else "right", no_wrap=True)
-    table.columns[1].no_wrap = False
-    table.columns[1].min_width = 20
+    table = _table(title, is_compact=True)
+    pairs = [("acc", "drop"), ("ms", "uJ"), ("flash", "RAM")]
+    numbers = [*(["\n".join(p) for p in pairs] if is_stacked else sum(pairs, ())), "fits"]
+    _columns(table, "#", "recipe", *numbers, numbers=["#", *numbers])
     baseline = report["baseline"]
 
     def add(record: dict[str, Any], name: str, style: str | None = None) -> None:
         from edgeopt.search import Recipe
 
         recipe = name or Recipe.from_dict(record["recipe"]).describe()
-        table.add_row(
-            str(record["trial"]),
-            recipe,
-            f"{record['accuracy']:.2%}",
-            f"{record['accuracy_drop_pp']:+.2f}",
-            f"{record['latency_ms']:,.3g}",
-            f"{record['energy_uj']:,.1f}",
-            format_bytes(record["flash_bytes"]),
-            format_bytes(record["ram_bytes"]),
-            "yes" if record["is_feasible"] else "NO",
-            style=style,
-        )
+        values = [
+            (f"{record['accuracy']:.2%}", f"{record['accuracy_drop_pp']:+.2f}"),
+            (f"{record['latency_ms']:,.3g}", f"{record['energy_uj']:,.1f}"),
+            (format_bytes(record["flash_bytes"]), format_bytes(record["ram_bytes"])),
+        ]
+        cells = ["\n".join(p) for p in values] if is_stacked else sum(values, ())
+        fits = "yes" if record["is_feasible"] else "NO"
+        table.add_row(str(record["trial"]), recipe, *cells, fits, style=style)
 
     add(baseline, "baseline", "dim")
     for record in rows:
