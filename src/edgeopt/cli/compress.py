@@ -46,7 +46,6 @@ def quantize(
     target: Annotated[str, typer.Option(help="target name or YAML file")] = "cortex-m4",
 ) -> None:
     """Quantize a model to QDQ ONNX and compare it with the fp32 file, both measured."""
-
     from edgeopt.data import load_data
     from edgeopt.models import load_model
     from edgeopt.stages.quantize import make_config

@@ -70,7 +70,6 @@ def optimize(
     weights: WeightsOpt = None,
 ) -> None:
     """Search compression recipes under the device budget; keep the best one that fits."""
-
     from edgeopt.errors import BudgetError
     from edgeopt.search import OptimizeConfig
     from edgeopt.search import optimize as run_search
