@@ -60,14 +60,13 @@ def epoch_progress(label: str) -> Iterator[EpochFn]:
         yield line
         return
     head = f"{label} epoch {{task.fields[epoch]}}/{{task.fields[epochs]}}"
-    loss = TextColumn("loss {task.fields[loss]:.4f}", markup=False)
-    with _bar(head, loss, TimeRemainingColumn()) as bar:
+    last_loss = TextColumn("loss {task.fields[loss]:.4f}", markup=False)
+    with _bar(head, last_loss, TimeRemainingColumn()) as bar:
         task = bar.add_task(label, total=None, epoch=0, epochs="?", loss=float("nan"))
 
         def update(epoch: int, total: int, step: int, steps: int, loss: float) -> None:
-            done = epoch * steps + step + 1
-            bar.update(task, total=total * steps, completed=done, epoch=epoch + 1, epochs=total)
-            bar.update(task, loss=loss)
+            fields = {"epoch": epoch + 1, "epochs": total, "loss": loss}
+            bar.update(task, total=total * steps, completed=epoch * steps + step + 1, **fields)
 
         yield update
 
