@@ -40,7 +40,7 @@ from benchmarks._common import save_result
 from edgeopt.measure import profile_onnx
 from edgeopt.measure.runtime import make_session
 from edgeopt.measure.runtime import measure_latency
-from edgeopt.stages.calibrate import CALIBRATION_METHODS
+from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
 
 PEERS_VENV = Path(__file__).resolve().parent / ".venv-peers"
 RUNS = Path(__file__).resolve().parent / "cache" / "quantization"

@@ -108,7 +108,7 @@ def test_4bit_files_are_measured_on_integer_kernels(
 def test_mixed_precision_file_is_measured_as_the_reference_computes_it(
     cnn_s_int8: Any, tmp_path: Path
 ) -> None:
-    from edgeopt.stages.mixed import MixedPrecisionConfig
+    from edgeopt.stages.quantize.mixed import MixedPrecisionConfig
 
     sizes = [
         _requantize(cnn_s_int8, PTQConfig(bits=bits), tmp_path / f"w{bits}", "digits").stat()

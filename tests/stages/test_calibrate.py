@@ -12,15 +12,15 @@ from onnx import TensorProto
 from onnx import helper
 
 from edgeopt.errors import InputError
-from edgeopt.stages.calibrate import CALIBRATION_METHODS
-from edgeopt.stages.calibrate import RANGE_BITS
-from edgeopt.stages.calibrate import Histogram
-from edgeopt.stages.calibrate import calibrate
-from edgeopt.stages.calibrate import collect_stats
-from edgeopt.stages.calibrate import compute_range
-from edgeopt.stages.calibrate import ranges_from_stats
-from edgeopt.stages.calibrate import snap_range
-from edgeopt.stages.qdq import prepare
+from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
+from edgeopt.stages.quantize.calibrate import RANGE_BITS
+from edgeopt.stages.quantize.calibrate import Histogram
+from edgeopt.stages.quantize.calibrate import calibrate
+from edgeopt.stages.quantize.calibrate import collect_stats
+from edgeopt.stages.quantize.calibrate import compute_range
+from edgeopt.stages.quantize.calibrate import ranges_from_stats
+from edgeopt.stages.quantize.calibrate import snap_range
+from edgeopt.stages.quantize.qdq import prepare
 
 
 def _stats(values: np.ndarray, batches: int = 5) -> Histogram:

@@ -8,16 +8,16 @@ from onnx import TensorProto
 from onnx import helper
 from onnx import numpy_helper
 
-from edgeopt.stages.calibrate import calibrate
-from edgeopt.stages.equalize import adaround
-from edgeopt.stages.equalize import correct_bias
-from edgeopt.stages.equalize import equalization_pairs
-from edgeopt.stages.equalize import equalize
-from edgeopt.stages.qdq import prepare
-from edgeopt.stages.qdq import quantized_weights
-from edgeopt.stages.qdq import weight_scale
-from edgeopt.stages.qdq import write_qdq
-from edgeopt.stages.qdq import written_weight_scales
+from edgeopt.stages.quantize.calibrate import calibrate
+from edgeopt.stages.quantize.equalize import adaround
+from edgeopt.stages.quantize.equalize import correct_bias
+from edgeopt.stages.quantize.equalize import equalization_pairs
+from edgeopt.stages.quantize.equalize import equalize
+from edgeopt.stages.quantize.qdq import prepare
+from edgeopt.stages.quantize.qdq import quantized_weights
+from edgeopt.stages.quantize.qdq import weight_scale
+from edgeopt.stages.quantize.qdq import write_qdq
+from edgeopt.stages.quantize.qdq import written_weight_scales
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

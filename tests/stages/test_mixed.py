@@ -16,17 +16,17 @@ from onnx import TensorProto
 from edgeopt.errors import BudgetError
 from edgeopt.errors import InputError
 from edgeopt.measure import profile_onnx
-from edgeopt.stages.calibrate import calibrate
-from edgeopt.stages.mixed import FLOAT
-from edgeopt.stages.mixed import LayerSensitivity
-from edgeopt.stages.mixed import MixedPrecisionConfig
-from edgeopt.stages.mixed import allocate_bits
-from edgeopt.stages.qdq import prepare
-from edgeopt.stages.qdq import write_qdq
-from edgeopt.stages.qdq import written_weight_scales
 from edgeopt.stages.quantize import PTQConfig
 from edgeopt.stages.quantize import QuantizeResult
 from edgeopt.stages.quantize import quantize
+from edgeopt.stages.quantize.calibrate import calibrate
+from edgeopt.stages.quantize.mixed import FLOAT
+from edgeopt.stages.quantize.mixed import LayerSensitivity
+from edgeopt.stages.quantize.mixed import MixedPrecisionConfig
+from edgeopt.stages.quantize.mixed import allocate_bits
+from edgeopt.stages.quantize.qdq import prepare
+from edgeopt.stages.quantize.qdq import write_qdq
+from edgeopt.stages.quantize.qdq import written_weight_scales
 
 
 @dataclass(frozen=True)

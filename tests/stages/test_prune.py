@@ -23,11 +23,11 @@ from edgeopt.models import ModelHandle
 from edgeopt.stages.prune import PruneConfig
 from edgeopt.stages.prune import PruneResult
 from edgeopt.stages.prune import prune
-from edgeopt.stages.sensitivity import SensitivityTable
-from edgeopt.stages.sensitivity import choose_ratios
-from edgeopt.stages.sensitivity import sensitivity
-from edgeopt.stages.sparsity import gradual_schedule
-from edgeopt.stages.sparsity import pruned_count
+from edgeopt.stages.prune.sensitivity import SensitivityTable
+from edgeopt.stages.prune.sensitivity import choose_ratios
+from edgeopt.stages.prune.sensitivity import sensitivity
+from edgeopt.stages.prune.sparsity import gradual_schedule
+from edgeopt.stages.prune.sparsity import pruned_count
 from edgeopt.training import train
 
 

@@ -16,10 +16,10 @@ from edgeopt.export.onnx import export_onnx
 from edgeopt.measure import profile_onnx
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
-from edgeopt.stages.calibrate import CALIBRATION_METHODS
 from edgeopt.stages.quantize import DynamicConfig
 from edgeopt.stages.quantize import PTQConfig
 from edgeopt.stages.quantize import quantize
+from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
 
 
 def _accuracy(path: Path, data: Dataset) -> float:

@@ -25,19 +25,19 @@ from edgeopt.measure import profile_onnx
 from edgeopt.measure.runtime import make_session
 from edgeopt.measure.runtime import predict
 from edgeopt.models import ModelHandle
-from edgeopt.stages import qdq
-from edgeopt.stages.fakequant import ActivationQuantizer
-from edgeopt.stages.fakequant import QuantLayer
-from edgeopt.stages.fakequant import activation_qparams
-from edgeopt.stages.fakequant import fake_quantize
-from edgeopt.stages.fakequant import weight_scale
-from edgeopt.stages.qat import QATConfig
-from edgeopt.stages.qat import QATOutcome
-from edgeopt.stages.qat import run_qat
-from edgeopt.stages.qdq import executed_op_types
-from edgeopt.stages.qdq import quantized_weights
-from edgeopt.stages.qdq import written_weight_scales
+from edgeopt.stages.quantize import qdq
 from edgeopt.stages.quantize import quantize
+from edgeopt.stages.quantize.fakequant import ActivationQuantizer
+from edgeopt.stages.quantize.fakequant import QuantLayer
+from edgeopt.stages.quantize.fakequant import activation_qparams
+from edgeopt.stages.quantize.fakequant import fake_quantize
+from edgeopt.stages.quantize.fakequant import weight_scale
+from edgeopt.stages.quantize.qat import QATConfig
+from edgeopt.stages.quantize.qat import QATOutcome
+from edgeopt.stages.quantize.qat import run_qat
+from edgeopt.stages.quantize.qdq import executed_op_types
+from edgeopt.stages.quantize.qdq import quantized_weights
+from edgeopt.stages.quantize.qdq import written_weight_scales
 
 # torch.export's loader warns about its own internals (LeafSpec) when a .pt2 is read.
 pytestmark = pytest.mark.filterwarnings("ignore:.*LeafSpec.*:FutureWarning")

@@ -17,13 +17,13 @@ from onnx import numpy_helper
 
 from edgeopt.errors import InputError
 from edgeopt.export.onnx import save_onnx
-from edgeopt.stages.calibrate import calibrate
-from edgeopt.stages.qdq import executed_op_types
-from edgeopt.stages.qdq import prepare
-from edgeopt.stages.qdq import quantized_weights
-from edgeopt.stages.qdq import weight_scale
-from edgeopt.stages.qdq import write_qdq
-from edgeopt.stages.qdq import written_weight_scales
+from edgeopt.stages.quantize.calibrate import calibrate
+from edgeopt.stages.quantize.qdq import executed_op_types
+from edgeopt.stages.quantize.qdq import prepare
+from edgeopt.stages.quantize.qdq import quantized_weights
+from edgeopt.stages.quantize.qdq import weight_scale
+from edgeopt.stages.quantize.qdq import write_qdq
+from edgeopt.stages.quantize.qdq import written_weight_scales
 
 
 @pytest.fixture(scope="module")

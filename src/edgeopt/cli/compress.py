@@ -49,7 +49,7 @@ def quantize(
     from edgeopt.data import load_data
     from edgeopt.models import load_model
     from edgeopt.stages.quantize import make_config
-    from edgeopt.stages.quantize_report import quantize_and_profile
+    from edgeopt.stages.quantize.report import quantize_and_profile
 
     config = make_config(
         method,
@@ -108,7 +108,7 @@ def prune(
     from edgeopt.data import load_data
     from edgeopt.models import load_model
     from edgeopt.stages.prune import PruneConfig
-    from edgeopt.stages.prune_report import prune_and_profile
+    from edgeopt.stages.prune.report import prune_and_profile
 
     config = PruneConfig(
         granularity=kind,

@@ -72,7 +72,7 @@ def provenance(data_spec: str, target: str, threads: int) -> dict[str, str]:
 def sensitivity_table(handle: Any, dataset: Any) -> dict[str, Any] | None:
     """Per-layer channel-pruning sensitivity of a PyTorch baseline (cheap: three ratios)."""
     from edgeopt.errors import InputError
-    from edgeopt.stages.sensitivity import sensitivity
+    from edgeopt.stages.prune.sensitivity import sensitivity
 
     if handle.module is None:
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import edgeopt.stages.distill  # noqa: F401
-import edgeopt.stages.mixed  # noqa: F401
 import edgeopt.stages.prune  # noqa: F401
-import edgeopt.stages.qat  # noqa: F401
 import edgeopt.stages.quantize  # noqa: F401
+import edgeopt.stages.quantize.mixed  # noqa: F401
+import edgeopt.stages.quantize.qat  # noqa: F401

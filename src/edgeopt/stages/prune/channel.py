@@ -17,10 +17,10 @@ from typing import Any
 
 from edgeopt.data import Dataset
 from edgeopt.errors import InputError
-from edgeopt.stages.sparsity import SkippedLayer
-from edgeopt.stages.sparsity import WeightLayer
-from edgeopt.stages.sparsity import count_macs
-from edgeopt.stages.sparsity import weight_layers
+from edgeopt.stages.prune.sparsity import SkippedLayer
+from edgeopt.stages.prune.sparsity import WeightLayer
+from edgeopt.stages.prune.sparsity import count_macs
+from edgeopt.stages.prune.sparsity import weight_layers
 
 IMPORTANCES = ("l1", "l2", "taylor")
 #: Batches of training data whose gradients Taylor importance sums.

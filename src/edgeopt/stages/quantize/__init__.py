@@ -6,17 +6,17 @@ The config picks the method:
   exported first) is pre-processed, optionally equalized (CLE), calibrated on the data's
   calibration split, optionally AdaRounded and bias-corrected, and written as int8 QDQ ONNX that
   ONNX Runtime runs with int8 kernels.
-- :class:`QATConfig`, quantization-aware training (:mod:`edgeopt.stages.qat`): a PyTorch model
-  fine-tuned with fake quantization, written by the same QDQ writer.
-- :class:`MixedPrecisionConfig` (:mod:`edgeopt.stages.mixed`): per-layer weight bits under a
-  flash budget, from a measured per-layer sensitivity.
+- :class:`QATConfig`, quantization-aware training (:mod:`edgeopt.stages.quantize.qat`): a
+  PyTorch model fine-tuned with fake quantization, written by the same QDQ writer.
+- :class:`MixedPrecisionConfig` (:mod:`edgeopt.stages.quantize.mixed`): per-layer weight bits
+  under a flash budget, from a measured per-layer sensitivity.
 - :class:`DynamicConfig`: weights int8, activations quantized at run time (for completeness).
 
 Each config's stage is found in the registry (:func:`edgeopt.registry.get_stage`): the verb
 checks the inputs, loads the fp32 model for the post-training stages, calls the stage's
 ``apply`` and stamps and writes what it returns; it knows no method by name.
 
-:func:`edgeopt.stages.quantize_report.quantize_and_profile` adds what the CLI shows: both files
+:func:`edgeopt.stages.quantize.report.quantize_and_profile` adds what the CLI shows: both files
 profiled back to back and a JSON record written together with the ONNX file.
 """
 
@@ -45,11 +45,11 @@ from edgeopt.registry import register_stage
 from edgeopt.stages._stage import QuantizeOutput
 from edgeopt.stages._stage import StageContext
 from edgeopt.stages._stage import load_fp32
-from edgeopt.stages.calibrate import CALIBRATION_METHODS
-from edgeopt.stages.calibrate import check_calibration_data
-from edgeopt.stages.mixed import MixedPlan
-from edgeopt.stages.mixed import MixedPrecisionConfig
-from edgeopt.stages.qat import QATConfig
+from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
+from edgeopt.stages.quantize.calibrate import check_calibration_data
+from edgeopt.stages.quantize.mixed import MixedPlan
+from edgeopt.stages.quantize.mixed import MixedPrecisionConfig
+from edgeopt.stages.quantize.qat import QATConfig
 from edgeopt.training import EpochRecord
 from edgeopt.training import ProgressFn
 
@@ -194,14 +194,14 @@ class QuantizeResult:
 
 
 def _ptq(fp32: Any, config: PTQConfig, x: np.ndarray) -> tuple[Any, list[str], dict[str, Any]]:
-    from edgeopt.stages.calibrate import collect_stats
-    from edgeopt.stages.calibrate import ranges_from_stats
-    from edgeopt.stages.equalize import adaround
-    from edgeopt.stages.equalize import correct_bias
-    from edgeopt.stages.equalize import equalize
-    from edgeopt.stages.qdq import prepare
-    from edgeopt.stages.qdq import write_qdq
-    from edgeopt.stages.qdq import written_weight_scales
+    from edgeopt.stages.quantize.calibrate import collect_stats
+    from edgeopt.stages.quantize.calibrate import ranges_from_stats
+    from edgeopt.stages.quantize.equalize import adaround
+    from edgeopt.stages.quantize.equalize import correct_bias
+    from edgeopt.stages.quantize.equalize import equalize
+    from edgeopt.stages.quantize.qdq import prepare
+    from edgeopt.stages.quantize.qdq import write_qdq
+    from edgeopt.stages.quantize.qdq import written_weight_scales
 
     prepared = prepare(fp32)
     names = {node.name for node in prepared.graph.node}
@@ -244,7 +244,7 @@ def _dynamic(fp32: Any, config: DynamicConfig, scratch: Path) -> tuple[Any, list
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic
 
-    from edgeopt.stages.qdq import prepare
+    from edgeopt.stages.quantize.qdq import prepare
 
     prepared = prepare(fp32)
     names = {node.name for node in prepared.graph.node}

@@ -41,7 +41,7 @@ from edgeopt.stages._stage import ChoiceContext
 from edgeopt.stages._stage import Deferred
 from edgeopt.stages._stage import QuantizeOutput
 from edgeopt.stages._stage import StageContext
-from edgeopt.stages.calibrate import CALIBRATION_METHODS
+from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
 
 if TYPE_CHECKING:
     import onnx
@@ -239,7 +239,7 @@ def measure_sensitivity(
     exclude: Collection[str] = (),
 ) -> tuple[tuple[LayerSensitivity, ...], float]:
     """The sensitivity table and the fp32 validation accuracy (see the module docstring)."""
-    from edgeopt.stages.qdq import write_qdq
+    from edgeopt.stages.quantize.qdq import write_qdq
 
     base = _accuracy(prepared, x_val, y_val)
     rows = []
@@ -377,7 +377,7 @@ def _write(
     stamp: Stamp | None = None,
 ) -> tuple[Any, list[str], int]:
     from edgeopt.export.onnx import save_onnx
-    from edgeopt.stages.qdq import write_qdq
+    from edgeopt.stages.quantize.qdq import write_qdq
 
     floats = [name for name, choice in bits.items() if choice == FLOAT]
     layer_bits = {name: int(choice) for name, choice in bits.items() if choice != FLOAT}
@@ -407,7 +407,7 @@ def run_mixed(
     """Measure the sensitivity, allocate bits under the budget, write and verify the file.
 
     Args:
-        prepared: the pre-processed fp32 model (see :func:`edgeopt.stages.qdq.prepare`).
+        prepared: the pre-processed fp32 model (see :func:`edgeopt.stages.quantize.qdq.prepare`).
         ranges: the activation ranges (the calibrator's).
         x_val: validation inputs; ``y_val``: their labels.
         y_val: see ``x_val``.
@@ -502,9 +502,9 @@ def _mixed_choice(choice: ChoiceContext) -> Deferred:
 def apply_mixed(ctx: StageContext, config: MixedPrecisionConfig) -> QuantizeOutput:
     """Calibrate the fp32 model, measure each layer's sensitivity on the validation split and
     write the allocation that fits the flash budget."""
-    from edgeopt.stages.calibrate import collect_stats
-    from edgeopt.stages.calibrate import ranges_from_stats
-    from edgeopt.stages.qdq import prepare
+    from edgeopt.stages.quantize.calibrate import collect_stats
+    from edgeopt.stages.quantize.calibrate import ranges_from_stats
+    from edgeopt.stages.quantize.qdq import prepare
 
     assert ctx.calibration is not None and ctx.dataset is not None
     prepared = prepare(ctx.fp32)

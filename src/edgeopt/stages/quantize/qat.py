@@ -1,15 +1,16 @@
 """Quantization-aware training: fake quantization in PyTorch, exported as int8 QDQ ONNX.
 
 The model is traced with ``torch.fx``; each Conv2d followed by a BatchNorm becomes one
-:class:`~edgeopt.stages.fakequant.QuantLayer` that folds the BatchNorm into the weight before
-quantizing it, and every other Conv2d / Linear becomes one too. Which activations to quantize is
-not guessed: the folded fp32 model is exported and handed once to the same QDQ writer that will
-write the result (:func:`edgeopt.stages.qdq.write_qdq`, a dry run), and each tensor it puts a
-QuantizeLinear on is found among the PyTorch graph's outputs by value (same shape, same numbers
-on a few calibration samples). A fake quantizer goes right there, one per scale ONNX Runtime
-writes: a MaxPool or a Flatten that shares its input's scale shares the quantizer too. ReLU and
-ReLU6 are where ONNX Runtime puts them, folded into the range before them. The writer's own
-calibration (the PTQ ranges) starts the ranges, so QAT starts where PTQ ends.
+:class:`~edgeopt.stages.quantize.fakequant.QuantLayer` that folds the BatchNorm into the weight
+before quantizing it, and every other Conv2d / Linear becomes one too. Which activations to
+quantize is not guessed: the folded fp32 model is exported and handed once to the same QDQ
+writer that will write the result (:func:`edgeopt.stages.quantize.qdq.write_qdq`, a dry run),
+and each tensor it puts a QuantizeLinear on is found among the PyTorch graph's outputs by value
+(same shape, same numbers on a few calibration samples). A fake quantizer goes right there, one
+per scale ONNX Runtime writes: a MaxPool or a Flatten that shares its input's scale shares the
+quantizer too. ReLU and ReLU6 are where ONNX Runtime puts them, folded into the range before
+them. The writer's own calibration (the PTQ ranges) starts the ranges, so QAT starts where PTQ
+ends.
 
 After training, the quantizers' ranges and the weights' scales go to the writer
 (``TensorQuantOverrides`` fix the weight scales), with the folded weights exported afresh: the
@@ -39,7 +40,7 @@ from edgeopt.registry import register_stage
 from edgeopt.stages._stage import ChoiceContext
 from edgeopt.stages._stage import QuantizeOutput
 from edgeopt.stages._stage import StageContext
-from edgeopt.stages.calibrate import CALIBRATION_METHODS
+from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
 from edgeopt.training import EpochRecord
 from edgeopt.training import ProgressFn
 
@@ -259,7 +260,7 @@ def _wrap_layers(gm: fx.GraphModule) -> list[str]:
     """Turn Conv2d(+BatchNorm2d) and Linear call sites into QuantLayers; returns their targets."""
     from torch import nn
 
-    from edgeopt.stages.fakequant import QuantLayer
+    from edgeopt.stages.quantize.fakequant import QuantLayer
 
     modules = dict(gm.named_modules())
     calls: dict[str, int] = {}
@@ -290,8 +291,8 @@ def _wrap_layers(gm: fx.GraphModule) -> list[str]:
 
 def _float_module(gm: fx.GraphModule) -> fx.GraphModule:
     """The exportable float model: folded layers, no fake quantizers."""
-    from edgeopt.stages.fakequant import ActivationQuantizer
-    from edgeopt.stages.fakequant import QuantLayer
+    from edgeopt.stages.quantize.fakequant import ActivationQuantizer
+    from edgeopt.stages.quantize.fakequant import QuantLayer
 
     out = copy.deepcopy(gm)
     for node in list(out.graph.nodes):
@@ -408,7 +409,7 @@ def _export_float(handle: ModelHandle, module: fx.GraphModule, path: Path) -> on
     import onnx
 
     from edgeopt.export.onnx import export_onnx
-    from edgeopt.stages.qdq import prepare
+    from edgeopt.stages.quantize.qdq import prepare
 
     float_handle = ModelHandle(
         name=handle.name,
@@ -424,12 +425,12 @@ def _prepare(
     handle: ModelHandle, config: QATConfig, dataset: Dataset, scratch: Path
 ) -> tuple[_Prepared, Path]:
     """Trace, fold, dry-run the writer on the fp32 export, insert the fake quantizers."""
-    from edgeopt.stages.calibrate import collect_stats
-    from edgeopt.stages.calibrate import ranges_from_stats
-    from edgeopt.stages.calibrate import run_batches
-    from edgeopt.stages.fakequant import ActivationQuantizer
-    from edgeopt.stages.qdq import write_qdq
-    from edgeopt.stages.qdq import written_weight_scales
+    from edgeopt.stages.quantize.calibrate import collect_stats
+    from edgeopt.stages.quantize.calibrate import ranges_from_stats
+    from edgeopt.stages.quantize.calibrate import run_batches
+    from edgeopt.stages.quantize.fakequant import ActivationQuantizer
+    from edgeopt.stages.quantize.qdq import write_qdq
+    from edgeopt.stages.quantize.qdq import written_weight_scales
 
     module = copy.deepcopy(handle.require_torch("QAT")).eval()
     gm = _trace(module, handle.spec)
@@ -492,7 +493,7 @@ def _layer(gm: fx.GraphModule, target: str) -> Any:
 
 
 def _layers(gm: fx.GraphModule) -> list[Any]:
-    from edgeopt.stages.fakequant import QuantLayer
+    from edgeopt.stages.quantize.fakequant import QuantLayer
 
     return [m for m in gm.modules() if isinstance(m, QuantLayer)]
 
@@ -564,8 +565,8 @@ def _export(
 ) -> tuple[Any, list[str], dict[str, tuple[float, float]], dict[str, np.ndarray]]:
     import torch
 
-    from edgeopt.stages.qdq import write_qdq
-    from edgeopt.stages.qdq import written_weight_scales
+    from edgeopt.stages.quantize.qdq import write_qdq
+    from edgeopt.stages.quantize.qdq import written_weight_scales
 
     gm = prepared.module.eval()
     for quantizer in prepared.quantizers.values():

@@ -4,9 +4,9 @@ Every quantizer here computes what the QDQ file will compute, so that the PyTorc
 with them and the exported file agree:
 
 - weights: signed, symmetric, zero point 0, per output channel (or per tensor), with the scale
-  of :func:`edgeopt.stages.qdq.weight_scale` (``2 * max|w| / 254`` for int8, ``/ 15`` with the
-  range -8..7 for int4) computed the same way (float64, stored as float32), divided in float32
-  and rounded half to even, as ONNX Runtime's ``quantize_nparray`` does;
+  of :func:`edgeopt.stages.quantize.qdq.weight_scale` (``2 * max|w| / 254`` for int8, ``/ 15``
+  with the range -8..7 for int4) computed the same way (float64, stored as float32), divided
+  in float32 and rounded half to even, as ONNX Runtime's ``quantize_nparray`` does;
 - activations: uint8, asymmetric, with ONNX Runtime's ``compute_scale_zp`` (the range widened to
   hold 0, ``(hi - lo) / 255`` in float64 stored as float32, the zero point rounded from the
   float64 scale) and ``QuantizeLinear``'s round-half-to-even and saturation.
@@ -52,7 +52,7 @@ def weight_range(bits: int) -> tuple[int, int]:
 
 
 def weight_scale(weight: torch.Tensor, *, bits: int, per_channel: bool) -> torch.Tensor:
-    """The max-abs scale ONNX Runtime writes (see :func:`edgeopt.stages.qdq.weight_scale`)."""
+    """The max-abs scale ONNX Runtime writes (:func:`edgeopt.stages.quantize.qdq.weight_scale`)."""
     span = 254.0 if bits == 8 else 15.0
     w = weight.detach()
     absmax = w.abs().reshape(w.shape[0], -1).amax(dim=1) if per_channel else w.abs().amax()

@@ -6,7 +6,7 @@
 - :func:`adaround`: learned rounding of the weights (Nagel et al. 2020, "Up or Down? Adaptive
   Rounding for Post-Training Quantization", ICML, https://arxiv.org/abs/2004.10568).
 
-Each returns a new fp32 model; :func:`edgeopt.stages.qdq.write_qdq` then quantizes it.
+Each returns a new fp32 model; :func:`edgeopt.stages.quantize.qdq.write_qdq` then quantizes it.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 
 from edgeopt.graph import attribute
 from edgeopt.graph import constants
-from edgeopt.stages.calibrate import run_batches
-from edgeopt.stages.qdq import weight_scale
-from edgeopt.stages.qdq import write_qdq
+from edgeopt.stages.quantize.calibrate import run_batches
+from edgeopt.stages.quantize.qdq import weight_scale
+from edgeopt.stages.quantize.qdq import write_qdq
 
 if TYPE_CHECKING:
     import onnx
@@ -276,7 +276,7 @@ def correct_bias(
 
     Example:
         >>> from onnx import helper, numpy_helper, TensorProto
-        >>> from edgeopt.stages.calibrate import calibrate
+        >>> from edgeopt.stages.quantize.calibrate import calibrate
         >>> w = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
         >>> graph = helper.make_graph(
         ...     [helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)], "g",
@@ -411,10 +411,10 @@ def adaround(
     plus ``regularization * sum(1 - |2h - 1|^beta)``, with beta annealed from 20 to 2 after a
     20% warm-up without the regulariser. Each layer's inputs are taken from the fp32 model
     (collected once with ONNX Runtime). The scale stays fixed: the one the QDQ writer uses
-    (pass ``scales`` from :func:`edgeopt.stages.qdq.written_weight_scales`; the max-abs
-    :func:`edgeopt.stages.qdq.weight_scale` otherwise). The weights written back are exactly
-    ``s * integer``; give the returned scales to ``write_qdq(weight_scales=...)`` and the file
-    holds exactly these integers.
+    (pass ``scales`` from :func:`edgeopt.stages.quantize.qdq.written_weight_scales`; the
+    max-abs :func:`edgeopt.stages.quantize.qdq.weight_scale` otherwise). The weights written
+    back are exactly ``s * integer``; give the returned scales to
+    ``write_qdq(weight_scales=...)`` and the file holds exactly these integers.
 
     Args:
         fp32: the fp32 model (not modified).

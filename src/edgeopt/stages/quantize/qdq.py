@@ -386,7 +386,7 @@ def write_qdq(
     Args:
         fp32: the fp32 model (not modified); it is pre-processed first (see :func:`prepare`).
         ranges: ``{tensor: (lo, hi)}`` for the activations, from the prepared model's tensors
-            (see :mod:`edgeopt.stages.calibrate`).
+            (see :mod:`edgeopt.stages.quantize.calibrate`).
         per_channel: one weight scale per output channel (else one per tensor).
         weight_bits: 8 (int8 weights) or 4 (int4 weights in opset 21 Q/DQ).
         exclude_nodes: node names kept in float.
