@@ -119,8 +119,8 @@ def make_seeds(folder: Path) -> dict[str, Path]:
         yaml.safe_dump({**Target.from_name("cortex-m4").to_dict(), "name": "fuzz-board"})
     )
     seeds["yaml-target"] = folder / "target.yaml"
-    from edgeopt.search.recipe import Recipe
-    from edgeopt.search.recipe import Step
+    from edgeopt.pipeline import Recipe
+    from edgeopt.pipeline import Step
 
     recipe = Recipe(seed=0, steps=(Step(PTQConfig(calibration="minmax")),))
     seeds["yaml-recipe"] = recipe.to_yaml(folder / "recipe.yaml")
@@ -156,7 +156,7 @@ def kinds(seeds: dict[str, Path]) -> dict[str, Kind]:
     from edgeopt.data import load_data
     from edgeopt.measure import profile
     from edgeopt.models import load_model
-    from edgeopt.search.recipe import Recipe
+    from edgeopt.pipeline import Recipe
     from edgeopt.target import Target
 
     lenet = "zoo:lenet300?input=1x8x8&width=0.25"

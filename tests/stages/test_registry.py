@@ -13,12 +13,12 @@ import pytest
 
 from edgeopt.config import Config
 from edgeopt.errors import InputError
+from edgeopt.pipeline import Recipe
+from edgeopt.pipeline import Step
+from edgeopt.pipeline import apply_recipe
 from edgeopt.registry import get_stage
 from edgeopt.registry import list_stages
 from edgeopt.registry import register_stage
-from edgeopt.search.recipe import Recipe
-from edgeopt.search.recipe import Step
-from edgeopt.search.recipe import apply_recipe
 from edgeopt.search.space import step_choices
 
 #: Small settings, so that each stage runs in seconds on the tiny model.

@@ -11,11 +11,11 @@ from edgeopt.cli._common import DataOpt
 from edgeopt.cli._common import ModelArg
 from edgeopt.cli._common import WeightsOpt
 from edgeopt.cli._common import comma_list
-from edgeopt.cli._common import console
 from edgeopt.cli._common import float_list
 from edgeopt.cli._progress import status
 from edgeopt.cli._progress import trial_progress
 from edgeopt.report.console import render_optimize
+from edgeopt.report.console import render_run
 
 
 def optimize(
@@ -119,17 +119,12 @@ def apply(
     weights: WeightsOpt = None,
 ) -> None:
     """Replay a saved recipe on the model: the same seed gives the same artifact."""
-    from edgeopt.data import load_data
-    from edgeopt.measure import profile as profile_model
-    from edgeopt.search import Recipe
-    from edgeopt.search import apply_recipe
+    from edgeopt.pipeline import Recipe
+    from edgeopt.pipeline import run
 
     parsed = Recipe.from_yaml(recipe)
-    dataset = load_data(data or "digits")
     with status(f"applying {parsed.describe()}"):
-        written = apply_recipe(model, dataset, parsed, output, weights=weights)
-    metrics = profile_model(str(written), data=dataset, target=target)
-    console.print(
-        f"wrote {written} ({parsed.describe()}): test accuracy {metrics.accuracy:.2%} "
-        f"(measured on the ONNX file), {metrics.size_bytes:,} bytes"
-    )
+        result = run(
+            model, recipe, data=data or "digits", output=output, target=target, weights=weights
+        )
+    render_run(result)

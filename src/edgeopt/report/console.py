@@ -32,6 +32,7 @@ __all__ = [
     "render_optimize",
     "render_prune",
     "render_quantize",
+    "render_run",
     "render_targets",
     "render_train",
     "render_uint8",
@@ -261,6 +262,32 @@ def _change(before: float | None, after: float | None, *, ratio: bool = False) -
     if ratio:
         return f"{before / after:.2f}x smaller" if after else ""
     return f"{(after - before) * 100:+.2f} pp"
+
+
+def render_run(result: Any, *, console: Console | None = None) -> None:
+    """Print a recipe run (:func:`edgeopt.pipeline.run`): the input and the file after each
+    step, measured, and the estimate on the target where one was given."""
+    out = console or STDOUT
+    table = _table(f"apply {result.recipe.describe()}", is_compact=True)
+    headers = ("after", "accuracy", "size", "MACs", "RAM", "est. ms")
+    _columns(table, *headers, numbers=headers[1:], whole=("after",))
+    rows = [("input (fp32)", result.before)] + [(s.label, s.metrics) for s in result.steps]
+    for label, metrics in rows:
+        estimate = metrics.estimate
+        table.add_row(
+            label,
+            f"{metrics.accuracy:.2%}" if metrics.accuracy is not None else "-",
+            f"{metrics.size_bytes:,} B",
+            f"{metrics.macs:,}",
+            f"{metrics.peak_ram_bytes:,} B",
+            f"{estimate.latency_ms:.4g}" if estimate is not None else "-",
+        )
+    out.print(table)
+    after = result.after
+    out.print(
+        f"wrote {result.path} ({result.recipe.describe()}): test accuracy {after.accuracy:.2%} "
+        f"(measured on the ONNX file), {after.size_bytes:,} bytes; record {result.record_path}"
+    )
 
 
 def render_quantize(report: Any, *, console: Console | None = None) -> None:

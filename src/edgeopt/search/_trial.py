@@ -2,7 +2,7 @@
 
 What a worker needs travels in :class:`Search` (picklable: it crosses a process spawn). A trial
 asks :mod:`edgeopt.search.space` for a plan, runs the stage verbs through
-:mod:`edgeopt.search.recipe` into ``RUNDIR/trials/NNNN/`` and measures the ONNX file with
+:mod:`edgeopt.pipeline` into ``RUNDIR/trials/NNNN/`` and measures the ONNX file with
 :func:`edgeopt.measure.profile_onnx`; the record it keeps with the trial is the report's
 candidate, and the budget reaches the sampler as constraint values (above 0: broken).
 """
@@ -23,11 +23,11 @@ from edgeopt._io import scratch_dir
 from edgeopt._io import write_json
 from edgeopt.data import Dataset
 from edgeopt.models import ModelHandle
+from edgeopt.pipeline import Recipe
+from edgeopt.pipeline import Step
+from edgeopt.pipeline import build_before_quantize
+from edgeopt.pipeline import finish_recipe
 from edgeopt.search import select
-from edgeopt.search.recipe import Recipe
-from edgeopt.search.recipe import Step
-from edgeopt.search.recipe import build_before_quantize
-from edgeopt.search.recipe import finish_recipe
 from edgeopt.search.space import suggest_plan
 from edgeopt.target import Target
 

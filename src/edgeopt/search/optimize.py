@@ -46,6 +46,8 @@ from edgeopt.errors import EdgeoptError
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
+from edgeopt.pipeline import Recipe
+from edgeopt.pipeline import apply_recipe
 from edgeopt.search import _report
 from edgeopt.search import select
 from edgeopt.search._trial import ProgressFn
@@ -54,8 +56,6 @@ from edgeopt.search._trial import candidate_record
 from edgeopt.search._trial import has_set_constraint
 from edgeopt.search._trial import measure
 from edgeopt.search._trial import run_trial
-from edgeopt.search.recipe import Recipe
-from edgeopt.search.recipe import apply_recipe
 from edgeopt.search.space import QUANTIZE_METHODS
 from edgeopt.search.space import zoo_students
 from edgeopt.search.storage import check_storage

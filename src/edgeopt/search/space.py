@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from typing import Any
 
+from edgeopt.pipeline import Step
 from edgeopt.registry import get_stage
 from edgeopt.registry import list_stages
-from edgeopt.search.recipe import Step
 from edgeopt.spec import parse_spec
 from edgeopt.stages._stage import ChoiceContext
 from edgeopt.stages._stage import Deferred

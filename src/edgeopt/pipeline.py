@@ -1,4 +1,5 @@
-"""``Recipe``: the ordered compression steps that made an artifact, and their deterministic replay.
+"""``Recipe`` (the ordered compression steps that made an artifact) and ``run``, which replays
+one on a model, measuring the file before and after every step.
 
 A recipe is at most one step of each kind, in the order the toolkit runs them: ``distill`` (a
 student trained on the model's outputs), ``prune`` (weights or channels, then fine-tuning),
@@ -15,7 +16,9 @@ and its YAML form is the configs' ``to_dict`` with a ``step`` key::
 
 Every step is seeded (training shuffles, initial weights) and PyTorch runs deterministic
 kernels, so :func:`apply_recipe` on the same model and data writes the same artifact: the search
-relies on it to rebuild a candidate found by a worker on another machine.
+relies on it to rebuild a candidate found by a worker on another machine. :func:`run` writes that
+same artifact and a record of what each step cost (``OUT.json``), all staged beside the output
+and renamed in together.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 
 import yaml
@@ -40,7 +44,20 @@ from edgeopt.registry import get_stage
 from edgeopt.registry import list_stages
 from edgeopt.stages._stage import StageContext
 
-__all__ = ["Recipe", "Step", "apply_recipe", "build_before_quantize", "finish_recipe"]
+if TYPE_CHECKING:
+    from edgeopt.metrics import Metrics
+    from edgeopt.target import Target
+
+__all__ = [
+    "Recipe",
+    "Result",
+    "Step",
+    "StepRecord",
+    "apply_recipe",
+    "build_before_quantize",
+    "finish_recipe",
+    "run",
+]
 
 RECIPE_KIND = "edgeopt-recipe"
 RECIPE_VERSION = 1
@@ -280,6 +297,24 @@ def apply_recipe(
         >>> apply_recipe("zoo:cnn-s", "digits", Recipe(steps=(Step(PTQConfig()),)), out) == out
         True
     """
+    resolved, out, dataset, handle = _resolve(model, data, recipe, output, weights)
+    quantize_step = resolved.quantize_step
+    before = tuple(step for step in resolved.steps if step.name != "quantize")
+    built = build_before_quantize(handle, dataset, before)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with scratch_dir(out.parent, "recipe-") as scratch:
+        return finish_recipe(built, dataset, quantize_step, out, Path(scratch))
+
+
+def _resolve(
+    model: str | ModelHandle,
+    data: str | Dataset,
+    recipe: Recipe | str | Path,
+    output: str | Path,
+    weights: str | Path | None,
+) -> tuple[Recipe, Path, Dataset, ModelHandle]:
+    """The inputs of a replay resolved once, and refused before any work when they cannot go
+    together (a training step on an ONNX-only model, an output that is not ``.onnx``)."""
     resolved = recipe if isinstance(recipe, Recipe) else Recipe.from_yaml(recipe)
     out = Path(output)
     if out.suffix != ".onnx":
@@ -293,8 +328,125 @@ def apply_recipe(
     if quantize_step is not None and get_stage(quantize_step.config.kind).is_torch_only:
         if handle.module is None and not any(s.name == "distill" for s in resolved.steps):
             handle.require_torch(quantize_step.config.kind.removeprefix("quantize.").upper())
-    before = tuple(step for step in resolved.steps if step.name != "quantize")
-    built = build_before_quantize(handle, dataset, before)
+    return resolved, out, dataset, handle
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a run: its one-line label, its config and the metrics of the file after it
+    (a training-side step's model is measured as its fp32 ONNX export)."""
+
+    label: str
+    config: dict[str, Any]
+    metrics: Metrics
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.label, "config": self.config, "metrics": self.metrics.to_dict()}
+
+
+@dataclass(frozen=True)
+class Result:
+    """A recipe run: the written model and record, the input's metrics and each step's."""
+
+    path: Path
+    record_path: Path
+    recipe: Recipe
+    before: Metrics
+    steps: tuple[StepRecord, ...]
+
+    @property
+    def after(self) -> Metrics:
+        """The metrics of the written file."""
+        return self.steps[-1].metrics if self.steps else self.before
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.path.name,
+            "recipe": self.recipe.to_dict(),
+            "description": self.recipe.describe(),
+            "before": self.before.to_dict(),
+            "steps": [step.to_dict() for step in self.steps],
+        }
+
+
+def run(
+    model: str | ModelHandle,
+    recipe: Recipe | str | Path,
+    *,
+    data: str | Dataset,
+    output: str | Path,
+    target: str | Target | None = None,
+    weights: str | Path | None = None,
+    threads: int = 1,
+) -> Result:
+    """Replay ``recipe`` on ``model`` and measure the file before and after every step.
+
+    The written model is the same file :func:`apply_recipe` writes (same steps, same seed);
+    ``OUT.json`` beside it records the input's metrics and each step's (with
+    :func:`edgeopt.measure.profile_onnx`, on the data's test split and the target). Both are
+    staged beside the output and renamed in together: both appear, or neither.
+
+    Args:
+        model: the model the recipe starts from: a spec or a handle.
+        recipe: a :class:`Recipe` or the path of its YAML file.
+        data: the data spec or dataset (training, calibration and the measured test split).
+        output: the ``.onnx`` file to write.
+        target: the device profile of the estimates (latency, energy, fits), if any.
+        weights: a state dict for a zoo or factory spec.
+        threads: ONNX Runtime threads of the host latency.
+
+    Returns:
+        The paths, the recipe and the metrics before and after each step.
+
+    Raises:
+        InputError: a bad model, data, recipe or target, an output that is not ``.onnx`` or
+            would overwrite the input model or the recipe, a training-side step on an
+            ONNX-only model; nothing is written then.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from edgeopt.stages.quantize import PTQConfig
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "m.onnx"
+        >>> result = run("zoo:cnn-s", Recipe(steps=(Step(PTQConfig()),)), data="digits", output=out)
+        >>> result.after.size_bytes < result.before.size_bytes, result.record_path.exists()
+        (True, True)
+    """
+    import os
+
+    from edgeopt._io import refuse_overwrite
+    from edgeopt._io import write_json
+    from edgeopt.measure import profile_onnx
+    from edgeopt.target import Target
+
+    resolved, out, dataset, handle = _resolve(model, data, recipe, output, weights)
+    device = Target.from_name(target) if isinstance(target, str) else target
+    record = out.with_suffix(".json")
+    inputs = {"the input model": handle.onnx_path}
+    if not isinstance(recipe, Recipe):
+        inputs["the recipe"] = Path(recipe)
+    refuse_overwrite([out, record], inputs)
+
+    def measure(path: Path) -> Metrics:
+        return profile_onnx(path, data=dataset, target=device, threads=threads)
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_dir(out.parent, "recipe-") as scratch:
-        return finish_recipe(built, dataset, quantize_step, out, Path(scratch))
+    with scratch_dir(out.parent, "run-") as staging:
+        folder = Path(staging)
+        before = measure(write_fp32(handle, dataset, folder / "input.onnx"))
+        records: list[StepRecord] = []
+        last: Path | None = None
+        for index, step in enumerate(resolved.steps):
+            if step.name == "quantize":
+                last = finish_recipe(handle, dataset, step, folder / out.name, folder)
+            else:
+                handle = build_before_quantize(handle, dataset, (step,))
+                last = write_fp32(handle, dataset, folder / f"step-{index}.onnx")
+            label = Recipe(seed=resolved.seed, steps=(step,)).describe()
+            records.append(StepRecord(label, step.to_dict(), measure(last)))
+        if last is None or last.name != out.name:  # no quantize step: the last fp32 file ships
+            last = finish_recipe(handle, dataset, None, folder / out.name, folder)
+        result = Result(out, record, resolved, before, tuple(records))
+        write_json(folder / record.name, result.to_dict())
+        os.replace(last, out)
+        os.replace(folder / record.name, record)
+    return result

@@ -1,0 +1,50 @@
+"""``pipeline.run``: a recipe replayed with the file measured before and after every step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeopt.data import load_data
+from edgeopt.errors import InputError
+from edgeopt.export.onnx import export_onnx
+from edgeopt.models import load_model
+from edgeopt.pipeline import Recipe
+from edgeopt.pipeline import Step
+from edgeopt.pipeline import apply_recipe
+from edgeopt.pipeline import run
+from edgeopt.stages.prune import PruneConfig
+from edgeopt.stages.quantize import PTQConfig
+
+PRUNE = PruneConfig(granularity="channel", ratio=0.3, ratio_of="macs", finetune_epochs=0)
+
+
+def test_run_measures_every_step_and_writes_what_apply_recipe_writes(tmp_path: Path) -> None:
+    data = load_data("digits")
+    recipe = Recipe(seed=0, steps=(Step(PRUNE), Step(PTQConfig())))
+    result = run("zoo:cnn-s", recipe, data=data, output=tmp_path / "m.onnx", target="cortex-m4")
+    replayed = apply_recipe("zoo:cnn-s", data, recipe, tmp_path / "again.onnx")
+    assert result.path.read_bytes() == replayed.read_bytes()
+    pruned, quantized = (step.metrics for step in result.steps)
+    assert pruned.macs < result.before.macs  # channels removed
+    assert quantized.size_bytes < pruned.size_bytes  # int8 weights
+    assert result.after is quantized and quantized.estimate is not None
+    record = json.loads(result.record_path.read_text())
+    assert [step["step"] for step in record["steps"]] == ["prune(channel 0.3)", "ptq8"]
+    assert record["before"]["macs"] == result.before.macs
+    assert record["steps"][1]["metrics"]["accuracy"] == quantized.accuracy
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.onnx", "m.json", "m.onnx"]
+
+
+def test_run_refuses_before_any_work_and_writes_nothing(tmp_path: Path) -> None:
+    data = load_data("digits")
+    model = export_onnx(load_model("zoo:cnn-s", data=data), tmp_path / "in" / "model.onnx")
+    out = tmp_path / "out" / "m.onnx"
+    with pytest.raises(InputError, match="pruning"):
+        run(str(model), Recipe(steps=(Step(PRUNE),)), data=data, output=out)
+    with pytest.raises(InputError, match="would overwrite the input model"):
+        run(str(model), Recipe(steps=(Step(PTQConfig()),)), data=data, output=model)
+    assert not out.parent.exists()
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model.onnx"]
