@@ -48,3 +48,29 @@ def test_run_refuses_before_any_work_and_writes_nothing(tmp_path: Path) -> None:
         run(str(model), Recipe(steps=(Step(PTQConfig()),)), data=data, output=model)
     assert not out.parent.exists()
     assert sorted(p.name for p in model.parent.iterdir()) == ["model.onnx"]
+
+
+def test_a_deferred_quantize_step_is_made_once_the_model_exists(tmp_path: Path) -> None:
+    """The search's mixed precision: its budget is a fraction of the model's own int8 file, so
+    its config is made after the training steps, and the result's recipe holds it."""
+    from edgeopt.search._trial import mixed_budget
+    from edgeopt.stages._stage import Deferred
+    from edgeopt.stages.quantize import MixedPrecisionConfig
+
+    seen = []
+
+    def build(handle: object, dataset: object, scratch: Path) -> MixedPrecisionConfig:
+        seen.append(handle)
+        budget = mixed_budget(handle, dataset, 0.8, scratch)  # type: ignore[arg-type]
+        return MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
+
+    recipe = Recipe(seed=0, steps=(Step(PRUNE),))
+    result = run(
+        "zoo:cnn-s", recipe, data="digits", output=tmp_path / "m.onnx", deferred=Deferred(build)
+    )
+    assert len(seen) == 1 and seen[0].module is not None  # the pruned PyTorch model
+    assert [step.name for step in result.recipe.steps] == ["prune", "quantize"]
+    mixed = result.recipe.steps[-1].config
+    assert isinstance(mixed, MixedPrecisionConfig)
+    assert result.after.size_bytes <= mixed.max_flash_bytes
+    assert [step.label for step in result.steps][-1].startswith("mixed(")

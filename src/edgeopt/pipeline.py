@@ -42,6 +42,7 @@ from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
 from edgeopt.registry import get_stage
 from edgeopt.registry import list_stages
+from edgeopt.stages._stage import Deferred
 from edgeopt.stages._stage import StageContext
 
 if TYPE_CHECKING:
@@ -378,6 +379,7 @@ def run(
     target: str | Target | None = None,
     weights: str | Path | None = None,
     threads: int = 1,
+    deferred: Deferred | None = None,
 ) -> Result:
     """Replay ``recipe`` on ``model`` and measure the file before and after every step.
 
@@ -394,6 +396,9 @@ def run(
         target: the device profile of the estimates (latency, energy, fits), if any.
         weights: a state dict for a zoo or factory spec.
         threads: ONNX Runtime threads of the host latency.
+        deferred: the quantize step when its config can only be made once the model before it
+            exists (the search's mixed precision: a budget that is a fraction of the model's
+            own int8 file); the result's recipe holds the config it made.
 
     Returns:
         The paths, the recipe and the metrics before and after each step.
@@ -435,7 +440,15 @@ def run(
         before = measure(write_fp32(handle, dataset, folder / "input.onnx"))
         records: list[StepRecord] = []
         last: Path | None = None
-        for index, step in enumerate(resolved.steps):
+        steps = list(resolved.steps)
+        index = 0
+        while index < len(steps) or deferred is not None:
+            if index == len(steps):  # the training steps are done: make the deferred config
+                assert deferred is not None
+                (folder / "deferred").mkdir()
+                steps.append(Step(deferred.build(handle, dataset, folder / "deferred")))
+                resolved, deferred = Recipe(seed=resolved.seed, steps=tuple(steps)), None
+            step = steps[index]
             if step.name == "quantize":
                 last = finish_recipe(handle, dataset, step, folder / out.name, folder)
             else:
@@ -443,6 +456,7 @@ def run(
                 last = write_fp32(handle, dataset, folder / f"step-{index}.onnx")
             label = Recipe(seed=resolved.seed, steps=(step,)).describe()
             records.append(StepRecord(label, step.to_dict(), measure(last)))
+            index += 1
         if last is None or last.name != out.name:  # no quantize step: the last fp32 file ships
             last = finish_recipe(handle, dataset, None, folder / out.name, folder)
         result = Result(out, record, resolved, before, tuple(records))

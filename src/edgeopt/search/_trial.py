@@ -1,10 +1,11 @@
 """One trial of the search: its recipe built into its own folder, exported and measured.
 
 What a worker needs travels in :class:`Search` (picklable: it crosses a process spawn). A trial
-asks :mod:`edgeopt.search.space` for a plan, runs the stage verbs through
-:mod:`edgeopt.pipeline` into ``RUNDIR/trials/NNNN/`` and measures the ONNX file with
-:func:`edgeopt.measure.profile_onnx`; the record it keeps with the trial is the report's
-candidate, and the budget reaches the sampler as constraint values (above 0: broken).
+asks :mod:`edgeopt.search.space` for a plan and runs it as a recipe with
+:func:`edgeopt.pipeline.run` into ``RUNDIR/trials/NNNN/`` (``model.onnx``, ``model.json`` with
+the file measured before and after each step, ``recipe.yaml``, ``metrics.json``); the record it
+keeps with the trial is the report's candidate, and the budget reaches the sampler as
+constraint values (above 0: broken).
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
-from edgeopt._io import scratch_dir
 from edgeopt._io import write_json
 from edgeopt.data import Dataset
 from edgeopt.models import ModelHandle
 from edgeopt.pipeline import Recipe
 from edgeopt.pipeline import Step
-from edgeopt.pipeline import build_before_quantize
 from edgeopt.pipeline import finish_recipe
+from edgeopt.pipeline import run
 from edgeopt.search import select
 from edgeopt.search.space import suggest_plan
 from edgeopt.target import Target
@@ -120,19 +120,22 @@ def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]
         return tuple(float(record[name]) for name in config.objectives)
     folder = search.rundir / "trials" / f"{trial.number:04d}"
     folder.mkdir(parents=True, exist_ok=True)
-    with scratch_dir(folder) as scratch:
-        built = build_before_quantize(search.handle, dataset, plan.before)
-        quantize = plan.quantize
-        if plan.deferred is not None:  # a config that needed the model (mixed precision)
-            quantize = Step(plan.deferred.build(built, dataset, Path(scratch)))
-        recipe = Recipe(seed=config.seed, steps=plan.before + ((quantize,) if quantize else ()))
-        trial.set_user_attr("recipe", recipe.describe())
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        path = finish_recipe(built, dataset, quantize, folder / "model.onnx", Path(scratch))
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    quantize = (plan.quantize,) if plan.quantize else ()
+    result = run(
+        search.handle,
+        Recipe(seed=config.seed, steps=plan.before + quantize),
+        data=dataset,
+        output=folder / "model.onnx",
+        target=search.target,
+        threads=config.threads,
+        deferred=plan.deferred,  # a config that needs the model first (mixed precision)
+    )
+    recipe, metrics = result.recipe, result.after
+    trial.set_user_attr("recipe", recipe.describe())
     recipe.to_yaml(folder / "recipe.yaml")
-    metrics = measure(search, dataset, path)
     write_json(folder / "metrics.json", metrics.to_dict())
-    artifact = path.relative_to(search.rundir).as_posix()
+    artifact = result.path.relative_to(search.rundir).as_posix()
     record = candidate_record(trial.number, recipe, metrics, search.baseline_accuracy, artifact)
     trial.set_user_attr("candidate", record)
     set_constraints(trial, record, search.limits)
