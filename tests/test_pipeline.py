@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgeopt.data import load_data
+from edgeopt.errors import BudgetError
 from edgeopt.errors import InputError
 from edgeopt.export.onnx import export_onnx
 from edgeopt.models import load_model
@@ -16,6 +17,7 @@ from edgeopt.pipeline import Step
 from edgeopt.pipeline import apply_recipe
 from edgeopt.pipeline import run
 from edgeopt.stages.prune import PruneConfig
+from edgeopt.stages.quantize import MixedPrecisionConfig
 from edgeopt.stages.quantize import PTQConfig
 
 PRUNE = PruneConfig(granularity="channel", ratio=0.3, ratio_of="macs", finetune_epochs=0)
@@ -46,6 +48,12 @@ def test_run_refuses_before_any_work_and_writes_nothing(tmp_path: Path) -> None:
         run(str(model), Recipe(steps=(Step(PRUNE),)), data=data, output=out)
     with pytest.raises(InputError, match="would overwrite the input model"):
         run(str(model), Recipe(steps=(Step(PTQConfig()),)), data=data, output=model)
+    # A step that fails after the work began: no file, and no folder the call made.
+    deep = tmp_path / "new" / "deeper" / "m.onnx"
+    too_small = MixedPrecisionConfig(max_flash_bytes=10)
+    with pytest.raises(BudgetError, match="below the smallest file"):
+        run("zoo:cnn-s", Recipe(steps=(Step(too_small),)), data=data, output=deep)
+    assert not (tmp_path / "new").exists()
     assert not out.parent.exists()
     assert sorted(p.name for p in model.parent.iterdir()) == ["model.onnx"]
 

@@ -416,10 +416,7 @@ def run(
         >>> result.after.size_bytes < result.before.size_bytes, result.record_path.exists()
         (True, True)
     """
-    import os
-
     from edgeopt._io import refuse_overwrite
-    from edgeopt._io import write_json
     from edgeopt.measure import profile_onnx
     from edgeopt.target import Target
 
@@ -433,6 +430,31 @@ def run(
 
     def measure(path: Path) -> Metrics:
         return profile_onnx(path, data=dataset, target=device, threads=threads)
+
+    made = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
+    try:
+        return _run_staged(resolved, out, record, dataset, handle, measure, deferred)
+    except BaseException:
+        for folder in made:  # deepest first: the folders this call made, if left empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
+def _run_staged(
+    resolved: Recipe,
+    out: Path,
+    record: Path,
+    dataset: Dataset,
+    handle: ModelHandle,
+    measure: Any,
+    deferred: Deferred | None,
+) -> Result:
+    """``run`` once its inputs are resolved and checked: the steps in a staging folder beside
+    ``out``, each file measured, then the model and the record renamed in."""
+    import os
+
+    from edgeopt._io import write_json
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out.parent, "run-") as staging:
