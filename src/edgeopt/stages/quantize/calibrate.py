@@ -194,18 +194,23 @@ def percentile_range(stats: TensorStats, percentile: float = 99.99) -> tuple[flo
 
 
 def _clip(stats: TensorStats, threshold: float) -> tuple[float, float]:
-    return max(stats.minimum, -threshold), min(stats.maximum, threshold)
+    low, high = _clip_all(stats, np.array([threshold]))
+    return float(low[0]), float(high[0])
 
 
 def _clip_all(stats: TensorStats, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return np.maximum(stats.minimum, -thresholds), np.minimum(stats.maximum, thresholds)
+    """The observed range clipped at ``[-t, t]`` for each threshold ``t``. For data of one sign a
+    threshold below its smallest magnitude would cross the bounds (``[-3, -2]`` clipped at 1.9
+    gave ``lo = -1.9 > hi = -2``): each bound stays within the observed extremes."""
+    low = np.minimum(np.maximum(stats.minimum, -thresholds), stats.maximum)
+    high = np.maximum(np.minimum(stats.maximum, thresholds), stats.minimum)
+    return low, high
 
 
 def _steps(stats: TensorStats, thresholds: np.ndarray, levels: int) -> np.ndarray:
     """Quantization step of the asymmetric grid over each clipped range (zero included)."""
-    low = np.minimum(np.maximum(stats.minimum, -thresholds), 0.0)
-    high = np.maximum(np.minimum(stats.maximum, thresholds), 0.0)
-    return (high - low) / (levels - 1)
+    low, high = _clip_all(stats, thresholds)
+    return (np.maximum(high, 0.0) - np.minimum(low, 0.0)) / (levels - 1)
 
 
 def kl_divergences(stats: TensorStats, levels: int = ACTIVATION_LEVELS) -> tuple[np.ndarray, float]:
