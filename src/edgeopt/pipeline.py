@@ -100,6 +100,12 @@ class Step:
         if (self.name == "distill") != (self.student is not None):
             raise InputError("recipe: a distill step, and only it, names a student model.")
 
+    def label(self) -> str:
+        """A few characters for a recipe line: ``distill(cnn-s?width=0.5)``, ``ptq8``."""
+        if self.student is not None:
+            return f"distill({self.student.removeprefix('zoo:')})"
+        return self.config.label()
+
     def to_dict(self) -> dict[str, Any]:
         head: dict[str, Any] = {"step": self.name}
         if self.student is not None:
@@ -164,13 +170,7 @@ class Recipe:
 
     def describe(self) -> str:
         """One line: ``distill(cnn-s?width=0.5) > prune(channel 0.3) > ptq8``."""
-        parts = []
-        for step in self.steps:
-            if step.student is not None:
-                parts.append(f"distill({step.student.removeprefix('zoo:')})")
-            else:
-                parts.append(step.config.label())
-        return " > ".join(parts) or "as is (fp32)"
+        return " > ".join(step.label() for step in self.steps) or "as is (fp32)"
 
     def to_dict(self) -> dict[str, Any]:
         return {"seed": self.seed, "steps": [step.to_dict() for step in self.steps]}
@@ -459,9 +459,9 @@ def _run_staged(
     out.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(out.parent, "run-") as staging:
         folder = Path(staging)
-        before = measure(write_fp32(handle, dataset, folder / "input.onnx"))
+        last = write_fp32(handle, dataset, folder / "input.onnx")
+        before = measure(last)
         records: list[StepRecord] = []
-        last: Path | None = None
         steps = list(resolved.steps)
         index = 0
         while index < len(steps) or deferred is not None:
@@ -476,11 +476,10 @@ def _run_staged(
             else:
                 handle = build_before_quantize(handle, dataset, (step,))
                 last = write_fp32(handle, dataset, folder / f"step-{index}.onnx")
-            label = Recipe(seed=resolved.seed, steps=(step,)).describe()
-            records.append(StepRecord(label, step.to_dict(), measure(last)))
+            records.append(StepRecord(step.label(), step.to_dict(), measure(last)))
             index += 1
-        if last is None or last.name != out.name:  # no quantize step: the last fp32 file ships
-            last = finish_recipe(handle, dataset, None, folder / out.name, folder)
+        # Without a quantize step the last fp32 file (the input's, with no steps) ships as it is:
+        # write_fp32 is what finish_recipe would write again.
         result = Result(out, record, resolved, before, tuple(records))
         write_json(folder / record.name, result.to_dict())
         os.replace(last, out)

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from edgeopt.training import EpochRecord
     from edgeopt.training import ProgressFn
 
-__all__ = ["ChoiceContext", "Deferred", "QuantizeOutput", "StageContext", "load_fp32"]
+__all__ = [
+    "ChoiceContext",
+    "Deferred",
+    "QuantizeOutput",
+    "StageContext",
+    "check_input_shape",
+    "load_fp32",
+]
 
 
 @dataclass(frozen=True)
@@ -85,7 +92,6 @@ def load_fp32(handle: ModelHandle, dataset: Dataset | None, scratch: Path) -> tu
     """
     import onnx
 
-    from edgeopt.errors import InputError
     from edgeopt.models import onnx_input_shape
     from edgeopt.models import read_onnx
 
@@ -96,10 +102,18 @@ def load_fp32(handle: ModelHandle, dataset: Dataset | None, scratch: Path) -> tu
 
         path = export_onnx(handle, scratch / f"{handle.name}.onnx")
         fp32 = onnx.load(str(path), load_external_data=True)
-    shape = onnx_input_shape(fp32)
+    check_input_shape(handle.spec, onnx_input_shape(fp32), dataset)
+    return fp32, path
+
+
+def check_input_shape(spec: str, shape: Any, dataset: Dataset | None) -> None:
+    """Refuse a model whose input shape (without the batch; None: not fixed) is not the data's.
+
+    Raises:
+        InputError: naming the model, both shapes and the data.
+    """
+    from edgeopt.errors import InputError
+
     if dataset is not None and shape is not None and tuple(shape) != dataset.input_shape:
         want, got = "x".join(map(str, shape)), "x".join(map(str, dataset.input_shape))
-        raise InputError(
-            f"{handle.spec}: the model takes input {want} but {dataset.spec} gives {got}."
-        )
-    return fp32, path
+        raise InputError(f"{spec}: the model takes input {want} but {dataset.spec} gives {got}.")

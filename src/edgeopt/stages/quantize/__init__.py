@@ -44,6 +44,7 @@ from edgeopt.registry import get_stage
 from edgeopt.registry import register_stage
 from edgeopt.stages._stage import QuantizeOutput
 from edgeopt.stages._stage import StageContext
+from edgeopt.stages._stage import check_input_shape
 from edgeopt.stages._stage import load_fp32
 from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
 from edgeopt.stages.quantize.calibrate import check_calibration_data
@@ -389,12 +390,7 @@ def check_inputs(
         return None
     if dataset is None:
         raise InputError(f"{config.kind} needs data to calibrate on; give a data spec.")
-    shape = handle.input_shape
-    if shape is not None and tuple(shape) != dataset.input_shape:
-        want, got = "x".join(map(str, shape)), "x".join(map(str, dataset.input_shape))
-        raise InputError(
-            f"{handle.spec}: the model takes input {want} but {dataset.spec} gives {got}."
-        )
+    check_input_shape(handle.spec, handle.input_shape, dataset)
     x = dataset.arrays("calib")[0]
     check_calibration_data(x, source=f"the calibration split of {dataset.spec}")
     return x
