@@ -1,9 +1,11 @@
 """Read an int8 QDQ graph: quantized activations, their scales, weights, biases and tables.
 
-The base of the lowering (:mod:`edgeopt.export.c._lower`): it knows which tensors are int8
-buffers (QuantizeLinear outputs), what a layer reads and writes, and computes the constants the
-kernels need. Tables of one int8 input are evaluated with ONNX Runtime itself, so they hold
-exactly what the reference computes.
+The base of every mixin of the lowering (:mod:`edgeopt.export.c._lower` combines them): it
+knows which tensors are int8 buffers (QuantizeLinear outputs), what a layer reads and writes,
+and computes the constants the kernels need. Tables of one int8 input are evaluated with ONNX
+Runtime itself, so they hold exactly what the reference computes. What more than one mixin
+uses lives here, so that no mixin depends on another: the table step (``lower_table``) serves
+a change of scale, a view and a function of one value alike.
 """
 
 from __future__ import annotations
@@ -294,3 +296,28 @@ class GraphReader:
         if name is None:
             raise self.fail(f"node {node_label(node)} writes the graph output in float.")
         return name
+
+    def lower_table(self, node: Any, before: Buffer, name: str, function: Any | None) -> None:
+        """``name`` from ``before`` through a 256-entry table of ``function`` (None: identity);
+        no step when the identity keeps the scale (``name`` is then a view of ``before``)."""
+        after = self.buffers[name]
+        if function is None and (before.scale, before.zero_point) == (
+            after.scale,
+            after.zero_point,
+        ):
+            self.views[name] = before.tensor
+            return
+        index = len(self.steps)
+        table = self.array(index, "table", "int8_t", self.table(before, after, function))
+        self.add_step(
+            Step(
+                "edgeopt_lookup",
+                node_label(node),
+                (before.tensor,),
+                name,
+                leading=(Ref(table.name),),
+                args=(after.size,),
+                arrays=(table,),
+                summary="table",
+            )
+        )

@@ -1,4 +1,9 @@
-"""Lower the compute layers: convolutions, fully connected layers and pooling."""
+"""Lower the compute layers: convolutions, fully connected layers and pooling.
+
+Conv, Gemm and MatMul are the layers with weights: int8 x int8 products summed in int32, a
+bias in the accumulator's scale, requantized per output channel. Pooling has no weights but
+walks the same windows (kernel, strides, pads, ``auto_pad``), so it shares their geometry here.
+"""
 
 from __future__ import annotations
 
