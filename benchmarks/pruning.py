@@ -8,11 +8,11 @@ LeNet (``lenet5-caffe``: 20-50-500, 431k weights, the network the paper calls Le
 trained 10 epochs, pruned on Zhu & Gupta's gradual schedule during fine-tuning (12 epochs; 24
 for Caffe's LeNet) with one global magnitude threshold (per-layer ratios from the sensitivity
 analysis for the classic LeNet-5), then written as ``.edc`` files (k-means weight sharing,
-relative indices, Huffman coding) through :func:`edgeopt.prune_and_profile`, the library call
-behind ``edgeopt prune --compress``. The ratio is the fp32 ONNX file over the ``.edc`` file; the
-accuracy is measured on the ONNX file that the ``.edc`` decodes to. Target: at least 50x at no
-more than 0.3 pp loss. Sparsities and bits come from exploratory runs scored on the validation
-split, listed in BENCHMARKS.md.
+relative indices, Huffman coding) through :func:`edgeopt.run` (a one-step prune recipe with
+``compress``), the library call behind ``edgeopt prune --compress``. The ratio is the fp32
+ONNX file over the ``.edc`` file; the accuracy is measured on the ONNX file that the ``.edc``
+decodes to. Target: at least 50x at no more than 0.3 pp loss. Sparsities and bits come from
+exploratory runs scored on the validation split, listed in BENCHMARKS.md.
 
 (b) Channel pruning of ResNet-8 (the MLPerf Tiny image-classification network) at width 1.5
 on 1x28x28: 24/48/96 channels, 20.9 M MACs. At width 1 it has 9.3 M MACs on 28x28, under the
@@ -101,35 +101,35 @@ def deep_compression(data: Dataset) -> list[dict[str, Any]]:
             is_sensitivity_guided=guided,
         )
         start = time.perf_counter()
-        report = edgeopt.prune_and_profile(
+        report = edgeopt.run(
             handle,
-            config,
+            edgeopt.Recipe(steps=(edgeopt.Step(config),)),
             data=data,
             output=OUT / f"{row}.onnx",
-            is_compressed=True,
-            bits_conv=bits_conv,
-            bits_fc=bits_fc,
+            target="cortex-m4",
+            compress=edgeopt.Compression(bits_conv=bits_conv, bits_fc=bits_fc),
         )
         seconds = time.perf_counter() - start
-        assert report.decoded is not None and report.compression is not None
-        source, pruned, decoded = report.source, report.pruned, report.decoded
+        assert report.before is not None and report.compressed is not None
+        compression, pruning = report.compressed.report, report.output("prune")
+        source, pruned, decoded = report.before, report.after, report.compressed.decoded
         loss = (source.accuracy or 0.0) - (decoded.accuracy or 0.0)
-        ratio = report.compression_ratio or 0.0
+        ratio = source.size_bytes / max(1, compression.compressed_bytes)
         rows.append(
             {
                 "row": row,
                 "spec": spec,
                 "params": source.params,
-                "sparsity": report.result.sparsity,
+                "sparsity": pruning.sparsity,
                 "is_sensitivity_guided": guided,
                 "finetune_epochs": finetune,
                 "bits_conv": bits_conv,
                 "bits_fc": bits_fc,
                 "size_bytes_fp32": source.size_bytes,
                 "size_bytes_decoded": decoded.size_bytes,
-                "compressed_bytes": report.compression.compressed_bytes,
-                "graph_bytes": report.compression.graph_bytes,
-                "compressed_bytes_unpruned": report.source_compressed_bytes,
+                "compressed_bytes": compression.compressed_bytes,
+                "graph_bytes": compression.graph_bytes,
+                "compressed_bytes_unpruned": report.compressed.source_bytes,
                 "ratio": ratio,
                 "accuracy_fp32": source.accuracy,
                 "accuracy_pruned": pruned.accuracy,
@@ -137,14 +137,14 @@ def deep_compression(data: Dataset) -> list[dict[str, Any]]:
                 "loss_pp": 100 * loss,
                 "is_ratio_met": ratio >= MIN_RATIO,
                 "is_loss_met": loss <= MAX_LOSS_DEEP_COMPRESSION,
-                "layers": [layer.to_dict() for layer in report.result.layers],
-                "tensors": [t.to_dict() for t in report.compression.tensors],
+                "layers": [layer.to_dict() for layer in pruning.layers],
+                "tensors": [t.to_dict() for t in compression.tensors],
                 "training": training,
                 "prune_seconds": round(seconds, 1),
             }
         )
         print(
-            f"{row}: {ratio:.1f}x, sparsity {report.result.sparsity:.3f}, accuracy "
+            f"{row}: {ratio:.1f}x, sparsity {pruning.sparsity:.3f}, accuracy "
             f"{source.accuracy:.4f} -> {decoded.accuracy:.4f}",
             flush=True,
         )
@@ -176,11 +176,18 @@ def channel(data: Dataset) -> dict[str, Any]:
         channel_multiple=8,
         finetune_epochs=CHANNEL_FINETUNE_EPOCHS,
     )
-    report = edgeopt.prune_and_profile(handle, config, data=data, output=OUT / "resnet8.onnx")
+    report = edgeopt.run(
+        handle,
+        edgeopt.Recipe(steps=(edgeopt.Step(config),)),
+        data=data,
+        output=OUT / "resnet8.onnx",
+        target="cortex-m4",
+    )
+    pruning = report.output("prune")
     prune_s = time.perf_counter() - start
     dense_onnx = export_onnx(handle, OUT / "resnet8-dense.onnx")
-    paths = {"dense fp32": dense_onnx, "pruned fp32": report.onnx_path}
-    widths = {"pruned fp32": [layer.remaining for layer in report.result.layers]}
+    paths = {"dense fp32": dense_onnx, "pruned fp32": report.path}
+    widths = {"pruned fp32": [layer.remaining for layer in pruning.layers]}
     for multiple in (1, 16):  # the architecture alone: latency does not depend on the weights
         shape_only = edgeopt.prune(
             handle,
@@ -198,7 +205,7 @@ def channel(data: Dataset) -> dict[str, Any]:
         paths[key] = export_onnx(shape_only.model, OUT / f"resnet8-x{multiple}.onnx")
         widths[key] = [layer.remaining for layer in shape_only.layers]
     start = time.perf_counter()
-    for key, source in (("dense int8", dense_onnx), ("pruned int8", report.onnx_path)):
+    for key, source in (("dense int8", dense_onnx), ("pruned int8", report.path)):
         out = OUT / f"{source.stem}-int8.onnx"
         edgeopt.quantize(str(source), edgeopt.PTQConfig(), data=data, output=out)
         paths[key] = out
@@ -234,8 +241,8 @@ def channel(data: Dataset) -> dict[str, Any]:
         "is_loss_met": loss <= MAX_LOSS_CHANNEL,
         "is_speedup_met": speedup >= MIN_SPEEDUP,
         "rows": rows,
-        "notes": list(report.result.notes),
-        "history": [vars(record) for record in report.result.history],
+        "notes": list(pruning.notes),
+        "history": [vars(record) for record in pruning.history],
         "training": training,
         "prune_seconds": round(prune_s, 1),
         "quantize_seconds": round(quantize_s, 1),

@@ -27,7 +27,10 @@ HEAVY = (
 )
 #: The core of STYLE.md: small, read by everyone. Lines, all files together.
 CORE = ("config.py", "registry.py", "target.py", "metrics.py", "pipeline.py")
-CORE_LINE_BUDGET = 1_200  # 1,138 when pipeline.py came in (its Recipe, replay and run)
+#: 1,138 when pipeline.py came in (its Recipe, replay and run); 1,418 when run took over the
+#: orchestration of train, distill, prune and quantize (the ~400 lines of stages/prune/report.py,
+#: stages/quantize/report.py and save_trained's staging, removed).
+CORE_LINE_BUDGET = 1_450
 
 
 def test_import_edgeopt_loads_no_heavy_or_optional_dependency() -> None:

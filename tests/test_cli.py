@@ -31,8 +31,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_train_writes_onnx_weights_and_record(trained: Path) -> None:
     assert trained.exists() and trained.with_suffix(".pt").exists()
     record = json.loads(trained.with_suffix(".json").read_text())
-    assert record["config"]["epochs"] == 3
-    assert record["test_accuracy_onnx"] > 0.8
+    assert record["steps"][0]["config"]["epochs"] == 3
+    assert record["after"]["accuracy"] > 0.8
 
 
 def test_profile_prints_a_table_and_writes_json(

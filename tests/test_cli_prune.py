@@ -82,7 +82,7 @@ def test_channel_prune_writes_four_files_and_prints_before_and_after(
     assert "channels kept" in stdout
     assert "skipped 6: output layer: its outputs are the classes" in stdout
     record = json.loads(out.with_suffix(".json").read_text())
-    source, pruned = record["measured"]["source"], record["measured"]["pruned"]
+    source, pruned = record["before"], record["after"]
     assert pruned["macs"] < 0.5 * source["macs"] and pruned["params"] < 0.5 * source["params"]
     assert pruned["size_bytes"] == out.stat().st_size
     assert pruned["accuracy"] > 0.6 and source["accuracy"] > 0.8
@@ -90,7 +90,12 @@ def test_channel_prune_writes_four_files_and_prints_before_and_after(
     assert record["compression"]["ratio_vs_source_onnx"] == pytest.approx(
         source["size_bytes"] / out.with_suffix(".edc").stat().st_size
     )
-    assert [layer["remaining"] for layer in record["layers"]] == [8, 16, 16, 10]
+    assert [layer["remaining"] for layer in record["steps"][0]["detail"]["layers"]] == [
+        8,
+        16,
+        16,
+        10,
+    ]
 
 
 def test_decompress_writes_the_onnx_that_was_measured(
@@ -103,7 +108,7 @@ def test_decompress_writes_the_onnx_that_was_measured(
     digits = load_data("digits")
     x_test, y_test = digits.arrays("test")
     record = json.loads(out.with_suffix(".json").read_text())
-    assert measure_accuracy(back, x_test, y_test) == record["measured"]["decoded"]["accuracy"]
+    assert measure_accuracy(back, x_test, y_test) == record["compression"]["decoded"]["accuracy"]
     agree = run_onnx(back, x_test).argmax(1) == run_onnx(out, x_test).argmax(1)
     assert agree.mean() > 0.95  # 8-bit shared conv weights, 5-bit classifier
 
@@ -129,8 +134,8 @@ def test_gradual_unstructured_prune_keeps_the_dense_size_and_compresses(
     code, stdout, err = run_cli(args, capsys)
     assert code == 0, err
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["sparsity"] == pytest.approx(0.9, abs=1e-3)
-    source, pruned = record["measured"]["source"], record["measured"]["pruned"]
+    assert record["steps"][0]["detail"]["sparsity"] == pytest.approx(0.9, abs=1e-3)
+    source, pruned = record["before"], record["after"]
     assert pruned["size_bytes"] == pytest.approx(source["size_bytes"], rel=0.01)  # dense zeros
     assert pruned["macs"] == source["macs"]
     assert record["compression"]["ratio_vs_source_onnx"] > 10

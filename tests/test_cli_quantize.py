@@ -48,12 +48,12 @@ def test_ptq_writes_onnx_and_json_and_prints_both_files_side_by_side(
         assert row in stdout
     assert "operators left in float: none" in stdout
     record = json.loads(out.with_suffix(".json").read_text())
-    fp32, int8 = record["metrics"]["fp32"], record["metrics"]["quantized"]
-    assert record["config"]["kind"] == "quantize.ptq"
+    fp32, int8 = record["before"], record["after"]
+    assert record["steps"][0]["config"]["kind"] == "quantize.ptq"
     assert fp32["size_bytes"] > 2.5 * int8["size_bytes"] == 2.5 * out.stat().st_size
     assert abs(fp32["accuracy"] - int8["accuracy"]) <= 0.02
     assert int8["latency_ms"]["threads"] == 1 and int8["estimate"]["target"] == "cortex-m4"
-    assert record["ranges_summary"]["tensors"] > 0
+    assert record["steps"][0]["detail"]["ranges_summary"]["tensors"] > 0
     assert _digest(trained) == before  # the input is never modified
 
 
@@ -66,9 +66,12 @@ def test_qat_from_zoo_spec_and_weights_reports_both_accuracies(
     code, stdout, _ = run_cli(args, capsys)
     assert code == 0, stdout
     record = json.loads(out.with_suffix(".json").read_text())
-    pytorch = record["qat"]["test_accuracy_pytorch"]
-    assert abs(record["metrics"]["quantized"]["accuracy"] - pytorch) <= 0.003
-    assert "QAT model test accuracy" in stdout and len(record["qat"]["history"]) == 1
+    pytorch = record["steps"][0]["detail"]["qat"]["test_accuracy_pytorch"]
+    assert abs(record["after"]["accuracy"] - pytorch) <= 0.003
+    assert (
+        "QAT model test accuracy" in stdout
+        and len(record["steps"][0]["detail"]["qat"]["history"]) == 1
+    )
 
 
 def test_max_flash_switches_to_mixed_precision_and_prints_the_table(
@@ -80,8 +83,10 @@ def test_max_flash_switches_to_mixed_precision_and_prints_the_table(
     assert code == 0, stdout
     assert "per-layer sensitivity" in stdout and "flash budget 18,000 B" in stdout
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["config"]["kind"] == "quantize.mixed"
-    assert out.stat().st_size <= 18000 and set(record["mixed"]["bits"].values()) <= {8, 4, "float"}
+    assert record["steps"][0]["config"]["kind"] == "quantize.mixed"
+    assert out.stat().st_size <= 18000 and set(
+        record["steps"][0]["detail"]["mixed"]["bits"].values()
+    ) <= {8, 4, "float"}
 
 
 def test_operator_without_int8_kernel_is_named(
@@ -99,7 +104,9 @@ def test_operator_without_int8_kernel_is_named(
     code, stdout, _ = run_cli(["quantize", "tanhnet:net", "-o", str(out)], capsys)
     assert code == 0
     assert "operators left in float:" in stdout and "(Tanh)" in stdout
-    assert json.loads(out.with_suffix(".json").read_text())["float_nodes"][0].endswith("(Tanh)")
+    assert json.loads(out.with_suffix(".json").read_text())["steps"][0]["detail"]["float_nodes"][
+        0
+    ].endswith("(Tanh)")
 
 
 def test_dynamic_method_runs_without_calibration(
@@ -108,7 +115,10 @@ def test_dynamic_method_runs_without_calibration(
     out = tmp_path / "dyn.onnx"
     code, _, _ = run_cli(["quantize", str(trained), "--method", "dynamic", "-o", str(out)], capsys)
     assert code == 0 and out.exists()
-    assert json.loads(out.with_suffix(".json").read_text())["config"]["kind"] == "quantize.dynamic"
+    assert (
+        json.loads(out.with_suffix(".json").read_text())["steps"][0]["config"]["kind"]
+        == "quantize.dynamic"
+    )
 
 
 def _npz(path: Path, x: np.ndarray, y: np.ndarray) -> str:

@@ -82,3 +82,51 @@ def test_a_deferred_quantize_step_is_made_once_the_model_exists(tmp_path: Path) 
     assert isinstance(mixed, MixedPrecisionConfig)
     assert result.after.size_bytes <= mixed.max_flash_bytes
     assert [step.label for step in result.steps][-1].startswith("mixed(")
+
+
+def test_train_and_distill_are_recipes_that_write_the_weights_too(tmp_path: Path) -> None:
+    """``edgeopt train`` and ``distill`` are one-step recipes: the trained model's ONNX file,
+    its state dict (loadable with ``--weights``) and the record, with the stage's own record
+    (history, PyTorch accuracy) as the step's detail."""
+    import torch
+
+    from edgeopt.config import TrainConfig
+    from edgeopt.stages.distill import DistillConfig
+
+    data = load_data("digits")
+    train = Recipe(seed=0, steps=(Step(TrainConfig(epochs=1)),))
+    trained = run("zoo:cnn-s", train, data=data, output=tmp_path / "t.onnx")
+    assert sorted(trained.files) == ["model", "record", "weights"]
+    assert trained.after.accuracy > trained.before.accuracy  # trained vs initial weights
+    record = json.loads(trained.record_path.read_text())
+    assert record["steps"][0]["detail"]["history"][0]["epoch"] == 1
+    reloaded = load_model("zoo:cnn-s", weights=trained.files["weights"], data=data)
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(reloaded.module(x), trained.model.module.eval()(x))
+    teachers = [trained.model, load_model(str(trained.path), data=data)]  # an ensemble
+    step = Step(DistillConfig(epochs=1), student="zoo:cnn-s?width=0.5")
+    student = run(teachers, Recipe(steps=(step,)), data=data, output=tmp_path / "s.onnx")
+    assert student.before is None and student.output("distill").teacher_runtime.startswith("onnx")
+    assert json.loads(student.record_path.read_text())["source_model"].count(" + ") == 1
+
+
+def test_an_ensemble_or_a_compressed_int8_file_is_refused_before_any_work(tmp_path: Path) -> None:
+    from edgeopt.pipeline import Compression
+
+    out = tmp_path / "m.onnx"
+    with pytest.raises(InputError, match="ensemble"):
+        run(
+            ["zoo:cnn-s", "zoo:cnn-s"],
+            Recipe(steps=(Step(PTQConfig()),)),
+            data="digits",
+            output=out,
+        )
+    with pytest.raises(InputError, match="compression"):
+        run(
+            "zoo:cnn-s",
+            Recipe(steps=(Step(PTQConfig()),)),
+            data="digits",
+            output=out,
+            compress=Compression(),
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -40,7 +40,8 @@ def test_save_writes_onnx_weights_and_record(tmp_path: Path) -> None:
     result = train("zoo:cnn-s", "digits", TrainConfig(epochs=2))
     files = save_trained(result, "digits", tmp_path / "out" / "cnn.onnx")
     record = json.loads(files.record_path.read_text())
-    assert record["test_accuracy_onnx"] == pytest.approx(result.test_accuracy, abs=1e-9)
+    assert record["after"]["accuracy"] == pytest.approx(result.test_accuracy, abs=1e-9)
+    assert record["input"]["test_accuracy_pytorch"] == result.test_accuracy
     assert record["data"]["normalization"]["mean"][0] > 0
     meta = {p.key: p.value for p in onnx.load(str(files.onnx_path)).metadata_props}
     assert json.loads(meta["edgeopt.normalization"])["raw_dtype"] == "uint8"

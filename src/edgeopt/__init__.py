@@ -28,6 +28,10 @@ from edgeopt.metrics import Metrics
 from edgeopt.metrics import Violation
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
+from edgeopt.pipeline import Compression
+from edgeopt.pipeline import Result
+from edgeopt.pipeline import Step
+from edgeopt.pipeline import run
 from edgeopt.registry import list_models
 from edgeopt.search import OptimizeConfig
 from edgeopt.search import OptimizeResult
@@ -40,8 +44,6 @@ from edgeopt.stages.distill import distill
 from edgeopt.stages.prune import PruneConfig
 from edgeopt.stages.prune import PruneResult
 from edgeopt.stages.prune import prune
-from edgeopt.stages.prune.report import PruneReport
-from edgeopt.stages.prune.report import prune_and_profile
 from edgeopt.stages.prune.sensitivity import SensitivityTable
 from edgeopt.stages.prune.sensitivity import sensitivity
 from edgeopt.stages.quantize import DynamicConfig
@@ -50,8 +52,6 @@ from edgeopt.stages.quantize import PTQConfig
 from edgeopt.stages.quantize import QATConfig
 from edgeopt.stages.quantize import QuantizeResult
 from edgeopt.stages.quantize import quantize
-from edgeopt.stages.quantize.report import QuantizeReport
-from edgeopt.stages.quantize.report import quantize_and_profile
 from edgeopt.target import Estimate
 from edgeopt.target import Target
 from edgeopt.target import list_targets
@@ -65,6 +65,7 @@ __all__ = [
     "BenchConfig",
     "BenchReport",
     "BudgetError",
+    "Compression",
     "CompressionReport",
     "Dataset",
     "DistillConfig",
@@ -83,13 +84,13 @@ __all__ = [
     "OptimizeResult",
     "PTQConfig",
     "PruneConfig",
-    "PruneReport",
     "PruneResult",
     "QATConfig",
-    "QuantizeReport",
     "QuantizeResult",
     "Recipe",
+    "Result",
     "SensitivityTable",
+    "Step",
     "Target",
     "TrainConfig",
     "TrainResult",
@@ -112,9 +113,8 @@ __all__ = [
     "optimize",
     "profile",
     "prune",
-    "prune_and_profile",
     "quantize",
-    "quantize_and_profile",
+    "run",
     "save_trained",
     "sensitivity",
     "train",

@@ -88,13 +88,20 @@ class Stage:
     :class:`edgeopt.stages.QuantizeOutput`, for pruning and distillation their result, whose
     ``model`` is the new handle). ``choices`` are the names the search may draw for it
     (``ptq8``), each with the function that builds its config from the search's settings
-    (:class:`edgeopt.stages.Choice`). ``is_torch_only``: it needs a PyTorch model.
+    (:class:`edgeopt.stages.Choice`). ``is_torch_only``: it needs a PyTorch model; ``noun`` is
+    what a refusal calls the technique ("pruning needs a PyTorch model"), the kind by default.
     """
 
     config: type[Any]
     apply: Callable[..., Any]
     choices: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     is_torch_only: bool = False
+    noun: str = ""
+
+    def require_torch(self, handle: Any) -> None:
+        """Refuse an ONNX-only model for a stage that trains in PyTorch, in one sentence."""
+        if self.is_torch_only:
+            handle.require_torch(self.noun or self.kind)
 
     @property
     def kind(self) -> str:
@@ -115,6 +122,7 @@ def register_stage(
     *,
     choices: Mapping[str, Callable[..., Any]] | None = None,
     is_torch_only: bool = False,
+    noun: str = "",
 ) -> Callable[[F], F]:
     """Bind ``config`` (a :class:`edgeopt.config.Config` subclass) to the function decorated:
     verbs, recipes and the search space find the technique through it."""
@@ -122,7 +130,7 @@ def register_stage(
     def decorator(fn: F) -> F:
         if config.kind in _STAGES:
             raise ValueError(f"stage {config.kind!r} is registered twice")
-        _STAGES[config.kind] = Stage(config, fn, dict(choices or {}), is_torch_only)
+        _STAGES[config.kind] = Stage(config, fn, dict(choices or {}), is_torch_only, noun)
         return fn
 
     return decorator

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Any
 from typing import Protocol
 
 import numpy as np
 
-from edgeopt._io import scratch_dir
-from edgeopt._io import write_json
 from edgeopt.config import TrainConfig
 from edgeopt.data import Dataset
 from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
+from edgeopt.registry import register_stage
+
+if TYPE_CHECKING:
+    from edgeopt.stages._stage import StageContext
 
 #: ``progress(epoch, epochs, step, steps, loss)`` is called after every batch.
 ProgressFn = Callable[[int, int, int, int, float], None]
@@ -262,45 +264,28 @@ def trained_paths(path: str | Path) -> tuple[Path, Path, Path]:
 
 
 def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) -> TrainArtifacts:
-    """Export the trained model to ONNX, save its state dict and a JSON record beside it.
+    """Export a model trained in this process to ONNX, with its state dict and a JSON record.
 
-    ``OUT.onnx`` carries the data's normalization, classes and the model's history in its
-    metadata; ``OUT.pt`` is the state dict (load it with ``--weights``); ``OUT.json`` records
-    the model spec, data, config, per-epoch history and both test accuracies (PyTorch, and
-    ONNX Runtime on the written file). All three appear together or not at all.
+    A recipe with no step run on the trained model (:func:`edgeopt.pipeline.run`): ``OUT.onnx``
+    carries the data's normalization, classes and the model's history in its metadata;
+    ``OUT.pt`` is the state dict (load it with ``--weights``); ``OUT.json`` records the model
+    spec, the data, the written file's measured metrics and, under ``input``, the training's
+    own record (config, per-epoch history, PyTorch test accuracy). All three appear together
+    or not at all. ``pipeline.run`` with a ``train`` step trains and writes in one call.
     """
+    from edgeopt.pipeline import Recipe
+    from edgeopt.pipeline import run
 
-    import torch
+    trained_paths(path)
+    result.model.require_torch("saving")
+    done = run(result.model, Recipe(), data=data, output=path, context=result.to_dict())
+    accuracy = done.after.accuracy
+    assert accuracy is not None
+    return TrainArtifacts(done.path, done.files["weights"], done.record_path, accuracy)
 
-    from edgeopt.export.onnx import export_onnx
-    from edgeopt.measure.runtime import measure_accuracy
 
-    dataset = load_data(data)
-    targets = dict(zip(("onnx", "weights", "record"), trained_paths(path), strict=True))
-    out = targets["onnx"]
-    module = result.model.require_torch("saving")
-    metadata = {
-        "normalization": dataset.normalization.to_dict(),
-        "classes": list(dataset.classes),
-        "data": dataset.spec,
-        "model_spec": result.model.spec,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_dir(out.parent) as scratch:
-        staged = {key: Path(scratch) / value.name for key, value in targets.items()}
-        export_onnx(result.model, staged["onnx"], metadata=metadata)
-        x_test, y_test = dataset.arrays("test")
-        onnx_accuracy = measure_accuracy(staged["onnx"], x_test, y_test)
-        torch.save(module.state_dict(), staged["weights"])
-        record = {
-            "model": result.model.spec,
-            "history_of_model": list(result.model.history),
-            "data": dataset.describe(),
-            **result.to_dict(),
-            "test_accuracy_onnx": onnx_accuracy,
-            "files": {key: value.name for key, value in targets.items()},
-        }
-        write_json(staged["record"], record)
-        for key, final in targets.items():
-            os.replace(staged[key], final)
-    return TrainArtifacts(targets["onnx"], targets["weights"], targets["record"], onnx_accuracy)
+@register_stage(TrainConfig, is_torch_only=True, noun="training")
+def apply_train(ctx: StageContext, config: TrainConfig) -> TrainResult:
+    """Train the context's PyTorch model from its initial weights (:func:`train`)."""
+    assert ctx.dataset is not None
+    return train(ctx.handle, ctx.dataset, config, progress=ctx.progress)

@@ -46,10 +46,10 @@ def quantize(
     target: Annotated[str, typer.Option(help="target name or YAML file")] = "cortex-m4",
 ) -> None:
     """Quantize a model to QDQ ONNX and compare it with the fp32 file, both measured."""
-    from edgeopt.data import load_data
-    from edgeopt.models import load_model
+    from edgeopt.pipeline import Recipe
+    from edgeopt.pipeline import Step
+    from edgeopt.pipeline import run
     from edgeopt.stages.quantize import make_config
-    from edgeopt.stages.quantize.report import quantize_and_profile
 
     config = make_config(
         method,
@@ -63,13 +63,18 @@ def quantize(
         is_bias_corrected=bias_correction,
         is_adarounded=adaround,
     )
-    dataset = load_data(data or "digits")
-    handle = load_model(model, weights=weights, data=dataset)
+    recipe = Recipe(steps=(Step(config),))
     with epoch_progress("QAT") as progress:
-        report = quantize_and_profile(
-            handle, config, data=dataset, output=output, target=target, progress=progress
+        result = run(
+            model,
+            recipe,
+            data=data or "digits",
+            output=output,
+            target=target,
+            weights=weights,
+            progress=progress,
         )
-    render_quantize(report)
+    render_quantize(result)
 
 
 def prune(
@@ -104,11 +109,11 @@ def prune(
     target: Annotated[str, typer.Option(help="target name or YAML file")] = "cortex-m4",
 ) -> None:
     """Prune a PyTorch model, fine-tune it, export it and compare it with the source, measured."""
-    from edgeopt._io import refuse_overwrite
-    from edgeopt.data import load_data
-    from edgeopt.models import load_model
+    from edgeopt.pipeline import Compression
+    from edgeopt.pipeline import Recipe
+    from edgeopt.pipeline import Step
+    from edgeopt.pipeline import run
     from edgeopt.stages.prune import PruneConfig
-    from edgeopt.stages.prune.report import prune_and_profile
 
     config = PruneConfig(
         granularity=kind,
@@ -123,23 +128,17 @@ def prune(
         learning_rate=learning_rate,
         seed=seed,
     )
-    written = [output.with_suffix(suffix) for suffix in (".onnx", ".pt", ".json", ".edc")]
-    inputs = {"the model": model, "the weights": weights, "the data": data, "the target": target}
-    refuse_overwrite(written, inputs)
-    dataset = load_data(data or "digits")
-    handle = load_model(model, weights=weights, data=dataset)
     with status("pruning and fine-tuning"):
-        report = prune_and_profile(
-            handle,
-            config,
-            data=dataset,
+        result = run(
+            model,
+            Recipe(seed=seed, steps=(Step(config),)),
+            data=data or "digits",
             output=output,
             target=target,
-            is_compressed=compress,
-            bits_conv=bits_conv,
-            bits_fc=bits_fc,
+            weights=weights,
+            compress=Compression(bits_conv, bits_fc) if compress else None,
         )
-    render_prune(report)
+    render_prune(result)
 
 
 def decompress(

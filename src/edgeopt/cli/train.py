@@ -27,24 +27,24 @@ def train(
     weights: WeightsOpt = None,
 ) -> None:
     """Train a PyTorch model, export it to ONNX and save its weights beside it."""
-    from edgeopt._io import refuse_overwrite
     from edgeopt.config import TrainConfig
-    from edgeopt.data import load_data
-    from edgeopt.models import load_model
-    from edgeopt.training import save_trained
-    from edgeopt.training import train as train_model
+    from edgeopt.pipeline import Recipe
+    from edgeopt.pipeline import Step
+    from edgeopt.pipeline import run
 
     config = TrainConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed
     )
-    inputs = {"the model": model, "the weights": weights, "the data": data}
-    refuse_overwrite(trained_outputs(output), inputs)
-    dataset = load_data(data or "digits")
-    handle = load_model(model, weights=weights, data=dataset)
     with epoch_progress("train") as progress:
-        result = train_model(handle, dataset, config, progress=progress)
-    files = save_trained(result, dataset, output)
-    render_train(result, files, title=f"trained {model} on {dataset.spec}")
+        result = run(
+            model,
+            Recipe(seed=seed, steps=(Step(config),)),
+            data=data or "digits",
+            output=output,
+            weights=weights,
+            progress=progress,
+        )
+    render_train(result, title=f"trained {model} on {result.data['spec']}")
 
 
 def distill(
@@ -77,10 +77,11 @@ def distill(
     from edgeopt._io import refuse_overwrite
     from edgeopt.data import load_data
     from edgeopt.models import load_model
+    from edgeopt.pipeline import Recipe
+    from edgeopt.pipeline import Step
+    from edgeopt.pipeline import run
     from edgeopt.stages.distill import DistillConfig
-    from edgeopt.stages.distill import distill as distill_model
     from edgeopt.stages.distill import load_teachers
-    from edgeopt.training import save_trained
 
     config = DistillConfig(
         temperature=temperature,
@@ -103,10 +104,14 @@ def distill(
     dataset = load_data(data or "digits")
     teacher_handles = load_teachers(teacher, weights=teacher_paths, data=dataset)
     student_handle = load_model(student, weights=weights, data=dataset)
+    step = Step(config, student=student_handle)
     with epoch_progress("distill") as progress:
-        result = distill_model(
-            teacher_handles, student_handle, config, data=dataset, progress=progress
+        result = run(
+            teacher_handles,
+            Recipe(seed=seed, steps=(step,)),
+            data=dataset,
+            output=output,
+            progress=progress,
         )
-    files = save_trained(result, dataset, output)
     title = f"distilled {' + '.join(teacher)} into {student} on {dataset.spec}"
-    render_distill(result, files, title=title)
+    render_distill(result, title=title)

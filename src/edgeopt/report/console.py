@@ -109,29 +109,38 @@ def _history(title: str, history: Sequence[Any]) -> Table:
     return table
 
 
-def render_train(result: Any, files: Any, *, title: str, console: Console | None = None) -> None:
-    """Print the epochs of ``train``, both test accuracies and the files written."""
-    out = console or STDOUT
-    out.print(_history(title, result.history))
-    out.print(
-        f"test accuracy: PyTorch {result.test_accuracy:.2%}, "
-        f"ONNX file {files.onnx_test_accuracy:.2%} (measured)"
+def _written(result: Any) -> str:
+    return ", ".join(str(path) for key, path in result.files.items() if key != "record") + (
+        f", {result.record_path}"
     )
-    out.print(f"wrote {files.onnx_path}, {files.weights_path}, {files.record_path}")
 
 
-def render_distill(result: Any, files: Any, *, title: str, console: Console | None = None) -> None:
+def render_train(result: Any, *, title: str, console: Console | None = None) -> None:
+    """Print the epochs of ``train`` (a :class:`edgeopt.pipeline.Result`), both test
+    accuracies and the files written."""
+    out = console or STDOUT
+    trained = result.output("train")
+    out.print(_history(title, trained.history))
+    out.print(
+        f"test accuracy: PyTorch {trained.test_accuracy:.2%}, "
+        f"ONNX file {result.after.accuracy:.2%} (measured)"
+    )
+    out.print(f"wrote {_written(result)}")
+
+
+def render_distill(result: Any, *, title: str, console: Console | None = None) -> None:
     """Print the epochs of ``distill``, its notes, the teacher's and the student's accuracies."""
     out = console or STDOUT
-    out.print(_history(title, result.history))
-    for note in result.notes:
+    made = result.output("distill")
+    out.print(_history(title, made.history))
+    for note in made.notes:
         out.print(note, style="dim")
     out.print(
-        f"test accuracy: teacher {result.teacher_test_accuracy:.2%} ({result.teacher_runtime}), "
-        f"student PyTorch {result.test_accuracy:.2%}, ONNX file "
-        f"{files.onnx_test_accuracy:.2%} (measured)"
+        f"test accuracy: teacher {made.teacher_test_accuracy:.2%} ({made.teacher_runtime}), "
+        f"student PyTorch {made.test_accuracy:.2%}, ONNX file "
+        f"{result.after.accuracy:.2%} (measured)"
     )
-    out.print(f"wrote {files.onnx_path}, {files.weights_path}, {files.record_path}")
+    out.print(f"wrote {_written(result)}")
 
 
 def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | None = None) -> None:
@@ -291,9 +300,10 @@ def render_run(result: Any, *, console: Console | None = None) -> None:
 
 
 def render_quantize(report: Any, *, console: Console | None = None) -> None:
-    """Print fp32 and quantized side by side, the float operators, and QAT / mixed details."""
+    """Print fp32 and quantized side by side (a one-step :class:`edgeopt.pipeline.Result`),
+    the float operators, and QAT / mixed details."""
     out = console or STDOUT
-    result, fp32, quantized = report.result, report.fp32, report.quantized
+    result, fp32, quantized = report.output("quantize"), report.before, report.after
     config = result.config
     table = _table(f"fp32 vs {config.describe()}", is_compact=True)
     numbers = ("fp32", "quantized")
@@ -378,22 +388,23 @@ def render_quantize(report: Any, *, console: Console | None = None) -> None:
         )
     floats = ", ".join(result.float_nodes) if result.float_nodes else "none"
     out.print(f"operators left in float: {floats}")
-    out.print(f"wrote {result.model.onnx_path}, {report.record_path}")
+    out.print(f"wrote {_written(report)}")
 
 
 def render_prune(report: Any, *, console: Console | None = None) -> None:
-    """Print source, pruned and decoded side by side, the per-layer table and the skipped."""
+    """Print source, pruned and decoded side by side (a :class:`edgeopt.pipeline.Result` of a
+    prune recipe), the per-layer table and the skipped layers."""
     out = console or STDOUT
-    result = report.result
+    result, compressed = report.output("prune"), report.compressed
     config = result.config
-    columns = [("source", report.source), ("pruned", report.pruned)]
-    if report.decoded is not None:
-        columns.append(("decoded .edc", report.decoded))
+    columns = [("source", report.before), ("pruned", report.after)]
+    if compressed is not None:
+        columns.append(("decoded .edc", compressed.decoded))
     table = _table(f"{config.granularity} pruning, ratio {config.ratio} ({result.model.spec})")
     names = [name for name, _ in columns]
     _columns(table, "metric", *names, "how", numbers=names, whole=("metric",))
     table.columns[-1].style = "dim"
-    threads = report.pruned.latency_ms.threads
+    threads = report.after.latency_ms.threads
     table.caption = f"latency: ONNX Runtime, {threads} thread, batch 1; MACs: dense"
 
     def row(label: str, how: str, cell: Any) -> None:
@@ -403,17 +414,17 @@ def render_prune(report: Any, *, console: Console | None = None) -> None:
     row("params", "counted", lambda m: f"{m.params:,}")
     row("MACs", "counted", lambda m: f"{m.macs:,}")
     row("size_bytes", "measured", lambda m: f"{m.size_bytes:,}")
-    if report.compression is not None:
-        edc = report.compression.compressed_bytes
+    if compressed is not None:
+        edc = compressed.report.compressed_bytes
         table.add_row(
             "compressed_bytes",
-            f"{report.source_compressed_bytes:,}",
+            f"{compressed.source_bytes:,}",
             "",
-            f"{edc:,} ({report.compression_ratio:.1f}x)",
+            f"{edc:,} ({report.before.size_bytes / max(1, edc):.1f}x)",
             "measured",
         )
     row("latency p50", "measured", lambda m: f"{m.latency_ms.p50:.4g} ms")
-    target = report.pruned.estimate.target
+    target = report.after.estimate.target
     row(f"energy {target}", "estimated", lambda m: f"{m.estimate.energy_uj:,.1f} uJ")
     out.print(table)
     layers = _table("per layer")
@@ -437,10 +448,7 @@ def render_prune(report: Any, *, console: Console | None = None) -> None:
         out.print(f"skipped {skipped.name}: {skipped.reason}")
     for note in result.notes:
         out.print(note, style="dim")
-    written = [report.onnx_path, report.weights_path, report.record_path]
-    if report.compressed_path is not None:
-        written.append(report.compressed_path)
-    out.print(f"wrote {', '.join(str(path) for path in written)}")
+    out.print(f"wrote {_written(report)}")
 
 
 def render_fold(folded: Any, *, source: Path, console: Console | None = None) -> None:

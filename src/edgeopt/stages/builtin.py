@@ -7,3 +7,4 @@ import edgeopt.stages.prune  # noqa: F401
 import edgeopt.stages.quantize  # noqa: F401
 import edgeopt.stages.quantize.mixed  # noqa: F401
 import edgeopt.stages.quantize.qat  # noqa: F401
+import edgeopt.training  # noqa: F401

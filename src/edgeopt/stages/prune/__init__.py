@@ -607,6 +607,7 @@ def _unstructured_choice(choice: ChoiceContext) -> PruneConfig:
     PruneConfig,
     choices={"channel": _channel_choice, "unstructured": _unstructured_choice},
     is_torch_only=True,
+    noun="pruning",
 )
 def apply_prune(ctx: StageContext, config: PruneConfig) -> PruneResult:
     """Prune and fine-tune the context's PyTorch model (:func:`prune`)."""

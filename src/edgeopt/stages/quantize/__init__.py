@@ -16,8 +16,8 @@ Each config's stage is found in the registry (:func:`edgeopt.registry.get_stage`
 checks the inputs, loads the fp32 model for the post-training stages, calls the stage's
 ``apply`` and stamps and writes what it returns; it knows no method by name.
 
-:func:`edgeopt.stages.quantize.report.quantize_and_profile` adds what the CLI shows: both files
-profiled back to back and a JSON record written together with the ONNX file.
+``edgeopt quantize`` runs a one-step recipe of the config (:func:`edgeopt.pipeline.run`),
+which adds what the CLI shows: both files profiled and one record written with the model.
 """
 
 from __future__ import annotations
@@ -384,8 +384,7 @@ def check_inputs(
     calibration inputs."""
     stage = quantize_stage(config)
     _check_bits(config)
-    if stage.is_torch_only:
-        handle.require_torch(config.kind.removeprefix("quantize.").upper())
+    stage.require_torch(handle)
     if not getattr(config, "is_calibrated", True):
         return None
     if dataset is None:

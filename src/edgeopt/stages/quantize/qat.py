@@ -659,7 +659,7 @@ def _qat_choice(choice: ChoiceContext) -> QATConfig:
     return QATConfig(epochs=max(1, choice.finetune_epochs), seed=choice.seed)
 
 
-@register_stage(QATConfig, choices={"qat8": _qat_choice}, is_torch_only=True)
+@register_stage(QATConfig, choices={"qat8": _qat_choice}, is_torch_only=True, noun="QAT")
 def apply_qat(ctx: StageContext, config: QATConfig) -> QuantizeOutput:
     """Fine-tune with fake quantization (:func:`run_qat`) and hand over the QDQ model."""
     assert ctx.dataset is not None
