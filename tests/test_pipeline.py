@@ -61,15 +61,16 @@ def test_run_refuses_before_any_work_and_writes_nothing(tmp_path: Path) -> None:
 def test_a_deferred_quantize_step_is_made_once_the_model_exists(tmp_path: Path) -> None:
     """The search's mixed precision: its budget is a fraction of the model's own int8 file, so
     its config is made after the training steps, and the result's recipe holds it."""
-    from edgeopt.search._trial import mixed_budget
+    from edgeopt.search.space import ptq_bytes
     from edgeopt.stages._stage import Deferred
     from edgeopt.stages.quantize import MixedPrecisionConfig
+    from edgeopt.stages.quantize.mixed import mixed_budget
 
     seen = []
 
     def build(handle: object, dataset: object, scratch: Path) -> MixedPrecisionConfig:
         seen.append(handle)
-        budget = mixed_budget(handle, dataset, 0.8, scratch)  # type: ignore[arg-type]
+        budget = mixed_budget(handle, dataset, 0.8, scratch, ptq_bytes=ptq_bytes)
         return MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
 
     recipe = Recipe(seed=0, steps=(Step(PRUNE),))

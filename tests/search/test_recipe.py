@@ -96,16 +96,40 @@ def test_mixed_budget_below_the_4bit_file_is_raised_to_it(tmp_path: Path) -> Non
     with BudgetError after its training)."""
     from edgeopt import load_model
     from edgeopt.pipeline import finish_recipe
-    from edgeopt.search._trial import mixed_budget
+    from edgeopt.search.space import ptq_bytes
+    from edgeopt.stages.quantize.mixed import mixed_budget
 
     data = load_data("digits")
     handle = load_model("zoo:cnn-s", data=data)
-    budget = mixed_budget(handle, data, 0.01, tmp_path)
+    budget = mixed_budget(handle, data, 0.01, tmp_path, ptq_bytes=ptq_bytes)
     int8, int4 = ((tmp_path / f"int{bits}.onnx").stat().st_size for bits in (8, 4))
     assert int(0.01 * int8) < int4 == budget
     config = MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
     out = finish_recipe(handle, data, Step(config), tmp_path / "mixed.onnx", tmp_path)
     assert out.stat().st_size <= budget
+
+
+def test_the_search_mixed_choice_sizes_its_budget_with_the_search_ptq_files(
+    tmp_path: Path,
+) -> None:
+    """The mixed choice is made by the stage but sized by the search: ``suggest_plan`` hands
+    it ``ptq_bytes`` (the stage does not import the search), and the deferred config's budget
+    is the drawn fraction of the int8 file, at least the 4-bit file."""
+    import optuna
+
+    from edgeopt import load_model
+    from edgeopt.search.space import suggest_plan
+
+    trial = optuna.trial.FixedTrial({"prune": "none", "quantize": "mixed", "mixed_fraction": 0.8})
+    plan = suggest_plan(
+        trial, students=[], is_torch=True, seed=0, distill_epochs=1, finetune_epochs=1
+    )
+    assert plan.quantize is None and plan.deferred is not None
+    data = load_data("digits")
+    config = plan.deferred.build(load_model("zoo:cnn-s", data=data), data, tmp_path)
+    int8, int4 = ((tmp_path / f"int{bits}.onnx").stat().st_size for bits in (8, 4))
+    assert isinstance(config, MixedPrecisionConfig)
+    assert config.max_flash_bytes == max(int(0.8 * int8), int4)
 
 
 def test_a_step_config_version_that_is_not_a_number_is_bad_input(tmp_path: Path) -> None:

@@ -272,7 +272,7 @@ def _slope(
 
 def _median_run(model: Any, shape: list[int]) -> float:
     """Median wall time of one run of ``model`` on one thread, after warm-up."""
-    from edgeopt.measure.runtime import make_session
+    from edgeopt.measure._session import make_session
 
     session = make_session(model.SerializeToString(), threads=THREADS)
     feed = {"x": np.random.default_rng(0).standard_normal(shape).astype(np.float32)}

@@ -183,7 +183,7 @@ def host_int8() -> HostInt8:
     """
     import onnxruntime as ort
 
-    from edgeopt.measure.runtime import make_session
+    from edgeopt.measure._session import make_session
 
     model, x, expected = _probe_model()
     session = make_session(model.SerializeToString(), threads=1)
@@ -705,7 +705,7 @@ def make_exact_session(
         >>> bool((session.run(None, {"x": x})[0] == expected).all())
         True
     """
-    from edgeopt.measure.runtime import make_session
+    from edgeopt.measure._session import make_session
     from edgeopt.models import read_onnx
 
     proto = read_onnx(Path(model)) if isinstance(model, str | Path) else model

@@ -1,4 +1,9 @@
-"""ONNX Runtime sessions, latency percentiles and accuracy, measured on the exported file."""
+"""ONNX Runtime sessions, latency percentiles and accuracy, measured on the exported file.
+
+:func:`make_session` lives in :mod:`edgeopt.measure._session` (the exact int8 sessions of
+:mod:`edgeopt.measure.int8` are made with it, and :func:`measure_accuracy` runs those) and is
+imported from here as it always was.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import InputError
+from edgeopt.measure._session import make_session
+
+__all__ = [
+    "Latency",
+    "make_session",
+    "measure_accuracy",
+    "measure_latency",
+    "predict",
+    "time_runs",
+    "top1",
+]
 
 WARMUP_RUNS = 10
 MIN_RUNS = 50
@@ -42,37 +57,6 @@ class Latency:
             "provider": self.provider,
             "method": "measured",
         }
-
-
-def make_session(
-    model: Path | bytes,
-    *,
-    threads: int = 1,
-    provider: str = "CPUExecutionProvider",
-    is_cpu_behind: bool = False,
-) -> Any:
-    """An ONNX Runtime session (from a file or serialized bytes) with a fixed thread count, one
-    inter-op thread, sequential execution and all graph optimizations: the settings every
-    latency in edgeopt is measured with. ``is_cpu_behind`` puts the CPU provider behind another
-    one, for the nodes that provider does not take (how ONNX Runtime deploys GPU providers)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    try:
-        providers = [provider]
-        if is_cpu_behind and provider != "CPUExecutionProvider":
-            providers.append("CPUExecutionProvider")
-        return ort.InferenceSession(source, sess_options=options, providers=providers)
-    except Exception as exc:
-        first = " ".join(str(exc).split())[:200]
-        name = "the model" if isinstance(model, bytes) else str(model)
-        raise InputError(f"{name}: ONNX Runtime cannot load the model ({first}).") from None
 
 
 def time_runs(

@@ -224,7 +224,7 @@ def _load_state_dict(
     if not isinstance(state, dict):
         raise InputError(f"{weights}: holds a {type(state).__name__}, not a state dict.")
     if input_shape is not None:
-        from edgeopt.stages.prune.channel import match_channels
+        from edgeopt.models.layers import match_channels
 
         try:
             match_channels(module, state, torch.zeros((1, *input_shape)))

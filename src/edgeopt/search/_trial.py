@@ -24,8 +24,6 @@ from edgeopt._io import write_json
 from edgeopt.data import Dataset
 from edgeopt.models import ModelHandle
 from edgeopt.pipeline import Recipe
-from edgeopt.pipeline import Step
-from edgeopt.pipeline import finish_recipe
 from edgeopt.pipeline import run
 from edgeopt.search import select
 from edgeopt.search.space import suggest_plan
@@ -39,7 +37,6 @@ __all__ = [
     "Search",
     "candidate_record",
     "measure",
-    "mixed_budget",
     "run_trial",
 ]
 
@@ -140,25 +137,6 @@ def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]
     trial.set_user_attr("candidate", record)
     set_constraints(trial, record, search.limits)
     return tuple(float(record[name]) for name in config.objectives)
-
-
-def mixed_budget(handle: ModelHandle, dataset: Dataset, fraction: float, scratch: Path) -> int:
-    """Mixed precision's byte budget: ``fraction`` of the model's int8 file, never below its
-    all-4-bit file.
-
-    The graph, scales and metadata weigh more in a small model, so its 4-bit file can be 70-85%
-    of its int8 file (a distilled LeNet-5 at width 0.25: 10,193 of 12,472 B); a budget under
-    that is one no allocation meets, and failed the trial after its training. The 4-bit PTQ
-    file is the floor (a few bytes over the all-4-bit file that mixed precision writes).
-    """
-    from edgeopt.stages.quantize import PTQConfig
-
-    sizes = []
-    for bits in (8, 4):
-        probe = scratch / f"int{bits}.onnx"
-        finish_recipe(handle, dataset, Step(PTQConfig(bits=bits)), probe, scratch)
-        sizes.append(probe.stat().st_size)
-    return max(int(fraction * sizes[0]), sizes[1])
 
 
 def find_twin(trial: Any) -> Any:

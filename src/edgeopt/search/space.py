@@ -20,23 +20,27 @@ choices=...)``): a new technique that registers a choice is searched without a c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 
 from edgeopt.pipeline import Step
+from edgeopt.pipeline import finish_recipe
 from edgeopt.registry import get_stage
 from edgeopt.registry import list_stages
 from edgeopt.spec import parse_spec
 from edgeopt.stages._stage import ChoiceContext
 from edgeopt.stages._stage import Deferred
 from edgeopt.stages.distill import DistillConfig
+from edgeopt.stages.quantize import PTQConfig
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from edgeopt.data import Dataset
     from edgeopt.models import ModelHandle
 
-__all__ = ["Plan", "QUANTIZE_METHODS", "step_choices", "suggest_plan", "zoo_students"]
+__all__ = ["Plan", "QUANTIZE_METHODS", "ptq_bytes", "step_choices", "suggest_plan", "zoo_students"]
 
 #: The order studies have always drawn these in (Optuna's categorical choices must not change
 #: order within a study); choices registered later follow, in registry order.
@@ -69,6 +73,15 @@ class Plan:
     before: tuple[Step, ...]
     quantize: Step | None
     deferred: Deferred | None = None
+
+
+def ptq_bytes(handle: ModelHandle, dataset: Dataset, bits: int, scratch: Path) -> int:
+    """The size of the model's PTQ file with ``bits``-bit weights, written as a candidate is
+    (:func:`edgeopt.pipeline.finish_recipe`) to ``scratch/int{bits}.onnx``: what the search
+    gives its choices as ``ChoiceContext.ptq_bytes`` (mixed precision sizes its budget by it)."""
+    probe = scratch / f"int{bits}.onnx"
+    finish_recipe(handle, dataset, Step(PTQConfig(bits=bits)), probe, scratch)
+    return probe.stat().st_size
 
 
 def zoo_students(handle: ModelHandle, widths: tuple[float, ...]) -> list[str]:
@@ -105,7 +118,9 @@ def suggest_plan(
     ``methods`` narrows the quantization choices (an int8-only runtime takes ``ptq8, qat8``);
     an ONNX-only model is offered the static ones among them.
     """
-    choice = ChoiceContext(trial=trial, seed=seed, finetune_epochs=finetune_epochs)
+    choice = ChoiceContext(
+        trial=trial, seed=seed, finetune_epochs=finetune_epochs, ptq_bytes=ptq_bytes
+    )
     before: list[Step] = []
     student = trial.suggest_categorical("student", ["none", *students]) if students else "none"
     if student != "none":

@@ -68,11 +68,16 @@ class QuantizeOutput:
 @dataclass(frozen=True)
 class ChoiceContext:
     """What a search choice builds its config from: the Optuna trial (to ask for its own
-    parameters), the search's seed and its fine-tuning epochs."""
+    parameters), the search's seed and its fine-tuning epochs, and ``ptq_bytes(handle,
+    dataset, bits, scratch)``, the size of the model's PTQ file with ``bits``-bit weights
+    written as the search writes a candidate (mixed precision's budget is a fraction of it).
+    The search passes ``ptq_bytes`` in (:func:`edgeopt.search.space.ptq_bytes`): writing a
+    candidate is the pipeline's, a layer above the stages."""
 
     trial: Any
     seed: int
     finetune_epochs: int
+    ptq_bytes: Callable[[ModelHandle, Dataset, int, Path], int] | None = None
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from typing import Any
 
 from edgeopt.data import Dataset
 from edgeopt.errors import InputError
+from edgeopt.models.layers import WeightLayer
+from edgeopt.models.layers import weight_layers
 from edgeopt.stages.prune.sparsity import SkippedLayer
-from edgeopt.stages.prune.sparsity import WeightLayer
 from edgeopt.stages.prune.sparsity import count_macs
-from edgeopt.stages.prune.sparsity import weight_layers
 
 IMPORTANCES = ("l1", "l2", "taylor")
 #: Batches of training data whose gradients Taylor importance sums.
@@ -88,41 +88,6 @@ def rounded_ratio(channels: int, ratio: float, multiple: int) -> float:
     if kept >= channels:
         return 0.0
     return 1.0 - (kept + 0.5) / channels
-
-
-def match_channels(module: Any, state: Any, example: Any) -> bool:
-    """Remove output channels in place so every Conv/Linear has the count ``state`` stores.
-
-    A channel-pruned model's state dict holds fewer output channels than its architecture
-    builds. Which channels go does not matter (the stored weights are loaded next), so the last
-    ones do, through Torch-Pruning's dependency graph, which shrinks the coupled layers (inputs
-    of the next layers, BatchNorm, residual adds, depthwise groups) with them.
-
-    Returns:
-        Whether any channel was removed.
-    """
-    import torch_pruning as tp
-    from torch import nn
-
-    wanted = []
-    for layer in weight_layers(module)[0]:
-        stored = state.get(f"{layer.name}.weight")
-        if getattr(stored, "ndim", None) == layer.weight.ndim:
-            if int(stored.shape[0]) < int(layer.weight.shape[0]):
-                wanted.append((layer, int(stored.shape[0])))
-    if not wanted:
-        return False
-    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
-    for layer, kept in wanted:
-        channels = int(layer.weight.shape[0])
-        if channels > kept:  # not already shrunk together with a coupled layer
-            removal = (
-                tp.prune_linear_out_channels
-                if isinstance(layer.module, nn.Linear)
-                else tp.prune_conv_out_channels
-            )
-            graph.get_pruning_group(layer.module, removal, idxs=list(range(kept, channels))).prune()
-    return True
 
 
 def group_problem(group: Any, dependency_graph: Any, param_names: dict[int, str]) -> str | None:

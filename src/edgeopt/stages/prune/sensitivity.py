@@ -17,18 +17,18 @@ from typing import Any
 from edgeopt.data import Dataset
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
+from edgeopt.models.layers import WeightLayer
+from edgeopt.models.layers import weight_layers
 from edgeopt.stages.prune.channel import IMPORTANCES
 from edgeopt.stages.prune.channel import output_layer
 from edgeopt.stages.prune.channel import prune_channels
 from edgeopt.stages.prune.channel import taylor_gradients
 from edgeopt.stages.prune.sparsity import SkippedLayer
-from edgeopt.stages.prune.sparsity import WeightLayer
 from edgeopt.stages.prune.sparsity import apply_masks_
 from edgeopt.stages.prune.sparsity import count_macs
 from edgeopt.stages.prune.sparsity import layers_or_refuse
 from edgeopt.stages.prune.sparsity import magnitude_masks
 from edgeopt.stages.prune.sparsity import prepare_module
-from edgeopt.stages.prune.sparsity import weight_layers
 from edgeopt.training import evaluate
 from edgeopt.training import seed_everything
 

@@ -4,7 +4,8 @@ Magnitude masks (unstructured), 2:4 masks, Zhu & Gupta's gradual schedule and MA
 PyTorch module's Conv and Linear weights; nothing here changes a module unless its name says so
 (``apply_masks_``). Masks are boolean tensors shaped like the weights (True = kept). Also the
 loading every pruning entry point starts with: a private copy of the module, checked against the
-data.
+data. The layers themselves (:class:`WeightLayer`, :func:`weight_layers`) are
+:mod:`edgeopt.models.layers`'s, which loading a channel-pruned state dict uses too.
 """
 
 from __future__ import annotations
@@ -20,39 +21,9 @@ from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
 from edgeopt.models import load_model
+from edgeopt.models.layers import WeightLayer
+from edgeopt.models.layers import weight_layers
 from edgeopt.training import check_classes
-
-#: Layer types whose weights are pruned. Normalization layers and biases never are.
-PRUNABLE_TYPES = ("Conv1d", "Conv2d", "Conv3d", "Linear")
-NORMALIZATION_TYPES = (
-    "BatchNorm1d",
-    "BatchNorm2d",
-    "BatchNorm3d",
-    "LayerNorm",
-    "GroupNorm",
-    "InstanceNorm1d",
-    "InstanceNorm2d",
-)
-
-
-@dataclass(frozen=True)
-class WeightLayer:
-    """A Conv or Linear layer of a module, by its qualified name."""
-
-    name: str
-    module: Any  # torch.nn.Conv*d | torch.nn.Linear
-
-    @property
-    def layer_type(self) -> str:
-        return type(self.module).__name__
-
-    @property
-    def weight(self) -> Any:
-        return self.module.weight
-
-    @property
-    def weights(self) -> int:
-        return int(self.module.weight.numel())
 
 
 @dataclass(frozen=True)
@@ -64,31 +35,6 @@ class SkippedLayer:
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "reason": self.reason}
-
-
-def weight_layers(module: Any) -> tuple[list[WeightLayer], list[tuple[str, str]]]:
-    """The module's Conv/Linear layers in definition order, and the layers it cannot prune.
-
-    Returns:
-        ``(layers, unsupported)``: ``unsupported`` lists ``(name, reason)`` for every other module
-        that holds weights of its own (an embedding, a recurrent layer, a custom parameter);
-        normalization layers are left out of both lists (they are never pruned, by design).
-    """
-    layers: list[WeightLayer] = []
-    unsupported: list[tuple[str, str]] = []
-    for name, child in module.named_modules():
-        type_name = type(child).__name__
-        own = [p for p in child.parameters(recurse=False)]
-        if type_name in PRUNABLE_TYPES and getattr(child, "weight", None) is not None:
-            layers.append(WeightLayer(name, child))
-        elif own and type_name not in NORMALIZATION_TYPES:
-            unsupported.append(
-                (
-                    name or "(root)",
-                    f"{type_name} is not a Conv or Linear layer; its weights are kept",
-                )
-            )
-    return layers, unsupported
 
 
 def pruned_count(weights: int, sparsity: float) -> int:

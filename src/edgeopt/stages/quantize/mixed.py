@@ -46,7 +46,14 @@ from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["LayerSensitivity", "MixedPlan", "MixedPrecisionConfig", "allocate_bits", "run_mixed"]
+__all__ = [
+    "LayerSensitivity",
+    "MixedPlan",
+    "MixedPrecisionConfig",
+    "allocate_bits",
+    "mixed_budget",
+    "run_mixed",
+]
 
 FLOAT = "float"
 #: ``stamp(model, float_nodes)``: the caller's finishing touch (metadata) before a size counts.
@@ -484,15 +491,38 @@ def run_mixed(
     return model, float_nodes, plan
 
 
+def mixed_budget(
+    handle: Any,
+    dataset: Any,
+    fraction: float,
+    scratch: Path,
+    *,
+    ptq_bytes: Callable[[Any, Any, int, Path], int],
+) -> int:
+    """Mixed precision's byte budget: ``fraction`` of the model's int8 file, never below its
+    all-4-bit file (``ptq_bytes(handle, dataset, bits, scratch)`` writes and sizes each; the
+    search passes :func:`edgeopt.search.space.ptq_bytes`).
+
+    The graph, scales and metadata weigh more in a small model, so its 4-bit file can be 70-85%
+    of its int8 file (a distilled LeNet-5 at width 0.25: 10,193 of 12,472 B); a budget under
+    that is one no allocation meets, and failed the trial after its training. The 4-bit PTQ
+    file is the floor (a few bytes over the all-4-bit file that mixed precision writes).
+    """
+    int8, int4 = (ptq_bytes(handle, dataset, bits, scratch) for bits in (8, 4))
+    return max(int(fraction * int8), int4)
+
+
 def _mixed_choice(choice: ChoiceContext) -> Deferred:
     """The search's ``mixed`` choice: a flash budget drawn as a fraction of the model's int8
-    file, resolved once the trial's model exists (:func:`edgeopt.search._trial.mixed_budget`)."""
+    file, resolved once the trial's model exists (:func:`mixed_budget`, with the search's
+    ``choice.ptq_bytes``)."""
     fraction = round(choice.trial.suggest_float("mixed_fraction", 0.65, 0.9, step=0.05), 2)
+    ptq_bytes = choice.ptq_bytes
 
     def build(handle: Any, dataset: Any, scratch: Path) -> MixedPrecisionConfig:
-        from edgeopt.search._trial import mixed_budget
-
-        budget = mixed_budget(handle, dataset, fraction, scratch)
+        if ptq_bytes is None:
+            raise ValueError("the mixed choice needs ChoiceContext.ptq_bytes to size its budget")
+        budget = mixed_budget(handle, dataset, fraction, scratch, ptq_bytes=ptq_bytes)
         return MixedPrecisionConfig(max_flash_bytes=budget, allow_float=False)
 
     return Deferred(build)
