@@ -18,7 +18,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from edgeopt.config import TrainConfig
-    from edgeopt.training import save_trained
+    from edgeopt.pipeline import save_trained
     from edgeopt.training import train
 
     threads = torch.get_num_threads()

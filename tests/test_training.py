@@ -10,7 +10,7 @@ import torch
 from edgeopt.config import TrainConfig
 from edgeopt.errors import InputError
 from edgeopt.models import load_model
-from edgeopt.training import save_trained
+from edgeopt.pipeline import save_trained
 from edgeopt.training import train
 
 

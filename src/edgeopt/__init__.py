@@ -32,6 +32,7 @@ from edgeopt.pipeline import Compression
 from edgeopt.pipeline import Result
 from edgeopt.pipeline import Step
 from edgeopt.pipeline import run
+from edgeopt.pipeline import save_trained
 from edgeopt.registry import list_models
 from edgeopt.search import OptimizeConfig
 from edgeopt.search import OptimizeResult
@@ -56,7 +57,6 @@ from edgeopt.target import Estimate
 from edgeopt.target import Target
 from edgeopt.target import list_targets
 from edgeopt.training import TrainResult
-from edgeopt.training import save_trained
 from edgeopt.training import train
 
 __version__ = "0.1.0"

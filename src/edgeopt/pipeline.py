@@ -44,6 +44,7 @@ from edgeopt.data import Dataset
 from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
+from edgeopt.models import bind_data
 from edgeopt.models import load_model
 from edgeopt.registry import get_stage
 from edgeopt.registry import list_stages
@@ -56,6 +57,8 @@ if TYPE_CHECKING:
     from edgeopt.stages.quantize import QuantizeResult
     from edgeopt.target import Target
     from edgeopt.training import ProgressFn
+    from edgeopt.training import TrainArtifacts
+    from edgeopt.training import TrainedModel
 
 __all__ = [
     "Compressed",
@@ -70,6 +73,7 @@ __all__ = [
     "finish_recipe",
     "quantize_step",
     "run",
+    "save_trained",
 ]
 
 RECIPE_KIND = "edgeopt-recipe"
@@ -374,6 +378,7 @@ def _resolve(
     if len(models) != 1 and (first is None or first.name != "distill"):
         raise InputError("several models (an ensemble) can only be the teachers of a distill step.")
     handles = tuple(load_model(m, weights=weights, data=dataset) for m in models)
+    dataset = bind_data(handles[0], dataset)  # the input contract: what this model is fed
     for step in resolved.steps:  # up to a distill step, which makes a PyTorch student
         if step.name == "distill":
             break
@@ -722,3 +727,24 @@ def _ranges_summary(ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
         "highest": max(hi for _, hi in ranges.values()),
         "median_width": float(np.median(widths)),
     }
+
+
+def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) -> TrainArtifacts:
+    """Export a model trained in this process to ONNX, with its state dict and a JSON record.
+
+    A recipe with no step run on the trained model (:func:`edgeopt.pipeline.run`): ``OUT.onnx``
+    carries the data's normalization, classes and the model's history in its metadata;
+    ``OUT.pt`` is the state dict (load it with ``--weights``); ``OUT.json`` records the model
+    spec, the data, the written file's measured metrics and, under ``input``, the training's
+    own record (config, per-epoch history, PyTorch test accuracy). All three appear together
+    or not at all. ``pipeline.run`` with a ``train`` step trains and writes in one call.
+    """
+    from edgeopt.training import TrainArtifacts
+    from edgeopt.training import trained_paths
+
+    trained_paths(path)
+    result.model.require_torch("saving")
+    done = run(result.model, Recipe(), data=data, output=path, context=result.to_dict())
+    accuracy = done.after.accuracy
+    assert accuracy is not None
+    return TrainArtifacts(done.path, done.files["weights"], done.record_path, accuracy)

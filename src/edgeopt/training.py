@@ -263,27 +263,6 @@ def trained_paths(path: str | Path) -> tuple[Path, Path, Path]:
     return out, out.with_suffix(".pt"), out.with_suffix(".json")
 
 
-def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) -> TrainArtifacts:
-    """Export a model trained in this process to ONNX, with its state dict and a JSON record.
-
-    A recipe with no step run on the trained model (:func:`edgeopt.pipeline.run`): ``OUT.onnx``
-    carries the data's normalization, classes and the model's history in its metadata;
-    ``OUT.pt`` is the state dict (load it with ``--weights``); ``OUT.json`` records the model
-    spec, the data, the written file's measured metrics and, under ``input``, the training's
-    own record (config, per-epoch history, PyTorch test accuracy). All three appear together
-    or not at all. ``pipeline.run`` with a ``train`` step trains and writes in one call.
-    """
-    from edgeopt.pipeline import Recipe
-    from edgeopt.pipeline import run
-
-    trained_paths(path)
-    result.model.require_torch("saving")
-    done = run(result.model, Recipe(), data=data, output=path, context=result.to_dict())
-    accuracy = done.after.accuracy
-    assert accuracy is not None
-    return TrainArtifacts(done.path, done.files["weights"], done.record_path, accuracy)
-
-
 @register_stage(TrainConfig, is_torch_only=True, noun="training")
 def apply_train(ctx: StageContext, config: TrainConfig) -> TrainResult:
     """Train the context's PyTorch model from its initial weights (:func:`train`)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import wave
 from pathlib import Path
 
@@ -249,16 +248,13 @@ def test_log_mel_of_silence_is_the_log_offset() -> None:
 def test_audio_loads_the_full_fsdd_with_takes_0_to_4_as_its_300_test_clips() -> None:
     folder = shared_data_dir("fsdd")
     assert folder is not None
-    start = time.perf_counter()
-    data = load_data(f"audio:{folder / 'recordings'}")
-    elapsed_s = time.perf_counter() - start
+    data = load_data(f"audio:{folder / 'recordings'}")  # its speed: benchmarks/kws.py
     assert data.input_shape == (1, 49, 40)
     assert data.classes == tuple(str(d) for d in range(10))
     # 10 digits x 6 speakers x takes 0-4; the other 2700 clips are train + val
     assert data.sizes()["test"] == 300
     assert data.sizes()["train"] + data.sizes()["val"] == 2700
     assert np.bincount(data.labels["test"]).tolist() == [30] * 10
-    assert elapsed_s < 5.0
 
 
 def test_a_wav_whose_chunk_size_runs_past_the_file_is_one_sentence(tmp_path: Path) -> None:

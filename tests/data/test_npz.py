@@ -19,18 +19,18 @@ def _arrays(n: int = 40, *, features: int = 6) -> dict[str, np.ndarray]:
     }
 
 
-def test_npz_loads_flat_features_as_one_channel_vectors(tmp_path: Path) -> None:
+def test_npz_keeps_flat_features_as_they_are(tmp_path: Path) -> None:
     path = tmp_path / "sensor.npz"
     np.savez(path, **_arrays())
     data = load_data(f"npz:{path}")
     assert data.name == "sensor"
-    assert data.input_shape == (1, 6)
+    assert data.input_shape == (6,)  # (N, F) stays (N, F): no channel inserted (issue 14)
     assert data.classes == ("0", "1", "2", "3")
     assert sum(data.sizes()[split] for split in ("train", "val", "test")) == 40
     assert data.split_rule.startswith("stratified 20% test holdout")
 
 
-def test_npz_adds_a_channel_to_hw_images(tmp_path: Path) -> None:
+def test_npz_keeps_the_shape_of_3d_arrays(tmp_path: Path) -> None:
     path = tmp_path / "images.npz"
     np.savez(
         path,
@@ -38,7 +38,7 @@ def test_npz_adds_a_channel_to_hw_images(tmp_path: Path) -> None:
         y=np.arange(20) % 2,
     )
     data = load_data(f"npz:{path}")
-    assert data.input_shape == (1, 5, 7)
+    assert data.input_shape == (5, 7)  # a sequence or an image: the model says which
     assert data.normalization.raw_dtype == "uint8"
 
 
@@ -48,7 +48,7 @@ def test_npz_uses_x_test_as_the_official_test_split(tmp_path: Path) -> None:
     np.savez(path, **_arrays(), x_test=x_test, y_test=np.arange(8) % 4)
     data = load_data(f"npz:{path}")
     assert data.split_rule.startswith("official test split")
-    np.testing.assert_array_equal(data.raw["test"][:, 0], x_test)
+    np.testing.assert_array_equal(data.raw["test"], x_test)
     assert data.sizes()["train"] + data.sizes()["val"] == 40
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -72,13 +73,19 @@ class Normalization:
         )
 
 
+#: How a dataset's samples become a model's input before a model says otherwise.
+FITTED = "normalized with the mean and standard deviation of the train split"
+
+
 @dataclass(frozen=True)
 class Dataset:
     """A labelled dataset with fixed train / val / calib / test splits.
 
-    ``raw[split]`` holds samples shaped (N, C, H, W) for images, (N, 1, frames, mels) for audio
-    and (N, 1, F) for flat feature vectors. ``arrays(split)`` returns the normalized float32
-    input and int64 labels. Audio also keeps ``test_signals``, the test clips as the int16
+    ``raw[split]`` holds samples shaped as the source gives them: (N, C, H, W) for images,
+    (N, 1, frames, mels) for audio, an ``npz`` array's own shape. ``arrays(split)`` returns the
+    float32 input a model is fed, made with ``normalization`` (``input_rule`` says how that was
+    chosen; :func:`edgeopt.models.bind_data` picks it for a model), and int64 labels. Audio
+    also keeps ``test_signals``, the test clips as the int16
     samples (N, samples) a device records, in ``raw["test"]`` order: folding the front end into
     the model is checked on them (only the test split's, to keep memory small).
     """
@@ -93,6 +100,25 @@ class Dataset:
     notes: tuple[str, ...] = field(default=())
     frontend: dict[str, object] = field(default_factory=dict)
     test_signals: np.ndarray | None = None
+    input_rule: str = FITTED
+
+    def with_input(self, normalization: Normalization, rule: str) -> Dataset:
+        """The same data fed to a model through ``normalization`` (``rule`` says why).
+
+        Raises:
+            InputError: the normalization has another channel count than the data.
+        """
+        channels = self.raw["train"].shape[1] if self.raw["train"].ndim > 1 else 1
+        if len(normalization.mean) not in (1, channels):
+            raise InputError(
+                f"{self.spec}: the model's normalization has {len(normalization.mean)} "
+                f"channels but the data's samples have {channels} along axis 1."
+            )
+        if len(normalization.mean) != channels:
+            normalization = Normalization(
+                normalization.mean * channels, normalization.std * channels, normalization.raw_dtype
+            )
+        return replace(self, normalization=normalization, input_rule=rule)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -122,6 +148,7 @@ class Dataset:
             "sizes": self.sizes(),
             "split_rule": self.split_rule,
             "normalization": self.normalization.to_dict(),
+            "input_rule": self.input_rule,
             "frontend": dict(self.frontend),
             "notes": list(self.notes),
         }
@@ -192,10 +219,6 @@ def make_dataset(  # noqa: C901  (one check per field of a dataset from a strang
             )
     if y.min() < 0 or (y_test is not None and len(y_test) and y_test.min() < 0):
         raise InputError(f"{spec}: labels must be 0 or more.")
-    if x.ndim == 2:
-        x = x[:, None, :]
-        if x_test is not None:
-            x_test = x_test[:, None, :]
     if len(np.unique(y)) < 2:
         raise InputError(f"{spec}: the dataset has fewer than two classes.")
     if x_test is None or y_test is None:

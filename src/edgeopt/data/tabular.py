@@ -190,7 +190,8 @@ def _check_npy_headers(path: Path) -> None:
 def load_npz(spec: Spec) -> Dataset:  # noqa: C901  (one bound per untrusted npz member, each refusing in its own sentence)
     """A ``.npz`` with arrays ``x`` and ``y`` (and optionally ``x_test``, ``y_test``).
 
-    ``x`` is (N, C, H, W), (N, H, W) (one channel added) or (N, F) for flat features.
+    ``x`` keeps its own shape: (N, F) features, (N, C, L) sequences or 1-D signals, (N, C, H, W)
+    images; a model whose input differs is refused in one sentence, never fed a reshaped array.
     """
     spec.check_keys(set())
     path = _existing(Path(spec.body), spec, "file")
@@ -222,9 +223,7 @@ def load_npz(spec: Spec) -> Dataset:  # noqa: C901  (one bound per untrusted npz
             raise InputError(f"{path}: array {name!r} holds {x.dtype} values, not numbers.")
         if x.ndim == 0 or len(x) == 0:
             raise InputError(f"{path}: array {name!r} has no samples.")
-        if x.ndim == 3:  # (N, H, W): one-channel images
-            return x[:, None, :, :]
-        if x.ndim in (2, 4):
+        if x.ndim in (2, 3, 4):
             return x
         raise InputError(f"{path}: array {name!r} has shape {x.shape}; expected 2 to 4 dims.")
 

@@ -150,7 +150,11 @@ def export_model(
     size = measure_c(library) if has_compiler() else None
     parity = None
     if data is not None:
-        dataset = load_data(data)  # a folded model takes the raw values, others normalized ones
+        from edgeopt.models import bind_data
+        from edgeopt.models import load_model
+
+        # a folded model takes the raw values, others what their metadata says
+        dataset = bind_data(load_model(str(model)), load_data(data))
         x = dataset.raw["test"] if library.has_raw_input else dataset.arrays("test")[0]
         parity = check_c(library, x[: config.samples])
     return CLibraryReport(library, size, parity)

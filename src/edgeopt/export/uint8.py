@@ -109,8 +109,11 @@ def write_uint8(
     if data is not None:  # bad data is refused before anything is written
         from edgeopt.data import load_data
         from edgeopt.measure import profile_onnx
+        from edgeopt.models import bind_data
+        from edgeopt.models import load_model
 
-        dataset = load_data(data) if isinstance(data, str) else data
+        loaded = load_data(data) if isinstance(data, str) else data
+        dataset = bind_data(load_model(str(source)), loaded)
         before = profile_onnx(source, data=dataset, threads=threads)
     written = reencoded.model
     props = {p.key: p.value for p in written.metadata_props}

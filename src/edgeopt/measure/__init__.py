@@ -24,6 +24,7 @@ from edgeopt.measure.runtime import top1
 from edgeopt.measure.size import artifact_size
 from edgeopt.metrics import Metrics
 from edgeopt.models import ModelHandle
+from edgeopt.models import bind_data
 from edgeopt.models import load_model
 from edgeopt.models import read_onnx
 
@@ -162,7 +163,10 @@ def profile_onnx(
     if data is not None and x_test is not None and y_test is not None:
         exact = make_exact_session(path, threads=os.cpu_count() or 1)
         accuracy = top1(predict(exact, x_test), y_test)
-        provenance["accuracy"] = f"measured: top-1 on the test split of {data.spec} ({len(y_test)})"
+        provenance["accuracy"] = (
+            f"measured: top-1 on the test split of {data.spec} ({len(y_test)}), fed "
+            f"{data.input_rule}"
+        )
         int8 = exact.arithmetic
     elif is_latency_measured:
         _, int8 = int8_arithmetic(proto)  # the file was only timed: say how this host runs it
@@ -240,6 +244,8 @@ def profile(
     dataset = load_data(data) if data is not None else None
     resolved = Target.from_name(target) if isinstance(target, str) else target
     handle = load_model(model, weights=weights, data=dataset)
+    if dataset is not None:
+        dataset = bind_data(handle, dataset)
     kwargs = {
         "data": dataset,
         "target": resolved,

@@ -442,11 +442,14 @@ def bench(
         [(1, 'ok'), (4, 'ok')]
     """
     from edgeopt.data import load_data
+    from edgeopt.models import bind_data
     from edgeopt.models import load_model
 
     config = config or BenchConfig()
     dataset = load_data(data) if data is not None else None
     handle = load_model(model, weights=weights, data=dataset)
+    if dataset is not None:
+        dataset = bind_data(handle, dataset)
     if handle.onnx_path is not None:
         return bench_onnx(handle.onnx_path, config, data=dataset, powercap_root=powercap_root)
     from edgeopt.export.onnx import export_onnx

@@ -8,6 +8,7 @@ Specs: an ``.onnx`` file (external data beside it is found), a saved ``torch.exp
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
     from edgeopt.data import Dataset
 
-__all__ = ["ModelHandle", "load_model", "onnx_input_shape", "read_onnx"]
+__all__ = ["ModelHandle", "bind_data", "load_model", "onnx_input_shape", "read_onnx"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ModelHandle:
     num_classes: int | None = None
     history: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    normalize: str | None = None  # the spec's ?normalize= (auto | none | MEAN,STD), if given
 
     @property
     def is_torch(self) -> bool:
@@ -344,7 +346,12 @@ def load_model(
     """
     if isinstance(spec, ModelHandle):
         return spec
-    spec = str(spec)
+    spec, normalize = _pop_normalize(str(spec))
+    handle = _load(spec, weights, data)
+    return replace(handle, normalize=normalize) if normalize else handle
+
+
+def _load(spec: str, weights: str | Path | None, data: Dataset | None) -> ModelHandle:
     weights_path = Path(weights) if weights is not None else None
     lowered = spec.lower().split("?")[0]
     if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep")):
@@ -365,3 +372,83 @@ def load_model(
     if data is not None and handle.input_shape is None:
         handle = replace(handle, input_shape=data.input_shape)
     return handle
+
+
+def _pop_normalize(spec: str) -> tuple[str, str | None]:
+    """Take ``normalize=...`` out of a spec's query (any kind of spec may carry it).
+
+    Raises:
+        InputError: a value that is not ``auto``, ``none`` or ``MEAN,STD`` with STD above 0.
+    """
+    from urllib.parse import parse_qsl
+
+    head, sep, query = spec.partition("?")
+    if not sep:
+        return spec, None
+    pairs = parse_qsl(query, keep_blank_values=True)
+    found = [value for key, value in pairs if key == "normalize"]
+    if not found:
+        return spec, None
+    value = found[-1].strip().lower()
+    if value not in ("auto", "none"):
+        try:
+            mean, std = (float(part) for part in value.split(","))
+        except ValueError:
+            mean, std = 0.0, 0.0
+        if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+            raise InputError(
+                f"{spec}: normalize must be auto, none or MEAN,STD (for example 127.5,127.5), "
+                f"got {found[-1]!r}."
+            )
+    rest = "&".join(f"{key}={val}" for key, val in pairs if key != "normalize")
+    return head + (f"?{rest}" if rest else ""), value
+
+
+def bind_data(handle: ModelHandle, dataset: Dataset) -> Dataset:
+    """The data as this model is fed: the input contract, decided once where a model and its
+    data meet (issue 14).
+
+    A model is fed exactly what the data holds unless it says otherwise: ``?normalize=`` in its
+    spec (``auto``: the train split's mean and std; ``none``; ``MEAN,STD``), else the
+    normalization edgeopt stamped into the ONNX files it writes (``edgeopt.normalization``),
+    else, for a PyTorch model, the train split's (edgeopt trains it on that and stamps it into
+    every export), else the raw values: an ONNX or ``.pt2`` file from elsewhere expects what
+    it was trained on, which edgeopt cannot know. A dataset already bound keeps its input.
+    """
+    import json
+
+    from edgeopt.data.dataset import FITTED
+    from edgeopt.data.dataset import Normalization
+
+    if dataset.input_rule != FITTED:
+        return dataset
+    fitted, raw_dtype = dataset.normalization, dataset.normalization.raw_dtype
+    request = handle.normalize
+    if request == "auto":
+        return dataset.with_input(fitted, f"{FITTED} (?normalize=auto)")
+    if request == "none":
+        return dataset.with_input(Normalization((0.0,), (1.0,), raw_dtype), "as the data gives it")
+    if request:
+        mean, std = (float(part) for part in request.split(","))
+        rule = f"(x - {mean:g}) / {std:g} (?normalize={request})"
+        return dataset.with_input(Normalization((mean,), (std,), raw_dtype), rule)
+    stamped = handle.metadata.get("edgeopt.normalization")
+    if stamped:
+        try:
+            raw = json.loads(stamped)
+            own = Normalization(
+                tuple(float(v) for v in raw["mean"]),
+                tuple(float(v) for v in raw["std"]),
+                str(raw.get("raw_dtype", raw_dtype)),
+            )
+        except (ValueError, KeyError, TypeError):
+            raise InputError(
+                f"{handle.spec}: its edgeopt.normalization metadata is not mean / std lists."
+            ) from None
+        if any(not math.isfinite(v) for v in own.mean + own.std) or min(own.std) <= 0:
+            raise InputError(f"{handle.spec}: its edgeopt.normalization has a std of 0 or less.")
+        return dataset.with_input(own, "normalized as the model's metadata says")
+    if handle.module is not None:
+        return dataset
+    note = "as the data gives it (the file carries no normalization; ?normalize=auto fits one)"
+    return dataset.with_input(Normalization((0.0,), (1.0,), raw_dtype), note)

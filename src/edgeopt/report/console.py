@@ -181,6 +181,8 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
         verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
         summary.add_row(f"fits {metrics.target}", verdict, "flash: size, RAM: peak")
     out.print(summary)
+    if metrics.accuracy is not None and "accuracy" in metrics.provenance:
+        out.print(f"accuracy {metrics.provenance['accuracy']}", style="dim", highlight=False)
     render_int8(
         metrics.int8, is_timed=metrics.latency_ms is not None, model=metrics.model, console=out
     )

@@ -45,6 +45,7 @@ from edgeopt.data import load_data
 from edgeopt.errors import EdgeoptError
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
+from edgeopt.models import bind_data
 from edgeopt.models import load_model
 from edgeopt.pipeline import Recipe
 from edgeopt.pipeline import apply_recipe
@@ -273,7 +274,7 @@ def _run_worker(search: Search, worker: int) -> None:
     max_failures = max(3, wanted)
     if complete >= wanted:
         return
-    dataset = load_data(search.data_spec)
+    dataset = bind_data(search.handle, load_data(search.data_spec))
 
     def stop_when_done(study: Any, _: Any) -> None:
         complete, failed = _counts(study)
@@ -451,6 +452,7 @@ def optimize(
     dataset = load_data(data)
     resolved = Target.from_name(target) if isinstance(target, str) else target
     handle = load_model(model, weights=weights, data=dataset)
+    dataset = bind_data(handle, dataset)
     if handle.input_shape is not None and tuple(handle.input_shape) != dataset.input_shape:
         raise InputError(
             f"{handle.spec}: the model takes input {handle.input_shape} but {dataset.spec} "

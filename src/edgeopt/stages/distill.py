@@ -42,6 +42,7 @@ from edgeopt.data import Dataset
 from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
+from edgeopt.models import bind_data
 from edgeopt.models import load_model
 from edgeopt.registry import register_stage
 from edgeopt.stages._stage import StageContext
@@ -433,6 +434,7 @@ def distill(  # noqa: C901  (the public verb checks each teacher and the student
     if not given:
         raise InputError("distill: give at least one teacher.")
     teachers = [load_model(one, data=dataset) for one in given]
+    dataset = bind_data(teachers[0], dataset)  # the student learns from what the teacher is fed
     for handle in (student_handle, *teachers):
         if handle.input_shape is not None and tuple(handle.input_shape) != dataset.input_shape:
             raise InputError(

@@ -135,7 +135,11 @@ def build_zoo_model(
     shape = tuple(input_shape) if input_shape is not None else info.default_input
     if len(shape) != len(info.default_input):
         want = "x".join(str(d) for d in info.default_input)
-        raise InputError(f"zoo:{name}: input must have {len(info.default_input)} dims like {want}.")
+        got = "x".join(str(d) for d in shape)
+        raise InputError(
+            f"zoo:{name}: input must have {len(info.default_input)} dims like {want}, got {got} "
+            "(data arrays keep their shape: save images as N x C x H x W)."
+        )
     spatial = shape[1:]
     if any(dim < info.min_size for dim in spatial):
         got = "x".join(str(d) for d in shape)

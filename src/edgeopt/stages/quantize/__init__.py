@@ -38,6 +38,7 @@ from edgeopt.data import Dataset
 from edgeopt.data import load_data
 from edgeopt.errors import InputError
 from edgeopt.models import ModelHandle
+from edgeopt.models import bind_data
 from edgeopt.models import load_model
 from edgeopt.models import onnx_input_shape
 from edgeopt.registry import get_stage
@@ -527,6 +528,7 @@ def quantize(
     out = Path(output)
     dataset = load_data(data) if data is not None else None
     handle = load_model(model, data=dataset)
+    dataset = bind_data(handle, dataset) if dataset is not None else None
     check_output(out, handle)
     with tempfile.TemporaryDirectory(prefix="edgeopt-quantize-") as scratch:
         result, _ = quantize_into(handle, config, dataset, out, Path(scratch), progress)
