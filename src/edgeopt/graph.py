@@ -1,6 +1,7 @@
 """Read an ONNX graph as layers: op kind, dtype, output shape, parameters, MACs, bytes moved.
 
-Counts are taken on the exported file with the batch fixed to 1. MACs are counted for
+Counts are taken on the exported file with the batch fixed to 1, or, for a profile, at the shapes
+the inputs are bound to (:mod:`edgeopt.feed`: a batch the file fixes is kept). MACs are counted for
 convolutions (``Conv``, ``ConvInteger``, ``QLinearConv``, ``ConvTranspose``) and matrix products
 (``Gemm``, ``MatMul`` and their integer forms) only, as MLPerf Tiny and most papers count them.
 In a QDQ graph (QuantizeLinear / DequantizeLinear around float ops, the form ONNX Runtime runs
@@ -12,6 +13,7 @@ fuses them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import replace
 from typing import Any
@@ -19,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import InputError
+from edgeopt.feed import BoundInput
+from edgeopt.feed import generated_feeds
 
 CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
 MATMUL_OPS = {"Gemm": 1, "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
@@ -120,7 +124,7 @@ class TensorInfo:
 class Graph:
     """An ONNX graph with batch-1 shapes of every tensor and which tensors are constant."""
 
-    model: Any  # onnx.ModelProto, batch fixed to 1 and shapes inferred
+    model: Any  # onnx.ModelProto, inputs bound (batch 1 by default) and shapes inferred
     tensors: dict[str, TensorInfo]
     constants: set[str]
     producers: dict[str, Any]
@@ -172,8 +176,31 @@ def _static(value: Any) -> TensorInfo | None:
     return TensorInfo(tuple(int(d.dim_value) for d in dims), int(tensor_type.elem_type))
 
 
-def _shapes_from_runtime(model: Any, missing: list[str]) -> dict[str, TensorInfo]:
-    """Fill shapes that inference could not derive by running the graph once on zeros."""
+def runtime_detail(exc: BaseException, limit: int = 220) -> str:
+    """An ONNX Runtime error as one short clause: its ``[ONNXRuntimeError] : 1 : FAIL :``
+    prefix dropped, and, where long, its start and its end (where the reason is) kept."""
+    import re
+
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", " ".join(str(exc).split()))
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit // 3]} ... {text[-(limit - limit // 3) :]}"
+
+
+#: ONNX Runtime's input type names (``tensor(...)``) of the inputs a shape probe is fed.
+_RUNTIME_TYPES = {
+    "float": np.float32,
+    "double": np.float64,
+    "float16": np.float16,
+    "bool": np.bool_,
+}
+
+
+def _shapes_from_runtime(
+    model: Any, missing: list[str], feeds: dict[str, np.ndarray] | None = None
+) -> dict[str, TensorInfo]:
+    """Fill shapes that inference could not derive by running the graph once on ``feeds``
+    (default: zeros of each input's type, symbolic dimensions as 1)."""
     import onnx
     import onnxruntime as ort
 
@@ -183,28 +210,91 @@ def _shapes_from_runtime(model: Any, missing: list[str]) -> dict[str, TensorInfo
     for name in missing:
         if name not in existing:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {}
-    for arg in session.get_inputs():
-        shape = [d if isinstance(d, int) else 1 for d in arg.shape]
-        np_type = np.float32 if "float" in arg.type else np.int64
-        feeds[arg.name] = np.zeros(shape, dtype=np_type)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the failure is raised, in one sentence, by the caller
+    session = ort.InferenceSession(
+        probe.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    if feeds is None:
+        feeds = {}
+        for arg in session.get_inputs():
+            shape = [d if isinstance(d, int) else 1 for d in arg.shape]
+            element = str(arg.type).removeprefix("tensor(").removesuffix(")")
+            feeds[arg.name] = np.zeros(shape, dtype=_RUNTIME_TYPES.get(element, np.int64))
     names = [o.name for o in session.get_outputs()]
     values = session.run(names, feeds)
     found = {}
     for name, value in zip(names, values, strict=True):
-        array = np.asarray(value)
+        if not isinstance(value, np.ndarray):
+            continue  # a sequence or map (SplitToSequence, ZipMap): no tensor shape to record
+        array = value
         elem = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
         found[name] = TensorInfo(tuple(array.shape), int(elem))
     return found
 
 
-def read_graph(model: Any, input_shape: tuple[int, ...] | None = None) -> Graph:
-    """Shapes (batch 1), constants and producer/consumer maps of an ONNX model; a symbolic
-    input dimension takes its size from ``input_shape`` (the sample shape, without batch)."""
+def _with_bound_inputs(model: Any, inputs: Sequence[BoundInput]) -> Any:
+    """A copy of ``model`` whose inputs have exactly the bound shapes (a fixed batch kept)."""
     import onnx
 
-    fixed = _with_batch_one(model, input_shape)
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    shapes = {item.name: item.shape for item in inputs}
+    for value in fixed.graph.input:
+        if value.name not in shapes:
+            continue
+        tensor_shape = value.type.tensor_type.shape
+        tensor_shape.Clear()
+        for size in shapes[value.name]:
+            tensor_shape.dim.add().dim_value = int(size)
+    del fixed.graph.value_info[:]
+    for value in fixed.graph.output:
+        value.type.tensor_type.ClearField("shape")
+    return fixed
+
+
+def _probed_shapes(
+    model: Any, missing: list[str], bound: Sequence[BoundInput] | None, source: str
+) -> dict[str, TensorInfo]:
+    """:func:`_shapes_from_runtime`, its failure one sentence naming the file and the inputs."""
+    feeds = generated_feeds(bound) if bound is not None else None
+    try:
+        return _shapes_from_runtime(model, missing, feeds)
+    except Exception as exc:
+        detail = runtime_detail(exc)
+        fed = ""
+        if bound:
+            shown = ", ".join(item.describe() for item in bound[:4])
+            fed = f" on inputs made at the bound shapes ({shown})"
+        raise InputError(
+            f"{source}: cannot determine the tensor shapes of the graph: ONNX Runtime fails"
+            f"{fed} ({detail})."
+        ) from None
+
+
+def read_graph(
+    model: Any,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    inputs: Sequence[BoundInput] | None = None,
+    source: str = "the model",
+) -> Graph:
+    """Shapes, constants and producer/consumer maps of an ONNX model.
+
+    Without ``inputs`` every input's first dimension is 1 and a symbolic one after it takes its
+    size from ``input_shape`` (the sample shape, without batch): the batch-1 shapes compression
+    and the C export work at. With ``inputs`` (:func:`edgeopt.feed.bind_inputs`) each input has
+    exactly its bound shape, a batch the file fixes included, and the runtime probe (for shapes
+    inference cannot derive) runs on :func:`edgeopt.feed.generated_feeds`.
+    """
+    import onnx
+
+    bound = inputs  # the loop below names each node's inputs
+    fixed = (
+        _with_bound_inputs(model, bound)
+        if bound is not None
+        else _with_batch_one(model, input_shape)
+    )
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     except Exception:  # inference gives up on some custom domains: fall back to the runtime
@@ -243,10 +333,7 @@ def read_graph(model: Any, input_shape: tuple[int, ...] | None = None) -> Graph:
         if name and name not in tensors and name not in constants
     ]
     if missing:
-        try:
-            tensors.update(_shapes_from_runtime(inferred, missing))
-        except Exception as exc:
-            raise InputError(f"cannot determine the tensor shapes of the graph ({exc}).") from None
+        tensors.update(_probed_shapes(inferred, missing, bound, source))
     return Graph(inferred, tensors, constants, producers, consumers)
 
 
@@ -351,10 +438,16 @@ def _params(node: Any, graph: Graph) -> tuple[int, int]:
     return count, stored
 
 
-def analyse(model: Any, input_shape: tuple[int, ...] | None = None) -> tuple[Graph, list[Layer]]:
+def analyse(
+    model: Any,
+    input_shape: tuple[int, ...] | None = None,
+    *,
+    inputs: Sequence[BoundInput] | None = None,
+    source: str = "the model",
+) -> tuple[Graph, list[Layer]]:
     """Every non-constant, non-Q/DQ node of the graph as a :class:`Layer`, in execution order
-    (``input_shape`` sizes a symbolic input: see :func:`read_graph`)."""
-    graph = read_graph(model, input_shape)
+    (``input_shape`` or ``inputs`` size the inputs: see :func:`read_graph`)."""
+    graph = read_graph(model, input_shape, inputs=inputs, source=source)
     layers: list[Layer] = []
     for index, node in enumerate(graph.model.graph.node):
         if node.op_type in QDQ_OPS or all(o in graph.constants for o in node.output if o):

@@ -41,7 +41,10 @@ class Metrics:
     ``accuracy`` (test split; an int8 file's exact integers, ``int8`` says on which path).
     Estimated from the target profile: ``estimate`` (latency and energy on the device).
     ``memory_schedule``: live activation bytes after each node, ``memory_steps`` those nodes.
-    ``provenance`` says this in words for every key.
+    ``provenance`` says this in words for every key. ``batch``: the samples one run of the file
+    takes (counts, memory and latency are of one run: a batch the file fixes is kept);
+    ``notes``: what the profile did that the file did not say (an opset upgraded in memory,
+    symbolic dimensions bound to a default, inputs it generated).
     """
 
     model: str
@@ -59,6 +62,8 @@ class Metrics:
     memory_steps: tuple[str, ...] = ()
     provenance: dict[str, str] = field(default_factory=dict)
     int8: Int8Arithmetic | None = None
+    batch: int = 1
+    notes: tuple[str, ...] = ()
 
     def check(self, target: Target) -> list[Violation]:
         """Budgets of ``target`` this artifact breaks (flash: file size; RAM: peak activations)."""
@@ -87,4 +92,6 @@ class Metrics:
             "memory_steps": list(self.memory_steps),
             "provenance": dict(self.provenance),
             "int8": self.int8.to_dict() if self.int8 is not None else None,
+            "batch": self.batch,
+            "notes": list(self.notes),
         }

@@ -186,7 +186,8 @@ def _target(name: str) -> object:
 
 
 def test_symbolic_input_dimensions_are_counted_at_the_datas_shape(tmp_path: Path) -> None:
-    """A model taking N x 1 x H x W was counted as 1x1 (152 MACs, 72 B of RAM)."""
+    """A model taking N x 1 x H x W was counted as 1x1 (152 MACs, 72 B of RAM) without saying
+    so; without data it is now counted at the stated default 1, with the data at its shape."""
     weight = np.ones((8, 1, 3, 3), dtype=np.float32)
     graph = helper.make_graph(
         [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
@@ -199,8 +200,12 @@ def test_symbolic_input_dimensions_are_counted_at_the_datas_shape(tmp_path: Path
     model.ir_version = 8
     path = tmp_path / "symbolic.onnx"
     onnx.save(model, path)
-    with pytest.raises(InputError, match=r"input Nx1xHxW has symbolic dimensions; give --data"):
-        profile_onnx(path, is_latency_measured=False)
+    defaulted = profile_onnx(path, is_latency_measured=False)
+    assert defaulted.macs == 8 * 9 and defaulted.batch == 1
+    assert defaulted.notes == (
+        "input 'x': symbolic dimensions 'H', 'W' bound to 1 (no data gave them)",
+    )
+    assert "symbolic 'N' in the file, bound to 1" in defaulted.provenance["batch"]
     from edgeopt.data import load_data
 
     metrics = profile_onnx(path, data=load_data("digits"), is_latency_measured=False)

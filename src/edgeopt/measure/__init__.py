@@ -12,13 +12,18 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import InputError
+from edgeopt.feed import InputBinding
+from edgeopt.feed import bind_inputs
+from edgeopt.feed import generated_feeds
 from edgeopt.graph import analyse
 from edgeopt.graph import with_live_bytes
+from edgeopt.measure._session import runtime_detail
 from edgeopt.measure.int8 import int8_arithmetic
 from edgeopt.measure.int8 import make_exact_session
 from edgeopt.measure.memory import plan_memory
+from edgeopt.measure.runtime import Latency
 from edgeopt.measure.runtime import make_session
-from edgeopt.measure.runtime import measure_latency
+from edgeopt.measure.runtime import measure_feed_latency
 from edgeopt.measure.runtime import predict
 from edgeopt.measure.runtime import top1
 from edgeopt.measure.size import artifact_size
@@ -39,10 +44,16 @@ __all__ = ["profile", "profile_onnx"]
 _RAW_INPUT_TYPES = {2: np.uint8, 3: np.int8, 5: np.int16}
 
 
+def _first_input(proto: Any) -> Any:
+    """The first graph input that is not an initializer (IR < 4 files list weights as inputs)."""
+    initializers = {init.name for init in proto.graph.initializer}
+    return next((i for i in proto.graph.input if i.name not in initializers), None)
+
+
 def _raw_dtype(proto: Any) -> Any:
     """The numpy dtype of a raw-input (folded) model's graph input, or None for float input."""
-    elem_type = proto.graph.input[0].type.tensor_type.elem_type if proto.graph.input else 0
-    return _RAW_INPUT_TYPES.get(elem_type)
+    first = _first_input(proto)
+    return _RAW_INPUT_TYPES.get(first.type.tensor_type.elem_type) if first is not None else None
 
 
 def _check_input(path: Path, model_shape: tuple[int, ...] | None, data: Dataset) -> None:
@@ -56,11 +67,22 @@ def _test_split(path: Path, proto: Any, data: Dataset) -> tuple[np.ndarray, np.n
     """The test split as the model takes it, and its labels: normalized floats, or the raw
     samples of a model whose normalization (and audio front end) is folded in: uint8 pixels,
     int16 PCM clips."""
+    import onnx
+
     from edgeopt.models import onnx_input_shape
 
     dtype = _raw_dtype(proto)
     model_shape = onnx_input_shape(proto)
     if dtype is None:
+        first = _first_input(proto)
+        elem_type = first.type.tensor_type.elem_type
+        if elem_type != onnx.TensorProto.FLOAT:
+            name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in range(27) else "?"
+            raise InputError(
+                f"{path}: input {first.name[:80]!r} takes {name} tensors, not the float "
+                f"samples of {data.spec}; profile it without --data (edgeopt then makes inputs "
+                "of its type)."
+            )
         _check_input(path, model_shape, data)
         return data.arrays("test")
     if data.test_signals is not None and model_shape is not None and len(model_shape) == 1:
@@ -75,22 +97,61 @@ def _test_split(path: Path, proto: Any, data: Dataset) -> tuple[np.ndarray, np.n
     return raw.astype(dtype), data.labels["test"]
 
 
-def _counted_shape(path: Path, proto: Any, x_test: np.ndarray | None) -> tuple[int, ...] | None:
-    """The sample shape MACs and memory are counted at: the file's own, or, where its input
-    has symbolic dimensions (``N x 1 x H x W``), the data's; without data, refused (counting
-    them as 1 gave a convolution 152 MACs instead of 4,688)."""
-    from edgeopt.models import onnx_input_shape
+def _is_runtime_error(exc: BaseException) -> bool:
+    """An ONNX Runtime failure (its exceptions share no base class but their module)."""
+    return type(exc).__module__.startswith("onnxruntime")
 
-    if onnx_input_shape(proto) is not None:
-        return None
+
+def _time_file(
+    path: Path,
+    source: Path | bytes,
+    binding: InputBinding,
+    x_test: np.ndarray | None,
+    *,
+    threads: int,
+    upgrade_note: str | None,
+) -> tuple[Latency, str | None]:
+    """Latency of one run at the bound batch, and a note where the inputs were generated.
+
+    With data, its first ``batch`` test samples (repeated where the split has fewer); without,
+    :func:`edgeopt.feed.generated_feeds`. A failure of ONNX Runtime on those inputs is the
+    file's (a Split whose sizes do not sum to the bound dimension, ...): one sentence.
+    """
+    session = make_session(source, threads=threads, source=str(path))
+    note = None
     if x_test is not None:
-        return tuple(int(d) for d in x_test.shape[1:])
-    dims = proto.graph.input[0].type.tensor_type.shape.dim
-    shown = "x".join(d.dim_param or str(d.dim_value or "?") for d in dims)
-    raise InputError(
-        f"{path}: the model's input {shown} has symbolic dimensions; give --data so that MACs "
-        "and memory are counted at the data's shape."
-    )
+        first = binding.inputs[0]
+        sample = np.resize(x_test, (binding.batch, *x_test.shape[1:])).reshape(first.shape)
+        feed = {first.name: np.ascontiguousarray(sample.astype(first.dtype))}
+    else:
+        feed = generated_feeds(binding.inputs)
+        if binding.inputs:
+            shown = ", ".join(item.describe() for item in binding.inputs[:4])
+            more = f" and {len(binding.inputs) - 4} more" if len(binding.inputs) > 4 else ""
+            note = (
+                f"no data: timed on generated inputs ({shown}{more}; floats standard normal, "
+                "8/16-bit integers uniform, wider integers ones, booleans false)"
+            )
+    try:
+        latency = measure_feed_latency(session, feed, threads=threads, batch=binding.batch)
+    except Exception as exc:
+        if not _is_runtime_error(exc):
+            raise
+        detail = runtime_detail(exc)
+        given = "the data's samples" if x_test is not None else "generated inputs"
+        if x_test is None and binding.inputs:
+            given += " (" + ", ".join(item.describe() for item in binding.inputs[:4]) + ")"
+        upgraded = ""
+        if upgrade_note is not None:  # the converter's output, not the file, is what failed
+            versions = upgrade_note.split(" with ")[0].removeprefix("upgraded in memory ")
+            upgraded = (
+                f"; onnx.version_converter had upgraded it in memory {versions}: re-export "
+                "it at a current opset"
+            )
+        raise InputError(
+            f"{path}: ONNX Runtime cannot run the model on {given} ({detail}){upgraded}."
+        ) from None
+    return latency, note
 
 
 def estimate_on_target(target: Target, layers: list[Any], data: Dataset | None) -> tuple[Any, str]:
@@ -116,7 +177,7 @@ def estimate_on_target(target: Target, layers: list[Any], data: Dataset | None) 
     return estimate, how
 
 
-def profile_onnx(
+def profile_onnx(  # noqa: C901  (one measurement per branch: counts, latency, accuracy, target; each is a few lines)
     path: Path,
     *,
     data: Dataset | None = None,
@@ -127,41 +188,51 @@ def profile_onnx(
     """Measure one ONNX file: see :func:`profile`."""
     import onnxruntime
 
-    proto = read_onnx(path)
+    from edgeopt.models.upgrade import upgrade_onnx
+
+    proto = read_onnx(path, is_one_input_required=data is not None)
+    proto, upgrade_note = upgrade_onnx(proto, path)  # in memory: the file stays as it is
     x_test, y_test = _test_split(path, proto, data) if data is not None else (None, None)
-    graph, layers = analyse(proto, _counted_shape(path, proto, x_test))
+    sample_shape = tuple(int(d) for d in x_test.shape[1:]) if x_test is not None else None
+    binding = bind_inputs(proto, path, sample_shape)
+    if sample_shape is not None and data is not None:
+        bound = binding.inputs[0].shape[1:]
+        if tuple(bound) != sample_shape:  # a rank the data's samples do not have
+            want = "x".join(str(d) for d in binding.inputs[0].shape) or "a scalar"
+            got = "x".join(str(d) for d in sample_shape)
+            raise InputError(
+                f"{path}: the model takes input {want} but {data.spec} gives samples of {got}."
+            )
+    graph, layers = analyse(proto, inputs=binding.inputs, source=str(path))
     plan = plan_memory(graph)
     layers = with_live_bytes(layers, dict(zip(plan.step_names, plan.step_bytes, strict=True)))
     size_bytes = artifact_size(path)
+    batch = binding.batch
+    notes = [note for note in (upgrade_note, *binding.notes) if note]
     provenance = {
+        "batch": f"{batch}: {binding.batch_how}; counts, memory and latency are of one run",
         "params": "counted on the ONNX file (stored weight elements)",
-        "macs": "counted on the ONNX file (Conv/Gemm/MatMul, batch 1)",
+        "macs": f"counted on the ONNX file (Conv/Gemm/MatMul, batch {batch})",
         "size_bytes": "measured: bytes on disk, external data included",
-        "peak_ram_bytes": "counted: peak of live activation tensors over the graph's node order",
+        "peak_ram_bytes": (
+            f"counted: peak of live activation tensors over the graph's node order, batch {batch}"
+        ),
     }
+    # ONNX Runtime runs the file as shipped; an upgraded copy where it cannot load the file.
+    runnable: Path | bytes = proto.SerializeToString() if upgrade_note else path
     latency = accuracy = int8 = None
     if is_latency_measured:
-        session = make_session(path, threads=threads)  # the file as shipped is what is timed
-        if x_test is not None:
-            sample = x_test[:1]
-        else:
-            arg = session.get_inputs()[0]
-            shape = [1] + [d if isinstance(d, int) else 1 for d in arg.shape[1:]]
-            rng = np.random.default_rng(0)
-            dtype = _raw_dtype(proto)
-            if dtype is None:
-                sample = rng.standard_normal(shape).astype(np.float32)
-            else:
-                info = np.iinfo(dtype)
-                sample = rng.integers(info.min, int(info.max) + 1, size=shape).astype(dtype)
-        latency = measure_latency(session, sample, threads=threads)
+        latency, fed_note = _time_file(
+            path, runnable, binding, x_test, threads=threads, upgrade_note=upgrade_note
+        )
+        notes += [fed_note] if fed_note else []
         provenance["latency_ms"] = (
             f"measured: ONNX Runtime {onnxruntime.__version__} {latency.provider}, "
-            f"{threads} thread(s), batch 1, {latency.runs} runs after warm-up, on "
+            f"{threads} thread(s), batch {batch}, {latency.runs} runs after warm-up, on "
             f"{platform.machine()} {platform.processor() or platform.system()}"
         )
     if data is not None and x_test is not None and y_test is not None:
-        exact = make_exact_session(path, threads=os.cpu_count() or 1)
+        exact = make_exact_session(proto if upgrade_note else path, threads=os.cpu_count() or 1)
         accuracy = top1(predict(exact, x_test), y_test)
         provenance["accuracy"] = (
             f"measured: top-1 on the test split of {data.spec} ({len(y_test)}), fed "
@@ -172,6 +243,8 @@ def profile_onnx(
         _, int8 = int8_arithmetic(proto)  # the file was only timed: say how this host runs it
     if int8 is not None:
         provenance["int8"] = int8.describe()
+    if notes:
+        provenance["notes"] = "; ".join(notes)
     estimate = fits = None
     if target is not None:
         estimate, provenance["estimate"] = estimate_on_target(target, layers, data)
@@ -196,6 +269,8 @@ def profile_onnx(
         memory_steps=tuple(plan.step_names),
         provenance=provenance,
         int8=int8,
+        batch=batch,
+        notes=tuple(notes),
     )
 
 
@@ -213,6 +288,13 @@ def profile(
     A PyTorch model is exported to ONNX first (into a temporary folder); an ONNX model is measured
     as it is. Nothing is taken from the PyTorch side.
 
+    Any ONNX file: counts, memory and latency are of one run at the batch the file fixes (1
+    where it is symbolic; ``Metrics.batch``); a symbolic dimension takes the data's size, or
+    without data 1; a file older than opset 7 is upgraded in memory
+    (:func:`edgeopt.models.upgrade.upgrade_onnx`); without data every input is made of its
+    declared type (:func:`edgeopt.feed.generated_feeds`), so models with several, integer or
+    no inputs are profiled too. ``Metrics.notes`` says which of these happened.
+
     Args:
         model: a model spec (see :func:`edgeopt.load_model`) or a handle.
         data: when given, accuracy on its test split is measured and latency uses a real sample.
@@ -226,7 +308,8 @@ def profile(
 
     Raises:
         InputError: bad model or data spec, an input shape the data does not match, an unknown
-            target.
+            target, an opset the converter cannot upgrade, inputs that cannot be made (strings)
+            or on which ONNX Runtime fails.
 
     Example:
         >>> m = profile("zoo:lenet5", target="cortex-m4", is_latency_measured=False)
@@ -243,7 +326,10 @@ def profile(
         )
     dataset = load_data(data) if data is not None else None
     resolved = Target.from_name(target) if isinstance(target, str) else target
-    handle = load_model(model, weights=weights, data=dataset)
+    # Without data every input is made (edgeopt.feed): any number of them can be profiled.
+    handle = load_model(
+        model, weights=weights, data=dataset, is_one_input_required=data is not None
+    )
     if dataset is not None:
         dataset = bind_data(handle, dataset)
     kwargs = {

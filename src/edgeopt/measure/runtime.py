@@ -21,6 +21,7 @@ __all__ = [
     "Latency",
     "make_session",
     "measure_accuracy",
+    "measure_feed_latency",
     "measure_latency",
     "predict",
     "time_runs",
@@ -36,7 +37,8 @@ MAX_SECONDS = 5.0
 
 @dataclass(frozen=True)
 class Latency:
-    """Wall-clock latency of one inference in milliseconds (measured)."""
+    """Wall-clock latency of one run in milliseconds (measured): one inference of ``batch``
+    samples (``p50_per_sample`` in the JSON divides by it)."""
 
     p50: float
     p90: float
@@ -56,6 +58,7 @@ class Latency:
             "batch": self.batch,
             "provider": self.provider,
             "method": "measured",
+            "p50_per_sample": self.p50 / max(self.batch, 1),
         }
 
 
@@ -88,6 +91,14 @@ def measure_latency(session: Any, sample: np.ndarray, *, threads: int, batch: in
     """p50 / p90 / p99 over at least ``MIN_RUNS`` runs and ``MIN_SECONDS``, after warm-up."""
     name = session.get_inputs()[0].name
     feed = {name: np.ascontiguousarray(sample[:batch])}
+    return measure_feed_latency(session, feed, threads=threads, batch=batch)
+
+
+def measure_feed_latency(
+    session: Any, feed: dict[str, np.ndarray], *, threads: int, batch: int = 1
+) -> Latency:
+    """:func:`measure_latency` of a run on ``feed``, every input given (a model with several
+    inputs, or one whose batch the file fixes); ``batch`` is the samples one run takes."""
     for _ in range(WARMUP_RUNS):
         session.run(None, feed)
     ms = time_runs(session, feed, min_runs=MIN_RUNS, min_seconds=MIN_SECONDS) * 1e3

@@ -73,8 +73,13 @@ class ModelHandle:
         return replace(self, module=module, onnx_path=None, history=self.history + (step,))
 
 
-def read_onnx(path: Path) -> onnx.ModelProto:
-    """Load and check an ONNX file (external data beside it included), as one sentence on error."""
+def read_onnx(path: Path, *, is_one_input_required: bool = True) -> onnx.ModelProto:
+    """Load and check an ONNX file (external data beside it included), as one sentence on error.
+
+    Compression and accuracy feed the data's samples to the model's one input, so a model with
+    none or several is refused unless ``is_one_input_required`` is off (``profile`` without data
+    makes every input: :mod:`edgeopt.feed`).
+    """
     import onnx
 
     if not path.is_file():
@@ -85,7 +90,7 @@ def read_onnx(path: Path) -> onnx.ModelProto:
     except Exception as exc:  # onnx raises DecodeError, ValidationError, OSError, ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a valid ONNX model ({first[:160]}).") from None
-    if len(model.graph.input) == 0:
+    if len(model.graph.input) == 0 and is_one_input_required:
         raise InputError(f"{path}: the ONNX graph has no inputs.")
     for init in model.graph.initializer:
         _check_tensor(init, path)
@@ -95,7 +100,7 @@ def read_onnx(path: Path) -> onnx.ModelProto:
                 _check_tensor(attribute.t, path)
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
+    if len(inputs) != 1 and is_one_input_required:
         names = ", ".join(repr(name) for name in inputs[:4])
         raise InputError(
             f"{path}: the model has {len(inputs)} inputs ({names}); edgeopt measures and "
@@ -142,20 +147,24 @@ def onnx_input_shape(model: onnx.ModelProto) -> tuple[int, ...] | None:
     """Shape of the first graph input without the batch dimension (None where symbolic)."""
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
+    if not inputs:
+        return None
     dims = inputs[0].type.tensor_type.shape.dim
     shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:])
     return None if any(d <= 0 for d in shape) else shape
 
 
 def _onnx_num_classes(model: onnx.ModelProto) -> int | None:
+    if not model.graph.output:
+        return None
     dims = model.graph.output[0].type.tensor_type.shape.dim
     if len(dims) == 2 and dims[1].HasField("dim_value"):
         return int(dims[1].dim_value)
     return None
 
 
-def _load_onnx(spec: str, path: Path) -> ModelHandle:
-    model = read_onnx(path)
+def _load_onnx(spec: str, path: Path, *, is_one_input_required: bool) -> ModelHandle:
+    model = read_onnx(path, is_one_input_required=is_one_input_required)
     return ModelHandle(
         name=path.stem,
         spec=spec,
@@ -322,6 +331,7 @@ def load_model(
     *,
     weights: str | Path | None = None,
     data: Dataset | None = None,
+    is_one_input_required: bool = True,
 ) -> ModelHandle:
     """Load a model from any supported spec.
 
@@ -332,6 +342,8 @@ def load_model(
         weights: a PyTorch state dict for a factory or zoo model, loaded with
             ``weights_only=True`` (no code in the file is run).
         data: when given, a zoo model's class count and input shape default to the data's.
+        is_one_input_required: refuse an ONNX file with no input or several (off for
+            ``profile`` without data, which makes every input).
 
     Returns:
         The model handle.
@@ -347,17 +359,19 @@ def load_model(
     if isinstance(spec, ModelHandle):
         return spec
     spec, normalize = _pop_normalize(str(spec))
-    handle = _load(spec, weights, data)
+    handle = _load(spec, weights, data, is_one_input_required)
     return replace(handle, normalize=normalize) if normalize else handle
 
 
-def _load(spec: str, weights: str | Path | None, data: Dataset | None) -> ModelHandle:
+def _load(
+    spec: str, weights: str | Path | None, data: Dataset | None, is_one_input_required: bool
+) -> ModelHandle:
     weights_path = Path(weights) if weights is not None else None
     lowered = spec.lower().split("?")[0]
     if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep")):
         raise InputError(f"{spec}: --weights applies to zoo and module:factory models only.")
     if lowered.endswith(".onnx"):
-        handle = _load_onnx(spec, Path(spec))
+        handle = _load_onnx(spec, Path(spec), is_one_input_required=is_one_input_required)
     elif lowered.endswith((".pt2", ".ep")):
         handle = _load_program(spec, Path(spec))
     elif spec.startswith("zoo:"):

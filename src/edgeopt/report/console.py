@@ -149,17 +149,27 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
     summary = _table(f"profile of {metrics.model}")
     _columns(summary, "metric", "value", "how", numbers=("value",), whole=("metric",))
     summary.columns[2].style = "dim"
+    batch = getattr(metrics, "batch", 1)
+    at_batch = f", batch {batch}" if batch != 1 else ""
+    summary.add_row("batch", f"{batch:,}", _batch_how(metrics))
     summary.add_row("params", f"{metrics.params:,}", "counted")
-    summary.add_row("MACs", f"{metrics.macs:,}", "counted")
+    summary.add_row("MACs", f"{metrics.macs:,}", f"counted{at_batch}")
+    if batch > 1:
+        summary.add_row("MACs per sample", f"{metrics.macs / batch:,.0f}", "counted / batch")
     summary.add_row("size", format_bytes(metrics.size_bytes), "measured (file)")
-    summary.add_row("peak RAM", format_bytes(metrics.peak_ram_bytes), "counted (liveness)")
+    peak = format_bytes(metrics.peak_ram_bytes)
+    summary.add_row("peak RAM", peak, f"counted (liveness{at_batch})")
     if metrics.latency_ms is not None:
         lat = metrics.latency_ms
         summary.add_row(
             "latency p50 / p90 / p99",
             f"{lat.p50:.4g} / {lat.p90:.4g} / {lat.p99:.4g} ms",
-            f"measured (ORT, {lat.threads} thread, batch 1)",
+            f"measured (ORT, {lat.threads} thread, batch {lat.batch})",
         )
+        if lat.batch > 1:
+            summary.add_row(
+                "latency p50 per sample", f"{lat.p50 / lat.batch:.4g} ms", "measured / batch"
+            )
     if metrics.accuracy is not None:
         summary.add_row("accuracy (test)", f"{metrics.accuracy:.2%}", "measured (ONNX file)")
     if metrics.estimate is not None:
@@ -183,6 +193,8 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
     out.print(summary)
     if metrics.accuracy is not None and "accuracy" in metrics.provenance:
         out.print(f"accuracy {metrics.provenance['accuracy']}", style="dim", highlight=False)
+    for note in getattr(metrics, "notes", ()):
+        out.print(f"note: {note}", style="dim", highlight=False, markup=False)
     render_int8(
         metrics.int8, is_timed=metrics.latency_ms is not None, model=metrics.model, console=out
     )
@@ -202,6 +214,12 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
     if len(metrics.layers) > max_layers:
         layers.caption = f"{len(metrics.layers) - max_layers} more layers in the JSON"
     out.print(layers)
+
+
+def _batch_how(metrics: Any) -> str:
+    """The batch row's how: fixed in the file, or a symbol bound to 1 (from the provenance)."""
+    how = metrics.provenance.get("batch", "")
+    return how.split(": ", 1)[1].split(";")[0] if ": " in how else "counted"
 
 
 def render_int8(
