@@ -730,21 +730,12 @@ def _ranges_summary(ranges: dict[str, tuple[float, float]]) -> dict[str, Any]:
 
 
 def save_trained(result: TrainedModel, data: str | Dataset, path: str | Path) -> TrainArtifacts:
-    """Export a model trained in this process to ONNX, with its state dict and a JSON record.
-
-    A recipe with no step run on the trained model (:func:`edgeopt.pipeline.run`): ``OUT.onnx``
-    carries the data's normalization, classes and the model's history in its metadata;
-    ``OUT.pt`` is the state dict (load it with ``--weights``); ``OUT.json`` records the model
-    spec, the data, the written file's measured metrics and, under ``input``, the training's
-    own record (config, per-epoch history, PyTorch test accuracy). All three appear together
-    or not at all. ``pipeline.run`` with a ``train`` step trains and writes in one call.
-    """
+    """Write a model trained in this process as :func:`run` writes a recipe with no step
+    (``OUT.onnx``, ``OUT.pt``, ``OUT.json``), the training's own record under ``input``."""
     from edgeopt.training import TrainArtifacts
     from edgeopt.training import trained_paths
 
     trained_paths(path)
     result.model.require_torch("saving")
     done = run(result.model, Recipe(), data=data, output=path, context=result.to_dict())
-    accuracy = done.after.accuracy
-    assert accuracy is not None
-    return TrainArtifacts(done.path, done.files["weights"], done.record_path, accuracy)
+    return TrainArtifacts(done.path, done.files["weights"], done.record_path, done.after.accuracy)  # type: ignore[arg-type]

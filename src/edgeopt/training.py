@@ -153,7 +153,11 @@ def train(
         raise InputError(f"{handle.spec}: cannot run on {dataset.spec} input ({detail}).") from None
     history = fit(module, dataset, config, generator=generator, progress=progress)
     x_test, y_test = dataset.arrays("test")
-    trained = handle.with_module(module, f"train(epochs={config.epochs}, seed={config.seed})")
+    trained = handle.with_module(
+        module,
+        f"train(epochs={config.epochs}, seed={config.seed})",
+        normalization=dataset.normalization.to_dict(),
+    )
     return TrainResult(
         model=trained,
         config=config,

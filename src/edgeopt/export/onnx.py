@@ -111,6 +111,8 @@ def export_onnx(
             raise ExportError(f"{model.spec}: ONNX export failed ({detail}).") from exc
         proto = onnx.load(str(raw_path), load_external_data=True)
     props = {"edgeopt.history": json.dumps(list(model.history))}
+    if "edgeopt.normalization" in model.metadata:  # the input contract of a model trained here
+        props["edgeopt.normalization"] = model.metadata["edgeopt.normalization"]
     for key, value in (metadata or {}).items():
         props[f"edgeopt.{key}"] = value if isinstance(value, str) else json.dumps(value)
     del proto.metadata_props[:]

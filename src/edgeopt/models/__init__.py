@@ -68,9 +68,20 @@ class ModelHandle:
             )
         return self.input_shape
 
-    def with_module(self, module: nn.Module, step: str) -> ModelHandle:
-        """A new handle holding ``module`` with ``step`` appended to the history."""
-        return replace(self, module=module, onnx_path=None, history=self.history + (step,))
+    def with_module(
+        self, module: nn.Module, step: str, *, normalization: dict[str, object] | None = None
+    ) -> ModelHandle:
+        """A new handle holding ``module`` with ``step`` appended to the history; a model
+        trained on normalized data carries that ``normalization`` (its input contract, which
+        every export of it stamps)."""
+        metadata = dict(self.metadata)
+        if normalization is not None:
+            import json
+
+            metadata["edgeopt.normalization"] = json.dumps(normalization)
+        return replace(
+            self, module=module, onnx_path=None, history=self.history + (step,), metadata=metadata
+        )
 
 
 def read_onnx(path: Path, *, is_one_input_required: bool = True) -> onnx.ModelProto:

@@ -538,7 +538,9 @@ def distill(  # noqa: C901  (the public verb checks each teacher and the student
     x_test, y_test = dataset.arrays("test")
     teacher_test_logits = _ensemble_logits(teachers, x_test, where=dataset.spec)
     return DistillResult(
-        model=student_handle.with_module(module, config.describe(teacher_spec)),
+        model=student_handle.with_module(
+            module, config.describe(teacher_spec), normalization=dataset.normalization.to_dict()
+        ),
         config=config,
         history=history,
         test_accuracy=evaluate(module, x_test, y_test),

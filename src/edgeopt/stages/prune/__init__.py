@@ -452,7 +452,7 @@ def prune(
             f"{step[:-1]}, ratio_of={config.ratio_of}, channel_multiple={config.channel_multiple})"
         )
     return PruneResult(
-        model=handle.with_module(module, step),
+        model=handle.with_module(module, step, normalization=dataset.normalization.to_dict()),
         config=config,
         layers=rows,
         skipped=tuple(skipped),

@@ -421,6 +421,8 @@ def quantize_into(
     def stamp(model: Any, float_nodes: list[str]) -> None:
         """Put the history, the config and the float nodes into the file's metadata."""
         props.update({p.key: p.value for p in fp32.metadata_props})
+        if dataset is not None:  # the input contract: what the quantized file is fed
+            props.setdefault("edgeopt.normalization", json.dumps(dataset.normalization.to_dict()))
         props["edgeopt.history"] = json.dumps(list(history_of_model))
         props["edgeopt.quantize"] = json.dumps(config.to_dict())
         props["edgeopt.float_nodes"] = json.dumps(float_nodes)
