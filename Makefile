@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test corpus lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Every command on twelve user-style models (tests/corpus): about 15 minutes on 2 cores.
+corpus: $(STAMP)
+	$(PY) -m pytest -q -m corpus tests/corpus
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks examples
