@@ -41,7 +41,9 @@ class Metrics:
     ``accuracy`` (test split; an int8 file's exact integers, ``int8`` says on which path).
     Estimated from the target profile: ``estimate`` (latency and energy on the device).
     ``memory_schedule``: live activation bytes after each node, ``memory_steps`` those nodes.
-    ``provenance`` says this in words for every key.
+    ``provenance`` says this in words for every key. ``uncounted_ops``: ``name (OpType)`` of the
+    layers whose cost is unknown (``macs`` and the estimate are then lower bounds); None when
+    made, it is read from ``layers``.
     """
 
     model: str
@@ -59,6 +61,12 @@ class Metrics:
     memory_steps: tuple[str, ...] = ()
     provenance: dict[str, str] = field(default_factory=dict)
     int8: Int8Arithmetic | None = None
+    uncounted_ops: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.uncounted_ops is None:
+            found = tuple(layer.label for layer in self.layers if not layer.is_counted)
+            object.__setattr__(self, "uncounted_ops", found)
 
     def check(self, target: Target) -> list[Violation]:
         """Budgets of ``target`` this artifact breaks (flash: file size; RAM: peak activations)."""
@@ -87,4 +95,5 @@ class Metrics:
             "memory_steps": list(self.memory_steps),
             "provenance": dict(self.provenance),
             "int8": self.int8.to_dict() if self.int8 is not None else None,
+            "uncounted_ops": list(self.uncounted_ops or ()),
         }
