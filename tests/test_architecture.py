@@ -34,7 +34,9 @@ CORE = ("config.py", "registry.py", "target.py", "metrics.py", "pipeline.py")
 #: orchestration of train, distill, prune and quantize (the ~400 lines of stages/prune/report.py,
 #: stages/quantize/report.py and save_trained's staging, removed); 1,444 with save_trained (moved
 #: into pipeline.py from training.py, which sits below the pipeline).
-CORE_LINE_BUDGET = 1_450
+#: 1,468 with issue 14's Metrics fields (batch, notes, uncounted_ops) and the target's pricing of
+#: element operations.
+CORE_LINE_BUDGET = 1_500
 
 
 def test_import_edgeopt_loads_no_heavy_or_optional_dependency() -> None:

@@ -1,9 +1,11 @@
 """Read an ONNX graph as layers: op kind, dtype, output shape, parameters, MACs, bytes moved.
 
 Counts are taken on the exported file with the batch fixed to 1, or, for a profile, at the shapes
-the inputs are bound to (:mod:`edgeopt.feed`: a batch the file fixes is kept). MACs are counted for
-convolutions (``Conv``, ``ConvInteger``, ``QLinearConv``, ``ConvTranspose``) and matrix products
-(``Gemm``, ``MatMul`` and their integer forms) only, as MLPerf Tiny and most papers count them.
+the inputs are bound to (:mod:`edgeopt.feed`: a batch the file fixes is kept). MACs are counted
+for convolutions, matrix products (as MLPerf Tiny and most papers count them), recurrent cells,
+attention and two-operand Einsum; every other layer costs element operations ("ops"); a layer
+whose operator or shapes :mod:`edgeopt.opcost` does not know is uncounted (``is_counted``), and
+listed as such by the profile rather than counted as free (the formulas: :mod:`edgeopt.opcost`).
 In a QDQ graph (QuantizeLinear / DequantizeLinear around float ops, the form ONNX Runtime runs
 with int8 kernels) a layer of an int8-capable kind (``INT8_OP_TYPES``) whose input comes from
 DequantizeLinear is an int8 layer, and the Q/DQ nodes themselves are not layers: an int8 runtime
@@ -23,21 +25,13 @@ import numpy as np
 from edgeopt.errors import InputError
 from edgeopt.feed import BoundInput
 from edgeopt.feed import generated_feeds
+from edgeopt.opcost import CONV_OPS
+from edgeopt.opcost import MATMUL_OPS
+from edgeopt.opcost import POOL_OPS
+from edgeopt.opcost import VIEW_OPS
+from edgeopt.opcost import op_cost
 
-CONV_OPS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1}
-MATMUL_OPS = {"Gemm": 1, "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"}
-POOL_OPS = {
-    "MaxPool",
-    "AveragePool",
-    "GlobalAveragePool",
-    "GlobalMaxPool",
-    "QLinearAveragePool",
-    "QLinearGlobalAveragePool",
-    "ReduceMean",  # adaptive average pooling to 1x1 exports as ReduceMean over H, W
-    "ReduceMax",
-}
-VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 # Activations every deployment runtime fuses into the convolution or matrix product before them
 # (TFLite's fused_activation_function, ONNX Runtime's Conv+Relu fusion).
 FUSABLE_ACTIVATIONS = {"Relu", "Clip", "LeakyRelu"}
@@ -87,6 +81,13 @@ class Layer:
     output_bytes: int
     bytes_moved: int
     live_bytes: int = 0  # activation bytes live while this layer runs (filled by memory.py)
+    ops: int = 0  # element operations besides the MACs (edgeopt.opcost)
+    is_counted: bool = True  # False: operator or shapes unknown, MACs and ops a lower bound
+
+    @property
+    def label(self) -> str:
+        """``name (OpType)``: how a profile lists an uncounted layer."""
+        return f"{self.name} ({self.op_type})"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +100,8 @@ class Layer:
             "macs": self.macs,
             "output_bytes": self.output_bytes,
             "live_bytes": self.live_bytes,
+            "ops": self.ops,
+            "is_counted": self.is_counted,
         }
 
 
@@ -365,7 +368,8 @@ def _weight_source(graph: Graph, name: str) -> str:
 def _is_int8_input(graph: Graph, name: str) -> bool:
     node = graph.producers.get(name)
     if node is not None and node.op_type == "DequantizeLinear":
-        return graph.tensors[node.input[0]].elem_type in INT8_TYPES
+        source = graph.tensors.get(node.input[0])
+        return source is not None and source.elem_type in INT8_TYPES
     info = graph.tensors.get(name)
     return info is not None and info.elem_type in INT8_TYPES
 
@@ -377,7 +381,7 @@ def _kind(node: Any, graph: Graph) -> str:
     if op in CONV_OPS:
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
         weight = graph.tensors.get(node.input[CONV_OPS[op]])
-        if groups > 1 and weight is not None and weight.shape[1] == 1:
+        if groups > 1 and weight is not None and weight.shape[1:2] == (1,):
             return "depthwise"
         return "conv"
     if op in MATMUL_OPS:
@@ -387,23 +391,6 @@ def _kind(node: Any, graph: Graph) -> str:
     if op in VIEW_OPS:
         return "data"
     return "elementwise"
-
-
-def _macs(node: Any, graph: Graph, out: TensorInfo) -> int:
-    op = node.op_type
-    if op in CONV_OPS:
-        weight = graph.tensors[node.input[CONV_OPS[op]]]
-        kernel = math.prod(weight.shape[2:])
-        if op == "ConvTranspose":
-            source = graph.tensors[node.input[0]]
-            return source.elements * weight.shape[1] * kernel
-        return out.elements * weight.shape[1] * kernel
-    if op in MATMUL_OPS:
-        a = graph.tensors[node.input[0]]
-        trans_a = next((a_.i for a_ in node.attribute if a_.name == "transA"), 0)
-        k = a.shape[-2] if (op == "Gemm" and trans_a) else a.shape[-1]
-        return out.elements * k
-    return 0
 
 
 _SKIP_PARAM_INPUTS = {
@@ -464,18 +451,24 @@ def analyse(
             if name and name not in graph.constants and name in graph.tensors
         )
         out_bytes = out.elements * (1 if int8 else out.itemsize)
+        cost = op_cost(node, graph, graph.tensors.get(out_name))
+        kind = _kind(node, graph)
+        if kind == "elementwise" and cost.macs:  # a recurrent cell, attention, Einsum: priced
+            kind = "fc"  # as matrix products, which is what they run
         layers.append(
             Layer(
                 name=node.name or f"{node.op_type}_{index}",
                 op_type=node.op_type,
-                kind=_kind(node, graph),
+                kind=kind,
                 dtype="int8" if int8 else "float32",
                 output_shape=out.shape,
                 params=params,
-                macs=_macs(node, graph, out),
+                macs=cost.macs,
                 output_elements=out.elements,
                 output_bytes=out_bytes,
                 bytes_moved=in_bytes + out_bytes + param_bytes,
+                ops=cost.ops,
+                is_counted=cost.is_counted,
             )
         )
     return graph, layers

@@ -44,7 +44,9 @@ class Metrics:
     ``provenance`` says this in words for every key. ``batch``: the samples one run of the file
     takes (counts, memory and latency are of one run: a batch the file fixes is kept);
     ``notes``: what the profile did that the file did not say (an opset upgraded in memory,
-    symbolic dimensions bound to a default, inputs it generated).
+    symbolic dimensions bound to a default, inputs it generated). ``uncounted_ops``:
+    ``name (OpType)`` of the layers whose cost is unknown (``macs`` and the estimate are then
+    lower bounds); None when made, it is read from ``layers``.
     """
 
     model: str
@@ -64,6 +66,12 @@ class Metrics:
     int8: Int8Arithmetic | None = None
     batch: int = 1
     notes: tuple[str, ...] = ()
+    uncounted_ops: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.uncounted_ops is None:
+            found = tuple(layer.label for layer in self.layers if not layer.is_counted)
+            object.__setattr__(self, "uncounted_ops", found)
 
     def check(self, target: Target) -> list[Violation]:
         """Budgets of ``target`` this artifact breaks (flash: file size; RAM: peak activations)."""
@@ -94,4 +102,5 @@ class Metrics:
             "int8": self.int8.to_dict() if self.int8 is not None else None,
             "batch": self.batch,
             "notes": list(self.notes),
+            "uncounted_ops": list(self.uncounted_ops or ()),
         }

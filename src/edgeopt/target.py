@@ -3,10 +3,12 @@
 A profile predicts what we cannot run here (a microcontroller's latency and energy) from counts
 we measure on the exported ONNX graph. The model is the one MLPerf Tiny results are usually
 explained with: each layer costs ``macs * cycles_per_mac[kind][dtype]`` (convolution, depthwise,
-fully connected) or ``elements * cycles_per_element[dtype]`` (pooling, element-wise), plus
+fully connected) plus ``ops * cycles_per_element[dtype]`` (its element operations, counted by
+``edgeopt.opcost``; a layer without an ``ops`` count: its output elements), plus
 ``bytes_moved * cycles_per_byte`` of memory traffic and a fixed ``layer_overhead_cycles``;
 latency is cycles over the clock, energy is latency times the active power. Every constant's
-source is written next to it in the YAML file (``sources``).
+source is written next to it in the YAML file (``sources``). A layer whose cost is unknown
+(``is_counted`` False) makes the estimate a lower bound, and the estimate says so.
 
 A profile may also price an audio front end (``frontend``: framing, window, real FFT, power
 spectrum, mel filters, log, DCT), the work a keyword-spotting device does before the network
@@ -51,7 +53,8 @@ FRONTEND_OPS = (
 
 
 class LayerCost(Protocol):
-    """What the estimator needs to know about one layer of the exported graph."""
+    """What the estimator needs to know about one layer of the exported graph (``ops``,
+    ``is_counted`` and ``label`` of :class:`edgeopt.graph.Layer` are read where present)."""
 
     @property
     def kind(self) -> str: ...  # conv | depthwise | fc | elementwise | pool | data | fused
@@ -85,6 +88,13 @@ class Estimate:
     frontend_latency_ms: float | None = None
     frontend_energy_uj: float | None = None
     frontend_cycles: Mapping[str, float] = field(default_factory=dict)
+    uncounted_ops: tuple[str, ...] = ()  # layers of unknown cost: the totals are lower bounds
+
+    @property
+    def method(self) -> str:
+        """How the numbers were obtained, in words, ``lower bound`` where layers were left out."""
+        n = len(self.uncounted_ops)
+        return f"estimated (a lower bound: {n} operator(s) of unknown cost)" if n else "estimated"
 
     @property
     def model_latency_ms(self) -> float:
@@ -106,7 +116,8 @@ class Estimate:
             "frontend_latency_ms": self.frontend_latency_ms,
             "frontend_energy_uj": self.frontend_energy_uj,
             "frontend_cycles": dict(self.frontend_cycles),
-            "method": "estimated",
+            "method": self.method,
+            "uncounted_ops": list(self.uncounted_ops),
         }
 
 
@@ -251,12 +262,14 @@ class Target:
         if layer.kind == "fused":  # an activation folded into the layer before it: free
             return 0.0
         dtype = layer.dtype if layer.dtype in DTYPES else "float32"
+        ops = getattr(layer, "ops", None)  # a recurrent cell's gates; Softmax's 5 per element
+        per_element = self.cycles_per_element[dtype]
         if layer.kind in MAC_KINDS:
-            compute = layer.macs * self.cycles_per_mac[layer.kind][dtype]
+            compute = layer.macs * self.cycles_per_mac[layer.kind][dtype] + (ops or 0) * per_element
         elif layer.kind == "data":  # reshapes and views: no arithmetic
             compute = 0.0
         else:
-            compute = layer.output_elements * self.cycles_per_element[dtype]
+            compute = (layer.output_elements if ops is None else ops) * per_element
         return compute + layer.bytes_moved * self.cycles_per_byte + self.layer_overhead_cycles
 
     def frontend_step_cycles(self, ops: Mapping[str, Any]) -> dict[str, float]:
@@ -311,6 +324,7 @@ class Target:
         With ``frontend_ops`` (an audio dataset's front-end counts) the front end's cycles are
         added to the total and reported apart (``frontend_latency_ms``, ``frontend_cycles``).
         """
+        layers = list(layers)
         per_layer = [self.layer_cycles(layer) for layer in layers]
         model_cycles = float(sum(per_layer))
         steps = self.frontend_step_cycles(frontend_ops) if frontend_ops is not None else {}
@@ -327,6 +341,9 @@ class Target:
             frontend_latency_ms=frontend_ms,
             frontend_energy_uj=None if frontend_ms is None else frontend_ms * self.active_power_mw,
             frontend_cycles=steps,
+            uncounted_ops=tuple(
+                str(layer.label) for layer in layers if not getattr(layer, "is_counted", True)
+            ),
         )
 
     def to_dict(self) -> dict[str, Any]:

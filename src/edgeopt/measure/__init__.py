@@ -174,6 +174,8 @@ def estimate_on_target(target: Target, layers: list[Any], data: Dataset | None) 
         )
     elif ops is not None:
         how += f"; the model only: the {target.name} profile prices no audio front end"
+    if estimate.uncounted_ops:  # operators of unknown cost priced at their outputs only
+        how += f"; a lower bound: unknown cost of {', '.join(estimate.uncounted_ops)}"
     return estimate, how
 
 

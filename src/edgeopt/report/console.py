@@ -153,7 +153,9 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
     at_batch = f", batch {batch}" if batch != 1 else ""
     summary.add_row("batch", f"{batch:,}", _batch_how(metrics))
     summary.add_row("params", f"{metrics.params:,}", "counted")
-    summary.add_row("MACs", f"{metrics.macs:,}", f"counted{at_batch}")
+    uncounted = metrics.uncounted_ops or ()
+    bound = " (lower bound)" if uncounted else ""
+    summary.add_row("MACs", f"{metrics.macs:,}", f"counted{at_batch}{bound}")
     if batch > 1:
         summary.add_row("MACs per sample", f"{metrics.macs / batch:,.0f}", "counted / batch")
     summary.add_row("size", format_bytes(metrics.size_bytes), "measured (file)")
@@ -174,19 +176,20 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
         summary.add_row("accuracy (test)", f"{metrics.accuracy:.2%}", "measured (ONNX file)")
     if metrics.estimate is not None:
         est = metrics.estimate
+        how = "estimated (lower bound)" if est.uncounted_ops else "estimated"
         if est.frontend_latency_ms is not None:
             summary.add_row(
                 f"model on {est.target}",
                 f"{est.model_latency_ms:,.4g} ms, {est.model_energy_uj:,.1f} uJ",
-                "estimated",
+                how,
             )
             summary.add_row(
                 f"audio front end on {est.target}",
                 f"{est.frontend_latency_ms:,.4g} ms, {est.frontend_energy_uj or 0.0:,.1f} uJ",
                 "estimated (FFT, mel, log, DCT)",
             )
-        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", "estimated")
-        summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", "estimated")
+        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", how)
+        summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", how)
     if metrics.fits is not None:
         verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
         summary.add_row(f"fits {metrics.target}", verdict, "flash: size, RAM: peak")
@@ -195,6 +198,16 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
         out.print(f"accuracy {metrics.provenance['accuracy']}", style="dim", highlight=False)
     for note in getattr(metrics, "notes", ()):
         out.print(f"note: {note}", style="dim", highlight=False, markup=False)
+    if uncounted:
+        shown = ", ".join(uncounted[:8]) + (
+            f" and {len(uncounted) - 8} more" if len(uncounted) > 8 else ""
+        )
+        out.print(
+            f"note: the cost of {len(uncounted)} operator(s) is unknown, left out of MACs and "
+            f"priced by output size only in the estimate: {shown}.",
+            style="yellow",
+            highlight=False,
+        )
     render_int8(
         metrics.int8, is_timed=metrics.latency_ms is not None, model=metrics.model, console=out
     )
