@@ -48,7 +48,9 @@ def optimize(
     objectives: Annotated[
         str, typer.Option(help="comma list of accuracy, latency, energy, flash, ram")
     ] = "accuracy,energy",
-    trials: Annotated[int, typer.Option(help="completed trials to reach")] = 20,
+    trials: Annotated[
+        int, typer.Option(help="distinct candidates to measure (a repeated recipe is not rebuilt)")
+    ] = 20,
     timeout: Annotated[
         float | None, typer.Option(help="seconds after which no trial starts")
     ] = None,

@@ -639,14 +639,17 @@ def render_optimize(result: Any, *, console: Console | None = None) -> None:
         "green"
     )
     out.print(table)
-    max_drop = report["constraints"].get("max_accuracy_drop_pp")
-    out.print(accuracy_budget(max_drop))
+    constraints = report.get("constraints")
+    max_drop = constraints.get("max_accuracy_drop_pp") if constraints else None
+    if constraints:
+        out.print(accuracy_budget(max_drop))
     if study.get("stopped"):
         out.print(f"stopped early: {study['stopped']}.", style="yellow")
     if result.is_feasible:
         out.print(f"chosen: trial {report['chosen']}, wrote {result.model_path}")
-        drop = result.chosen["accuracy_drop_pp"] if result.chosen else 0.0
-        if max_drop is None and drop > DEFAULT_MAX_ACCURACY_DROP_PP:
+        chosen = [c for c in report["candidates"] if c["trial"] == report["chosen"]]
+        drop = chosen[0]["accuracy_drop_pp"] if chosen else 0.0
+        if constraints and max_drop is None and drop > DEFAULT_MAX_ACCURACY_DROP_PP:
             out.print(
                 f"warning: the pick is {drop:.2f} pp below the baseline, beyond the default "
                 f"budget of {DEFAULT_MAX_ACCURACY_DROP_PP:g} pp, which this search set aside.",

@@ -89,8 +89,10 @@ class OptimizeConfig(Config):
     ``max_latency_ms`` and ``max_energy_uj`` (estimated on the
     target), ``max_flash_bytes`` and ``max_ram_bytes`` (default: the target's flash and RAM).
     ``objectives``: from accuracy, latency_ms, energy_uj, flash_bytes, ram_bytes (short names
-    latency, energy, flash, ram accepted). ``trials``: completed trials to reach (a resumed
-    study counts the ones it has); ``timeout_s``: stop starting trials after this long.
+    latency, energy, flash, ram accepted). ``trials``: completed trials to reach, each a
+    distinct recipe (a recipe drawn again is pruned, not rebuilt; a resumed study counts the
+    ones it has; a space with fewer stops after :data:`EXHAUSTED_AFTER` duplicates in a row);
+    ``timeout_s``: stop starting trials after this long.
     ``storage``: an RDB URL (default ``sqlite:///RUNDIR/study.db``), ``study``: its name,
     ``workers``: local processes. ``wait_s``: how long a finished worker waits for trials still
     running on other workers of a shared study before it reports without them (and names them).
