@@ -133,6 +133,28 @@ def test_the_optimize_table_shows_every_value_whole(searched: SimpleNamespace, w
     assert "chosen: trial 12, wrote runs/search/model.onnx" in lines
 
 
+@pytest.mark.parametrize(
+    ("max_drop", "words"),
+    [
+        (1.0, "accuracy budget: at most 1 pp below the baseline (default; --max-accuracy-drop)"),
+        (2.5, "accuracy budget: at most 2.5 pp below the baseline"),
+        (None, "accuracy budget: none (--max-accuracy-drop none), any drop fits"),
+    ],
+)
+def test_the_accuracy_budget_is_said_and_a_pick_far_below_without_one_is_warned_of(
+    searched: SimpleNamespace, max_drop: float | None, words: str
+) -> None:
+    """A search once picked a model 56 pp below its baseline with exit code 0 and no word."""
+    report = {**searched.report, "constraints": {"max_accuracy_drop_pp": max_drop}}
+    far = {**report["candidates"][0], "accuracy_drop_pp": 56.0}
+    report["candidates"] = [far, *report["candidates"][1:]]
+    lines = printed(render_optimize, SimpleNamespace(**{**vars(searched), "report": report}))
+    assert words in lines
+    text = " ".join(" ".join(lines).split())
+    warned = "warning: the pick is 56.00 pp below the baseline, beyond the default budget of 1 pp"
+    assert (warned in text) == (max_drop is None)
+
+
 def test_profile_at_80_columns_shows_the_verdict_and_every_layer_whole() -> None:
     from edgeopt.measure import profile
 

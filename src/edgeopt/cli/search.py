@@ -11,9 +11,11 @@ from edgeopt.cli._common import DataOpt
 from edgeopt.cli._common import ModelArg
 from edgeopt.cli._common import WeightsOpt
 from edgeopt.cli._common import comma_list
+from edgeopt.cli._common import err_console
 from edgeopt.cli._common import float_list
 from edgeopt.cli._progress import status
 from edgeopt.cli._progress import trial_progress
+from edgeopt.report.console import accuracy_budget
 from edgeopt.report.console import render_optimize
 from edgeopt.report.console import render_run
 
@@ -24,7 +26,12 @@ def optimize(
     target: Annotated[str, typer.Option(help="target name or YAML file")],
     data: DataOpt = "digits",
     max_accuracy_drop: Annotated[
-        float | None, typer.Option("--max-accuracy-drop", help="percentage points")
+        str | None,
+        typer.Option(
+            "--max-accuracy-drop",
+            metavar="PP|none",
+            help="percentage points below the baseline (default 1); none: no limit",
+        ),
     ] = None,
     max_latency_ms: Annotated[
         float | None, typer.Option("--max-latency-ms", help="estimated on the target")
@@ -41,7 +48,9 @@ def optimize(
     objectives: Annotated[
         str, typer.Option(help="comma list of accuracy, latency, energy, flash, ram")
     ] = "accuracy,energy",
-    trials: Annotated[int, typer.Option(help="completed trials to reach")] = 20,
+    trials: Annotated[
+        int, typer.Option(help="distinct candidates to measure (a repeated recipe is not rebuilt)")
+    ] = 20,
     timeout: Annotated[
         float | None, typer.Option(help="seconds after which no trial starts")
     ] = None,
@@ -74,8 +83,9 @@ def optimize(
     from edgeopt.search import OptimizeConfig
     from edgeopt.search import optimize as run_search
 
+    drop = {} if max_accuracy_drop is None else {"max_accuracy_drop_pp": pp(max_accuracy_drop)}
     config = OptimizeConfig(
-        max_accuracy_drop_pp=max_accuracy_drop,
+        **drop,
         max_latency_ms=max_latency_ms,
         max_energy_uj=max_energy_uj,
         max_flash_bytes=max_flash,
@@ -95,6 +105,9 @@ def optimize(
         student_widths=float_list(student_widths, "--student-widths"),
         seed=seed,
     )
+    # Said before the trials (on stderr, with the progress), so a run that takes an hour shows
+    # its accuracy budget while it can still be stopped and given another one.
+    err_console.print(accuracy_budget(config.max_accuracy_drop_pp), highlight=False)
     with trial_progress("optimize", total=config.trials) as progress:
         result = run_search(
             model,
@@ -108,6 +121,21 @@ def optimize(
     render_optimize(result)
     if not result.is_feasible:
         raise BudgetError(result.explanation or "no candidate meets the budget.")
+
+
+def pp(text: str) -> float | None:
+    """``--max-accuracy-drop``: a number of percentage points, or ``none`` for no limit (a
+    float option could not say "no limit", and leaving it out means the default budget)."""
+    from edgeopt.errors import InputError
+
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(
+            f"--max-accuracy-drop: give percentage points (e.g. 1) or none, got {text!r}."
+        ) from None
 
 
 def apply(

@@ -19,8 +19,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from edgeopt.search.select import DEFAULT_MAX_ACCURACY_DROP_PP
+
 __all__ = [
     "STDOUT",
+    "accuracy_budget",
     "format_bytes",
     "render_bench",
     "render_c_export",
@@ -609,6 +612,26 @@ def render_export(
 STACK_BELOW_COLUMNS = 100
 
 
+def accuracy_budget(max_drop_pp: float | None) -> str:
+    """A search's accuracy budget in one line, printed before its trials and with its result.
+
+    Why: a pick far below the baseline once came with exit code 0 and no word about it. The
+    default budget is named as the default (with how to change it), and no limit is said aloud.
+
+    Example:
+        >>> accuracy_budget(2.5)
+        'accuracy budget: at most 2.5 pp below the baseline'
+        >>> accuracy_budget(1.0)
+        'accuracy budget: at most 1 pp below the baseline (default; --max-accuracy-drop)'
+    """
+    if max_drop_pp is None:
+        return "accuracy budget: none (--max-accuracy-drop none), any drop fits"
+    text = f"accuracy budget: at most {max_drop_pp:g} pp below the baseline"
+    if max_drop_pp == DEFAULT_MAX_ACCURACY_DROP_PP:
+        text += " (default; --max-accuracy-drop)"
+    return text
+
+
 def render_optimize(result: Any, *, console: Console | None = None) -> None:
     """Print the Pareto front (and the closest candidates when none fits), the choice, the files."""
     out = console or STDOUT
@@ -649,8 +672,22 @@ def render_optimize(result: Any, *, console: Console | None = None) -> None:
         "green"
     )
     out.print(table)
+    constraints = report.get("constraints")
+    max_drop = constraints.get("max_accuracy_drop_pp") if constraints else None
+    if constraints:
+        out.print(accuracy_budget(max_drop))
+    if study.get("stopped"):
+        out.print(f"stopped early: {study['stopped']}.", style="yellow")
     if result.is_feasible:
         out.print(f"chosen: trial {report['chosen']}, wrote {result.model_path}")
+        chosen = [c for c in report["candidates"] if c["trial"] == report["chosen"]]
+        drop = chosen[0]["accuracy_drop_pp"] if chosen else 0.0
+        if constraints and max_drop is None and drop > DEFAULT_MAX_ACCURACY_DROP_PP:
+            out.print(
+                f"warning: the pick is {drop:.2f} pp below the baseline, beyond the default "
+                f"budget of {DEFAULT_MAX_ACCURACY_DROP_PP:g} pp, which this search set aside.",
+                style="yellow",
+            )
     else:
         out.print(Text.assemble(("no candidate fits:", "bold red"), f" {result.explanation}"))
         for path in result.closest_paths:

@@ -15,12 +15,17 @@ or estimated before, and ``provenance`` says which. ``null`` means "unset" or "n
      "model": spec str, "data": spec str,
      "target": {"name", "flash_bytes", "ram_bytes", "clock_hz"},
      "constraints": {"max_accuracy_drop_pp", "max_latency_ms", "max_energy_uj",
-                     "max_flash_bytes", "max_ram_bytes"}                       (null = unset),
+                     "max_flash_bytes", "max_ram_bytes"}  (null = no limit; an accuracy drop
+                     given as none, or a report from before the 1 pp default),
      "objectives": names from {"accuracy", "latency_ms", "energy_uj", "flash_bytes", "ram_bytes"},
      "study": {"name", "storage" (password redacted), "trials_total", "trials_complete",
                "trials_failed", "seconds",
                "trials_running" (optional: trials still running on other workers when the
-               report was made, left out of it; [] when the whole study is in)},
+               report was made, left out of it; [] when the whole study is in),
+               "trials_duplicate" (optional: proposals of a recipe already measured, pruned
+               and not built again; not counted in trials_complete),
+               "stopped" (optional: why fewer trials than asked are complete, in words, e.g.
+               the search space is exhausted; null otherwise)},
      "baseline": CANDIDATE (trial -1),
      "candidates": [CANDIDATE, ...]          (every completed trial, in trial order),
      "pareto": [trial numbers], "chosen": trial number or null, "is_feasible": bool,

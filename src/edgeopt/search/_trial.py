@@ -5,12 +5,15 @@ asks :mod:`edgeopt.search.space` for a plan and runs it as a recipe with
 :func:`edgeopt.pipeline.run` into ``RUNDIR/trials/NNNN/`` (``model.onnx``, ``model.json`` with
 the file measured before and after each step, ``recipe.yaml``, ``metrics.json``); the record it
 keeps with the trial is the report's candidate, and the budget reaches the sampler as
-constraint values (above 0: broken).
+constraint values (above 0: broken). A recipe drawn again (same steps, configs and seed) is not
+built again: its trial is pruned as a duplicate (``duplicate_of``), so ``--trials N`` counts N
+distinct candidates.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -26,6 +29,7 @@ from edgeopt.models import ModelHandle
 from edgeopt.pipeline import Recipe
 from edgeopt.pipeline import run
 from edgeopt.search import select
+from edgeopt.search.space import Plan
 from edgeopt.search.space import suggest_plan
 from edgeopt.target import Target
 
@@ -36,7 +40,9 @@ __all__ = [
     "has_set_constraint",
     "Search",
     "candidate_record",
+    "find_twin",
     "measure",
+    "plan_key",
     "run_trial",
 ]
 
@@ -106,15 +112,18 @@ def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]
         finetune_epochs=config.finetune_epochs,
         methods=config.quantize_methods,
     )
-    twin = find_twin(trial)
+    key = plan_key(plan, config.seed, trial.params)
+    trial.set_user_attr("plan", key)
+    twin = find_twin(trial, key)
     if twin is not None:
-        # The sampler proposed a recipe already measured (small categorical spaces repeat):
-        # the same seed would build the same file, so its record stands in for a rebuild.
-        record = {**twin.user_attrs["candidate"], "trial": trial.number}
-        trial.set_user_attr("candidate", record)
+        import optuna
+
+        # The sampler proposed a recipe already measured (or being measured by another
+        # worker): the same seed would build the same file, so it is not built again. Pruned,
+        # the trial counts neither as a candidate nor toward --trials, and the sampler
+        # learns to propose something new.
         trial.set_user_attr("duplicate_of", twin.number)
-        set_constraints(trial, record, search.limits)
-        return tuple(float(record[name]) for name in config.objectives)
+        raise optuna.TrialPruned(f"the recipe of trial {twin.number}, measured already")
     folder = search.rundir / "trials" / f"{trial.number:04d}"
     folder.mkdir(parents=True, exist_ok=True)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -139,12 +148,27 @@ def run_trial(search: Search, dataset: Dataset, trial: Any) -> tuple[float, ...]
     return tuple(float(record[name]) for name in config.objectives)
 
 
-def find_twin(trial: Any) -> Any:
-    """A completed trial of the study with exactly this trial's parameters, or None."""
+def plan_key(plan: Plan, seed: int, params: dict[str, Any]) -> str:
+    """What makes two trials the same candidate: the recipe's steps (configs included) and
+    seed; for a config made once the model exists (mixed precision's budget), the trial's
+    parameters it is made from. Two trials with one key would build the same file."""
+    steps = plan.before + ((plan.quantize,) if plan.quantize else ())
+    key: dict[str, Any] = {"recipe": Recipe(seed=seed, steps=steps).to_dict()}
+    if plan.deferred is not None:
+        key["deferred"] = params
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def find_twin(trial: Any, key: str) -> Any:
+    """Another trial of the study with this plan key, completed or still running (on any
+    worker), or None. A failed one is no twin: it may have failed with its worker."""
     from optuna.trial import TrialState
 
-    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.params == trial.params and "candidate" in other.user_attrs:
+    states = (TrialState.COMPLETE, TrialState.RUNNING)
+    for other in trial.study.get_trials(deepcopy=False, states=states):
+        if other.number == trial.number or other.user_attrs.get("plan") != key:
+            continue
+        if other.state == TrialState.RUNNING or "candidate" in other.user_attrs:
             return other
     return None
 

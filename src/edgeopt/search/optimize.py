@@ -57,6 +57,7 @@ from edgeopt.search._trial import candidate_record
 from edgeopt.search._trial import has_set_constraint
 from edgeopt.search._trial import measure
 from edgeopt.search._trial import run_trial
+from edgeopt.search.select import DEFAULT_MAX_ACCURACY_DROP_PP
 from edgeopt.search.space import QUANTIZE_METHODS
 from edgeopt.search.space import zoo_students
 from edgeopt.search.storage import check_storage
@@ -65,10 +66,15 @@ from edgeopt.search.storage import open_storage
 from edgeopt.search.storage import redact
 from edgeopt.target import Target
 
-__all__ = ["OptimizeConfig", "OptimizeResult", "optimize"]
+__all__ = ["DEFAULT_MAX_ACCURACY_DROP_PP", "OptimizeConfig", "OptimizeResult", "optimize"]
 
 SAMPLERS = ("tpe", "nsga2")
 POLL_S = 0.5
+#: Duplicates in a row (proposals of recipes already measured) after which a worker stops: a
+#: small space (an ONNX-only model with few quantization choices) holds fewer distinct recipes
+#: than ``trials``, and a sampler in a space it has covered proposes nothing new. Duplicates cost
+#: a draw each, no training.
+EXHAUSTED_AFTER = 25
 #: How far (pp) a resumed study's stored baseline accuracy may be from this run's (another
 #: CPU may flip a borderline sample; other weights move it more).
 RESUME_ACCURACY_PP = 0.5
@@ -78,12 +84,16 @@ RESUME_ACCURACY_PP = 0.5
 class OptimizeConfig(Config):
     """What to search for, under which budget, and how long.
 
-    Budgets (None: unset): ``max_accuracy_drop_pp`` (test accuracy lost against the baseline
-    file, percentage points), ``max_latency_ms`` and ``max_energy_uj`` (estimated on the
+    Budgets (None: no limit): ``max_accuracy_drop_pp`` (test accuracy lost against the baseline
+    file, percentage points; default :data:`DEFAULT_MAX_ACCURACY_DROP_PP`, 1 pp, so that a pick
+    is never far worse than the model it replaces unless asked; None or infinity: no limit),
+    ``max_latency_ms`` and ``max_energy_uj`` (estimated on the
     target), ``max_flash_bytes`` and ``max_ram_bytes`` (default: the target's flash and RAM).
     ``objectives``: from accuracy, latency_ms, energy_uj, flash_bytes, ram_bytes (short names
-    latency, energy, flash, ram accepted). ``trials``: completed trials to reach (a resumed
-    study counts the ones it has); ``timeout_s``: stop starting trials after this long.
+    latency, energy, flash, ram accepted). ``trials``: completed trials to reach, each a
+    distinct recipe (a recipe drawn again is pruned, not rebuilt; a resumed study counts the
+    ones it has; a space with fewer stops after :data:`EXHAUSTED_AFTER` duplicates in a row);
+    ``timeout_s``: stop starting trials after this long.
     ``storage``: an RDB URL (default ``sqlite:///RUNDIR/study.db``), ``study``: its name,
     ``workers``: local processes. ``wait_s``: how long a finished worker waits for trials still
     running on other workers of a shared study before it reports without them (and names them).
@@ -96,7 +106,7 @@ class OptimizeConfig(Config):
     """
 
     kind: ClassVar[str] = "optimize"
-    max_accuracy_drop_pp: float | None = None
+    max_accuracy_drop_pp: float | None = DEFAULT_MAX_ACCURACY_DROP_PP
     max_latency_ms: float | None = None
     max_energy_uj: float | None = None
     max_flash_bytes: int | None = None
@@ -138,12 +148,7 @@ class OptimizeConfig(Config):
                 f"{', '.join(QUANTIZE_METHODS)}, got {', '.join(methods) or 'none'}."
             )
         object.__setattr__(self, "quantize_methods", methods)
-        for key in ("max_latency_ms", "max_energy_uj", "max_flash_bytes", "max_ram_bytes"):
-            value = getattr(self, key)
-            if value is not None and not value > 0:
-                raise InputError(f"optimize: {key} must be above 0, got {value}.")
-        if self.max_accuracy_drop_pp is not None and self.max_accuracy_drop_pp < 0:
-            raise InputError("optimize: max_accuracy_drop_pp must be 0 or more.")
+        self._check_budgets()
         for key in ("trials", "workers", "threads", "distill_epochs"):
             if getattr(self, key) < 1:
                 raise InputError(f"optimize: {key} must be at least 1, got {getattr(self, key)}.")
@@ -159,6 +164,22 @@ class OptimizeConfig(Config):
             raise InputError("optimize: every student width must be a fraction in (0, 1).")
         if not self.study:
             raise InputError("optimize: the study needs a name.")
+
+    def _check_budgets(self) -> None:
+        """Refuse a budget no candidate could meet or that means nothing (0 bytes, a negative or
+        NaN drop); an infinite drop is no limit, stored as None as the report writes it."""
+        for key in ("max_latency_ms", "max_energy_uj", "max_flash_bytes", "max_ram_bytes"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise InputError(f"optimize: {key} must be above 0, got {value}.")
+        drop = self.max_accuracy_drop_pp
+        if drop is not None and not drop >= 0:  # NaN too
+            raise InputError(
+                f"optimize: max_accuracy_drop_pp must be 0 or more percentage points, or None "
+                f"for no limit, got {drop}."
+            )
+        if drop == math.inf:  # no limit, written as the report's null (JSON has no infinity)
+            object.__setattr__(self, "max_accuracy_drop_pp", None)
 
 
 @dataclass(frozen=True)
@@ -258,8 +279,10 @@ def wait_for_running(study: Any, wait_s: float, *, poll_s: float = POLL_S) -> li
 
 
 def _run_worker(search: Search, worker: int) -> None:
-    """One worker: run trials on the shared study until enough are complete (or time is up)."""
+    """One worker: run trials on the shared study until enough are complete (or time is up,
+    too many failed, or the sampler keeps proposing recipes already measured)."""
     import optuna
+    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(search.url)
@@ -275,28 +298,50 @@ def _run_worker(search: Search, worker: int) -> None:
     if complete >= wanted:
         return
     dataset = bind_data(search.handle, load_data(search.data_spec))
+    repeats = [0]  # duplicates drawn in a row by this worker
 
-    def stop_when_done(study: Any, _: Any) -> None:
+    def stop_when_done(study: Any, trial: Any) -> None:
         complete, failed = _counts(study)
         if search.progress is not None:
             search.progress(min(complete, wanted), wanted)
-        if complete >= wanted or failed - failed_before >= max_failures:
+        is_repeat = trial.state == TrialState.PRUNED and "duplicate_of" in trial.user_attrs
+        repeats[0] = repeats[0] + 1 if is_repeat else 0
+        is_exhausted = repeats[0] >= EXHAUSTED_AFTER
+        if is_exhausted and complete < wanted:
+            study.set_user_attr("stopped", _exhausted(complete))  # for the report
+        if complete >= wanted or failed - failed_before >= max_failures or is_exhausted:
             study.stop()
 
     def objective(trial: Any) -> tuple[float, ...]:
         try:
             return run_trial(search, dataset, trial)
+        except optuna.TrialPruned:
+            raise  # a duplicate recipe, not a failure
         except Exception as exc:
             # Kept with the trial, so the report can say why a candidate failed.
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
             raise
 
+    # Every trial ends complete, failed or as a duplicate, and each stops the study after its
+    # bound; duplicates cost no training, and at most EXHAUSTED_AFTER - 1 of them come between
+    # two new candidates, so this bound is never the one that stops it.
+    runs = wanted - complete + max_failures
     study.optimize(
         objective,
-        n_trials=wanted - complete + max_failures,
+        n_trials=runs * EXHAUSTED_AFTER,
         timeout=search.config.timeout_s,
         catch=(Exception,),  # one broken candidate fails its trial, not the search
         callbacks=[stop_when_done],
+    )
+
+
+def _exhausted(complete: int) -> str:
+    """Why a search stopped short of ``--trials``: the space has no recipe left to propose."""
+    found = f"{complete} distinct candidate{'s' if complete != 1 else ''}"
+    return (
+        f"the search space looks exhausted after {found}: the sampler's last {EXHAUSTED_AFTER} "
+        "proposals were all recipes already measured (more quantization choices, students or "
+        "a PyTorch model widen it)"
     )
 
 
@@ -606,6 +651,10 @@ def _finish(
         Recipe.from_dict(record["recipe"]).to_yaml(folder / "recipe.yaml")
         write_json(folder / "metrics.json", {k: v for k, v in record.items() if k != "recipe"})
     states = [t.state for t in trials]
+    complete = states.count(TrialState.COMPLETE)
+    # Why fewer than --trials are complete, when the space ran out (an earlier run's note is
+    # stale once the study has enough).
+    stopped = study.user_attrs.get("stopped") if complete < config.trials else None
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     span = (max(ends) - min(starts)).total_seconds() if starts and ends else seconds
@@ -628,8 +677,10 @@ def _finish(
             "name": config.study,
             "storage": redact(search.url),
             "trials_total": len(trials),
-            "trials_complete": states.count(TrialState.COMPLETE),
+            "trials_complete": complete,
             "trials_failed": states.count(TrialState.FAIL),
+            "trials_duplicate": states.count(TrialState.PRUNED),
+            "stopped": stopped,
             "trials_running": missing,
             "seconds": round(span, 3),
         },

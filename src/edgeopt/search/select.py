@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "DEFAULT_MAX_ACCURACY_DROP_PP",
     "DIRECTIONS",
     "LIMIT_KEYS",
     "choose",
@@ -25,6 +26,12 @@ __all__ = [
     "pareto_front",
     "violations",
 ]
+
+#: The accuracy budget (percentage points below the baseline file) of a search given none.
+#: Without one the pick was the most accurate candidate that fit the device, which could be a
+#: model tens of points worse than the baseline, reported with exit code 0; a search with no
+#: accuracy limit now asks for it (``max_accuracy_drop_pp=None``, ``--max-accuracy-drop none``).
+DEFAULT_MAX_ACCURACY_DROP_PP = 1.0
 
 #: Objective -> Optuna direction.
 DIRECTIONS = {

@@ -11,7 +11,9 @@ quantization choice therefore has a name of its own.
    ``unstructured`` (a fraction of the weights zeroed).
 3. ``quantize``: ``none``, ``ptq8``, ``qat8``, ``ptq4`` (4-bit weights) or ``mixed`` (per-layer
    4/8-bit weights under a flash budget that is a fraction of the all-8-bit file, and at
-   least the all-4-bit file).
+   least the all-4-bit file). Without a PyTorch model (``quantize_onnx``: no QAT, no pruning)
+   a PTQ choice also draws its calibrator, per-channel or per-tensor scales, CLE and bias
+   correction (``ptq_*`` parameters), so an ONNX file has more than a few recipes to try.
 
 The choices of steps 2 and 3 are those the stages registered (``register_stage(...,
 choices=...)``): a new technique that registers a choice is searched without a change here.
@@ -118,14 +120,18 @@ def suggest_plan(
     ``methods`` narrows the quantization choices (an int8-only runtime takes ``ptq8, qat8``);
     an ONNX-only model is offered the static ones among them.
     """
-    choice = ChoiceContext(
-        trial=trial, seed=seed, finetune_epochs=finetune_epochs, ptq_bytes=ptq_bytes
-    )
     before: list[Step] = []
     student = trial.suggest_categorical("student", ["none", *students]) if students else "none"
     if student != "none":
         before.append(Step(DistillConfig(epochs=distill_epochs, seed=seed), student=student))
     has_module = is_torch or student != "none"
+    choice = ChoiceContext(
+        trial=trial,
+        seed=seed,
+        finetune_epochs=finetune_epochs,
+        ptq_bytes=ptq_bytes,
+        is_torch=has_module,
+    )
     quantize_choices = step_choices("quantize", is_torch=has_module)
     if has_module:
         prune_choices = step_choices("prune")

@@ -72,12 +72,19 @@ class ChoiceContext:
     dataset, bits, scratch)``, the size of the model's PTQ file with ``bits``-bit weights
     written as the search writes a candidate (mixed precision's budget is a fraction of it).
     The search passes ``ptq_bytes`` in (:func:`edgeopt.search.space.ptq_bytes`): writing a
-    candidate is the pipeline's, a layer above the stages."""
+    candidate is the pipeline's, a layer above the stages.
+
+    ``is_torch``: whether the trial's model is a PyTorch module (a PyTorch baseline or a
+    distilled student). Without one the search can only quantize after training, so a
+    post-training choice searches its own settings too (PTQ's calibrator, per-channel scales,
+    CLE, bias correction) instead of offering a handful of recipes that trials would repeat.
+    """
 
     trial: Any
     seed: int
     finetune_epochs: int
     ptq_bytes: Callable[[ModelHandle, Dataset, int, Path], int] | None = None
+    is_torch: bool = True
 
 
 @dataclass(frozen=True)

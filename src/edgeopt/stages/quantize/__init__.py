@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -43,6 +44,7 @@ from edgeopt.models import load_model
 from edgeopt.models import onnx_input_shape
 from edgeopt.registry import get_stage
 from edgeopt.registry import register_stage
+from edgeopt.stages._stage import ChoiceContext
 from edgeopt.stages._stage import QuantizeOutput
 from edgeopt.stages._stage import StageContext
 from edgeopt.stages._stage import check_input_shape
@@ -466,13 +468,34 @@ def quantize_into(
     return result, fp32_path
 
 
-@register_stage(
-    PTQConfig,
-    choices={
-        "ptq8": lambda choice: PTQConfig(),
-        "ptq4": lambda choice: PTQConfig(bits=4),
-    },
-)
+#: The calibrators an ONNX-only search draws, in a fixed order (an Optuna categorical must not
+#: change within a study): the default (the lowest mean drop measured, see PTQConfig) first.
+SEARCHED_CALIBRATIONS = ("mse", "minmax", "percentile", "entropy")
+
+
+def _ptq_choice(bits: int) -> Callable[[ChoiceContext], PTQConfig]:
+    """The search's ``ptq{bits}`` choice. For a PyTorch model it is PTQ's defaults (its space
+    has students, pruning and QAT to explore, and its draws stay as they were); for an
+    ONNX-only model, whose space is post-training quantization alone, the trial also draws
+    the calibrator, per-channel or per-tensor weight scales, cross-layer equalization and
+    bias correction (the same parameter names for 8 and 4 bits), so trials differ."""
+
+    def choose(choice: ChoiceContext) -> PTQConfig:
+        if choice.is_torch:
+            return PTQConfig(bits=bits)
+        trial = choice.trial
+        return PTQConfig(
+            bits=bits,
+            calibration=trial.suggest_categorical("ptq_calibration", SEARCHED_CALIBRATIONS),
+            is_per_channel=trial.suggest_categorical("ptq_per_channel", (True, False)),
+            is_equalized=trial.suggest_categorical("ptq_cle", (False, True)),
+            is_bias_corrected=trial.suggest_categorical("ptq_bias_correction", (False, True)),
+        )
+
+    return choose
+
+
+@register_stage(PTQConfig, choices={"ptq8": _ptq_choice(8), "ptq4": _ptq_choice(4)})
 def apply_ptq(ctx: StageContext, config: PTQConfig) -> QuantizeOutput:
     """Static post-training quantization of the fp32 model on the calibration inputs."""
     assert ctx.calibration is not None and ctx.fp32 is not None
