@@ -462,3 +462,16 @@ def test_a_channel_pruned_state_dict_loads_into_its_spec(digits: Dataset, tmp_pa
     x = torch.from_numpy(digits.arrays("test")[0][:4])
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), result.model.module(x))
+
+
+def test_channel_pruning_that_removes_nothing_is_refused(tmp_path: Path) -> None:
+    """A GRU classifier: its only prunable layer is the output head, so channel pruning removed
+    nothing and used to say "channels are removed" (issue 14); now one sentence, exit 2."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    path = tmp_path / "rows.npz"
+    np.savez(path, x=digits.images.astype(np.uint8).transpose(0, 2, 1), y=digits.target)
+    config = PruneConfig(granularity="channel", ratio=0.5, finetune_epochs=0)
+    with pytest.raises(InputError, match="removes no channel .*output layer"):
+        prune("corpus.usermodels:gru_classifier", config, data=f"npz:{path}")

@@ -527,6 +527,7 @@ def _remove_channels(
 
     with torch.no_grad():
         out_shape = module(example).shape
+    channels = {layer.name: int(layer.weight.shape[0]) for layer in layers}
     skipped = prune_channels(
         module,
         layers,
@@ -542,6 +543,12 @@ def _remove_channels(
     with torch.no_grad():
         if module(example).shape != out_shape:
             raise RuntimeError("channel pruning changed the output shape")  # a bug, not input
+    if all(int(layer.weight.shape[0]) == channels[layer.name] for layer in layers):
+        why = "; ".join(f"{item.name}: {item.reason}" for item in skipped[:4]) or "none skipped"
+        raise InputError(
+            f"{spec}: channel pruning at ratio {ratio:.3g} removes no channel (layers left alone: "
+            f"{why}); raise --ratio, or zero weights instead with --kind unstructured."
+        )
     if config.finetune_epochs == 0:
         return skipped, ()
     return skipped, fit(module, dataset, config.finetune, generator=generator)
