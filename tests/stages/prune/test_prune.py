@@ -475,3 +475,14 @@ def test_channel_pruning_that_removes_nothing_is_refused(tmp_path: Path) -> None
     config = PruneConfig(granularity="channel", ratio=0.5, finetune_epochs=0)
     with pytest.raises(InputError, match="removes no channel .*output layer"):
         prune("corpus.usermodels:gru_classifier", config, data=f"npz:{path}")
+
+
+def test_channel_pruning_that_breaks_a_reshape_is_one_sentence_and_sensitivity_skips_it() -> None:
+    """A Linear whose outputs are flattened into the next one's inputs: Torch-Pruning shrinks
+    it without following the reshape, and the pruned model no longer ran (an internal error in
+    prune and in optimize's sensitivity table, issue 14's corpus)."""
+    config = PruneConfig(granularity="channel", ratio=0.5, scope="layer", finetune_epochs=0)
+    with pytest.raises(InputError, match="no longer runs .*--kind unstructured"):
+        prune("corpus.usermodels:constant_reshape", config, data="digits")
+    table = sensitivity("corpus.usermodels:constant_reshape", "digits", granularity="channel")
+    assert "rows" not in table.layers

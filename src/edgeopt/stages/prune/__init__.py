@@ -35,6 +35,7 @@ from edgeopt.registry import register_stage
 from edgeopt.stages._stage import ChoiceContext
 from edgeopt.stages._stage import StageContext
 from edgeopt.stages.prune.channel import IMPORTANCES
+from edgeopt.stages.prune.channel import broken_model
 from edgeopt.stages.prune.channel import prune_channels
 from edgeopt.stages.prune.channel import reach_macs
 from edgeopt.stages.prune.channel import taylor_gradients
@@ -541,7 +542,11 @@ def _remove_channels(
         multiple=config.channel_multiple,
     )
     with torch.no_grad():
-        if module(example).shape != out_shape:
+        try:
+            shape = module(example).shape
+        except RuntimeError as exc:  # Torch-Pruning lost track of a dependency it cannot see
+            raise broken_model(spec, exc) from None
+        if shape != out_shape:
             raise RuntimeError("channel pruning changed the output shape")  # a bug, not input
     if all(int(layer.weight.shape[0]) == channels[layer.name] for layer in layers):
         why = "; ".join(f"{item.name}: {item.reason}" for item in skipped[:4]) or "none skipped"

@@ -109,6 +109,18 @@ def group_problem(group: Any, dependency_graph: Any, param_names: dict[int, str]
     return None
 
 
+def broken_model(spec: str, exc: Exception) -> InputError:
+    """The sentence for a pruned model that no longer runs: Torch-Pruning follows the module
+    graph it traces, and a reshape of a flattened feature map, a grouped convolution whose
+    groups must shrink together, or a recurrent layer's hidden size is a dependency it can miss."""
+    detail = " ".join(str(exc).split())[:160]
+    return InputError(
+        f"{spec}: channel pruning left a model that no longer runs ({detail}): Torch-Pruning did "
+        "not follow a reshape, a grouped convolution or a recurrent layer of it; prune with "
+        "--kind unstructured instead."
+    )
+
+
 def prune_channels(
     module: Any,
     layers: list[WeightLayer],
@@ -264,7 +276,11 @@ def reach_macs(
             gradients=gradients_for(clone),
             multiple=multiple,
         )
-        return 1.0 - sum(dense for dense, _ in count_macs(clone, example).values()) / before
+        try:
+            after = sum(dense for dense, _ in count_macs(clone, example).values())
+        except RuntimeError as exc:
+            raise broken_model(spec, exc) from None
+        return 1.0 - after / before
 
     # A coarse scan first: near the cap a layer that cannot keep one channel is skipped whole,
     # so the MACs removed are not monotonic in the factor there; bisection only below.

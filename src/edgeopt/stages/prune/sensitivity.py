@@ -167,7 +167,15 @@ def measure_sensitivity(
                 row.append(float("nan"))
                 problem = problem or own[0]
             else:
-                row.append(evaluate(clone, x_val, y_val))
+                try:
+                    accuracy = evaluate(clone, x_val, y_val)
+                except RuntimeError as exc:  # Torch-Pruning lost a dependency it cannot see
+                    detail = " ".join(str(exc).split())[:120]
+                    row.append(float("nan"))
+                    why = f"pruning it leaves a model that no longer runs ({detail})"
+                    problem = problem or SkippedLayer(layer.name, why)
+                    continue
+                row.append(accuracy)
                 removed = baseline_macs - sum(m for m, _ in count_macs(clone, example).values())
                 if ratio > 0:  # the largest ratio tried wins: the least channel rounding
                     share = int(round(removed / ratio))
