@@ -76,7 +76,7 @@ def make_seeds(folder: Path) -> dict[str, Path]:
     seeds: dict[str, Path] = {}
     handle = load_model("zoo:lenet300?input=1x8x8&width=0.25")
     seeds["onnx"] = export_onnx(handle, folder / "float.onnx")
-    np.savez(folder / "digits.npz", x=images[:200], y=labels[:200])
+    np.savez(folder / "digits.npz", x=images[:200, None], y=labels[:200])
     seeds["npz"] = folder / "digits.npz"
     seeds["onnx-int8"] = quantize(
         str(seeds["onnx"]), PTQConfig(), data=f"npz:{seeds['npz']}", output=folder / "int8.onnx"
