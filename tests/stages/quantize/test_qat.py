@@ -193,7 +193,7 @@ def test_config_survives_a_dict_round_trip() -> None:
     assert QATConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_model_torch_fx_cannot_trace_is_refused(digits: Dataset, tmp_path: Path) -> None:
+def test_model_torch_export_cannot_capture_is_refused(digits: Dataset, tmp_path: Path) -> None:
     class DataDependent(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -205,7 +205,7 @@ def test_model_torch_fx_cannot_trace_is_refused(digits: Dataset, tmp_path: Path)
             return self.fc(x.flatten(1))
 
     handle = ModelHandle("dd", "dd", (1, 8, 8), module=DataDependent())
-    with pytest.raises(InputError, match="QAT needs a model torch.fx can trace"):
+    with pytest.raises(InputError, match="QAT needs a model torch.export can capture"):
         quantize(handle, QATConfig(epochs=1), data=digits, output=tmp_path / "q.onnx")
     assert list(tmp_path.iterdir()) == []
 
