@@ -1,16 +1,25 @@
 """Quantization-aware training: fake quantization in PyTorch, exported as int8 QDQ ONNX.
 
-The model is traced with ``torch.fx``; each Conv2d followed by a BatchNorm becomes one
-:class:`~edgeopt.stages.quantize.fakequant.QuantLayer` that folds the BatchNorm into the weight
-before quantizing it, and every other Conv2d / Linear becomes one too. Which activations to
-quantize is not guessed: the folded fp32 model is exported and handed once to the same QDQ
-writer that will write the result (:func:`edgeopt.stages.quantize.qdq.write_qdq`, a dry run),
-and each tensor it puts a QuantizeLinear on is found among the PyTorch graph's outputs by value
-(same shape, same numbers on a few calibration samples). A fake quantizer goes right there, one
-per scale ONNX Runtime writes: a MaxPool or a Flatten that shares its input's scale shares the
-quantizer too. ReLU and ReLU6 are where ONNX Runtime puts them, folded into the range before
-them. The writer's own calibration (the PTQ ranges) starts the ranges, so QAT starts where PTQ
-ends.
+The model is captured with ``torch.export`` and QAT rewrites the exported program's ATen graph,
+as PyTorch's PT2E flow does ("PyTorch 2 Export Quantization-Aware Training",
+pytorch.org/tutorials/prototype/pt2e_quant_qat.html; torch 2.13 no longer ships
+``prepare_qat_pt2e``, which moved to torchao, so the insertion is written here). The graph is
+not limited to a list of module types: every ``conv1d`` / ``conv2d`` / ``conv_transpose`` /
+``linear`` call on a parameter becomes one
+:class:`~edgeopt.stages.quantize.fakequant.QuantLayer` (a convolution followed by a BatchNorm
+folds it into the weight before quantizing, Jacob et al. 2018, section 3.2), attention's fused
+``scaled_dot_product_attention`` is written out as its ``Q K^T`` and ``A V`` matmuls, and a
+linear on tokens runs on 2-D rows (one Gemm in the file). Which activations to quantize is
+not guessed: the folded fp32 model is exported and handed to the same QDQ writer that will
+write the result (:func:`edgeopt.stages.quantize.qdq.write_qdq`, a dry run), and each tensor
+it puts a QuantizeLinear on is found among the PyTorch graph's outputs by value (same shape,
+same numbers on a few calibration samples). A fake quantizer goes right there, one per scale
+ONNX Runtime writes: a MaxPool or a Flatten that shares its input's scale shares the quantizer
+too. ReLU and ReLU6 are where ONNX Runtime puts them, folded into the range before them. A
+tensor the writer would quantize that PyTorch never computes (inside an ONNX GRU, an inlined
+HardSwish) keeps the nodes around it in float, named in the result with the PyTorch module
+they come from. The writer's own calibration (the PTQ ranges) starts the ranges, so QAT starts
+where PTQ ends.
 
 After training, the quantizers' ranges and the weights' scales go to the writer
 (``TensorQuantOverrides`` fix the weight scales), with the folded weights exported afresh: the
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -176,7 +186,6 @@ def _capture(module: nn.Module, handle: ModelHandle) -> fx.GraphModule:
     rewrites that follow.
     """
     import logging
-    import warnings
 
     import torch
     from torch.fx.passes.shape_prop import ShapeProp
@@ -527,7 +536,9 @@ def _float_module(gm: fx.GraphModule) -> fx.GraphModule:
     from edgeopt.stages.quantize.fakequant import ActivationQuantizer
     from edgeopt.stages.quantize.fakequant import QuantLayer
 
-    out = copy.deepcopy(gm)
+    with warnings.catch_warnings():  # torch's pytree warns about its own LeafSpec on copy
+        warnings.simplefilter("ignore", FutureWarning)
+        out = copy.deepcopy(gm)
     for node in list(out.graph.nodes):
         if node.op != "call_module":
             continue
@@ -907,7 +918,43 @@ def _export(
             layer = gm.get_submodule(prepared.weights[name])
             layer.fixed_scale = torch.from_numpy(np.asarray(written, dtype=np.float32))
             scales[name] = written
-    return quantized, float_nodes, ranges, scales
+    return quantized, _with_modules(float_nodes, final, gm), ranges, scales
+
+
+def _with_modules(labels: list[str], model: onnx.ModelProto, gm: fx.GraphModule) -> list[str]:
+    """Each float node's label (``"name (Op)"``) with the PyTorch module it comes from, where
+    the capture recorded one (``"node_gru (GRU) in rnn"``): the name a user knows.
+
+    The exporter names an operator's ONNX node after its graph node (``node_<name>``); a node of
+    an operator written as several ONNX nodes (GELU as Div, Erf, Add, Mul) takes the module of
+    the first named node downstream.
+    """
+    import re
+
+    paths: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        path = str(next(reversed(stack.values()))[0]) if stack else ""
+        if path and not path.startswith("_"):
+            paths[node.name] = path
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    by_name = {node.name: node for node in model.graph.node}
+
+    def path_of(name: str, depth: int = 0) -> str:
+        key = re.sub(r"__\d+$", "", name.removeprefix("node_"))
+        if key in paths or depth > 4 or name not in by_name:
+            return paths.get(key, "")
+        downstream = [c for out in by_name[name].output for c in consumers.get(out, [])]
+        return next((p for c in downstream if (p := path_of(c.name, depth + 1))), "")
+
+    named = []
+    for label in labels:
+        path = path_of(label.rsplit(" (", 1)[0])
+        named.append(f"{label} in {path}" if path else label)
+    return named
 
 
 def run_qat(
@@ -933,8 +980,8 @@ def run_qat(
         fake-quantized PyTorch model's test accuracy.
 
     Raises:
-        InputError: an ONNX-only model, a model torch.fx cannot trace, a quantized tensor or
-            weight with no PyTorch counterpart.
+        InputError: an ONNX-only model, a model ``torch.export`` cannot capture with a free
+            batch dimension.
 
     Example:
         >>> import tempfile, pathlib
