@@ -193,7 +193,7 @@ def test_config_survives_a_dict_round_trip() -> None:
     assert QATConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
-def test_model_torch_fx_cannot_trace_is_refused(digits: Dataset, tmp_path: Path) -> None:
+def test_model_torch_export_cannot_capture_is_refused(digits: Dataset, tmp_path: Path) -> None:
     class DataDependent(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -205,7 +205,7 @@ def test_model_torch_fx_cannot_trace_is_refused(digits: Dataset, tmp_path: Path)
             return self.fc(x.flatten(1))
 
     handle = ModelHandle("dd", "dd", (1, 8, 8), module=DataDependent())
-    with pytest.raises(InputError, match="QAT needs a model torch.fx can trace"):
+    with pytest.raises(InputError, match="QAT needs a model torch.export can capture"):
         quantize(handle, QATConfig(epochs=1), data=digits, output=tmp_path / "q.onnx")
     assert list(tmp_path.iterdir()) == []
 
@@ -288,3 +288,70 @@ def test_learned_range_is_capped_by_relu6() -> None:
         quantizer.scale.mul_(2.0)  # training pushed the step past the clip
     quantizer.freeze()
     assert quantizer.range() == (0.0, 6.0)
+
+
+# -- the corpus of user-style models (tests/corpus/usermodels.py), captured by torch.export --
+
+#: Corpus models QAT takes, with what stays in float: ``None`` when every Conv / Gemm / MatMul
+#: is int8, else the operator kept in float (a recurrent layer QAT does not quantize).
+CORPUS_QAT = {
+    "conv1d_net": None,
+    "dsconv1d_net": None,
+    "gru_classifier": "GRU",
+    "tiny_transformer": None,
+    "mlp_mixer": None,
+    "se_hardswish": None,
+    "two_branch": None,
+    "constant_reshape": None,
+}
+
+
+@pytest.fixture(scope="module")
+def digit_rows(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    """scikit-learn's digits as 8 steps of 8 features (the corpus matrix's sequence data)."""
+    from sklearn.datasets import load_digits
+
+    from edgeopt.data import load_data
+
+    bunch = load_digits()
+    path = tmp_path_factory.mktemp("rows") / "digit-rows.npz"
+    np.savez(path, x=bunch.images.astype(np.uint8).transpose(0, 2, 1), y=bunch.target)
+    return load_data(f"npz:{path}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CORPUS_QAT))
+def test_corpus_model_exports_at_the_qat_models_accuracy(
+    name: str, digits: Dataset, digit_rows: Dataset, tmp_path: Path
+) -> None:
+    """QAT on the exported program of a user-style model (attention, 1-D convolutions, a GRU,
+    squeeze-excite, two branches): the file's accuracy is the fake-quantized model's within
+    0.3 pp, every convolution, linear and attention matmul is int8, and what stays in float is
+    named with the module it comes from."""
+    from corpus.usermodels import INPUTS
+    from edgeopt.config import TrainConfig
+    from edgeopt.training import train
+
+    data = digits if len(INPUTS[name]) == 3 else digit_rows
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trained = train(f"corpus.usermodels:{name}", data, TrainConfig(epochs=3))
+        outcome = run_qat(trained.model, QATConfig(epochs=1), data, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    path = save_onnx(outcome.quantized, tmp_path / "qat.onnx")
+    measured = profile_onnx(path, data=data, is_latency_measured=False).accuracy
+    assert measured is not None
+    assert abs(measured - outcome.accuracy) <= 0.003
+    layers = [
+        f
+        for f in outcome.float_nodes
+        if f.split(" (")[1].split(")")[0] in ("Conv", "Gemm", "MatMul")
+    ]
+    assert layers == []
+    kept = CORPUS_QAT[name]
+    if kept is not None:
+        assert any(f"({kept}) in rnn" in label for label in outcome.float_nodes)
+    model = onnx.load(str(path))
+    assert sum(n.op_type == "QuantizeLinear" for n in model.graph.node) > 0

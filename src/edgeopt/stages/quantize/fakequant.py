@@ -33,6 +33,7 @@ __all__ = [
     "ActivationQuantizer",
     "QuantLayer",
     "activation_qparams",
+    "channel_axis",
     "fake_quantize",
     "weight_range",
     "weight_scale",
@@ -51,11 +52,17 @@ def weight_range(bits: int) -> tuple[int, int]:
     return (-127, 127) if bits == 8 else (-8, 7)
 
 
-def weight_scale(weight: torch.Tensor, *, bits: int, per_channel: bool) -> torch.Tensor:
-    """The max-abs scale ONNX Runtime writes (:func:`edgeopt.stages.quantize.qdq.weight_scale`)."""
+def weight_scale(
+    weight: torch.Tensor, *, bits: int, per_channel: bool, axis: int = 0
+) -> torch.Tensor:
+    """The max-abs scale ONNX Runtime writes (:func:`edgeopt.stages.quantize.qdq.weight_scale`),
+    per output channel along ``axis`` (1 for a transposed convolution's ``(C_in, C_out, k)``)."""
     span = 254.0 if bits == 8 else 15.0
     w = weight.detach()
-    absmax = w.abs().reshape(w.shape[0], -1).amax(dim=1) if per_channel else w.abs().amax()
+    if per_channel:
+        absmax = w.abs().movedim(axis, 0).reshape(w.shape[axis], -1).amax(dim=1)
+    else:
+        absmax = w.abs().amax()
     scale = absmax.double() * 2.0 / span
     return torch.where(scale < _TINY, torch.ones_like(scale), scale).float()
 
@@ -158,8 +165,14 @@ class ActivationQuantizer(nn.Module):
         self.is_frozen = True
 
 
+def channel_axis(layer: nn.Module) -> int:
+    """The output-channel axis of a layer's weight: 1 for ConvTranspose, else 0."""
+    return 1 if isinstance(layer, nn.ConvTranspose1d | nn.ConvTranspose2d) else 0
+
+
 class QuantLayer(nn.Module):
-    """A Conv2d or Linear (with the BatchNorm after it, if any) whose weight is fake-quantized.
+    """A Conv1d / Conv2d / ConvTranspose / Linear (with the BatchNorm after a convolution, if
+    any) whose weight is fake-quantized.
 
     BatchNorm is folded into the weight before it is quantized, so training sees the integer
     weights the file will hold. While ``is_bn_frozen`` is False (the first
@@ -167,18 +180,20 @@ class QuantLayer(nn.Module):
     is folded with the running statistics, quantized, and the convolution's output is rescaled
     to the batch statistics (PyTorch's QAT ConvBn, after Jacob et al. 2018, section 3.2, and
     Krishnamoorthi 2018, arXiv 1806.08342, section 2.4). Frozen (and in eval mode) it is a plain
-    layer with the folded weight and bias, which is exactly what is exported.
+    layer with the folded weight and bias, which is exactly what is exported. A transposed
+    convolution is never folded (its output channels are the weight's axis 1).
 
     ``bits`` None leaves the weight in float (a layer the QDQ writer does not quantize).
     """
 
-    layer: Any  # nn.Conv2d | nn.Linear
-    bn: Any  # nn.BatchNorm2d | None
+    layer: Any  # nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d | nn.Linear
+    bn: Any  # a BatchNorm | None
 
     def __init__(self, layer: nn.Module, bn: nn.Module | None = None) -> None:
         super().__init__()
         self.layer = layer
         self.bn = bn
+        self.axis = channel_axis(layer)
         self.bits: int | None = None
         self.per_channel = True
         self.is_bn_frozen = True
@@ -190,7 +205,9 @@ class QuantLayer(nn.Module):
         self.bits = bits
         self.per_channel = per_channel
         if is_learned:
-            init = weight_scale(self.folded()[0], bits=bits, per_channel=per_channel)
+            init = weight_scale(
+                self.folded()[0], bits=bits, per_channel=per_channel, axis=self.axis
+            )
             self.scale = nn.Parameter(init)
 
     def folded(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -210,7 +227,9 @@ class QuantLayer(nn.Module):
         if self.scale is not None:
             return self.scale.detach().abs()
         assert self.bits is not None
-        return weight_scale(self.folded()[0], bits=self.bits, per_channel=self.per_channel)
+        return weight_scale(
+            self.folded()[0], bits=self.bits, per_channel=self.per_channel, axis=self.axis
+        )
 
     def quantized_weight(self, weight: torch.Tensor) -> torch.Tensor:
         if self.bits is None:
@@ -219,20 +238,41 @@ class QuantLayer(nn.Module):
         if self.fixed_scale is not None:
             scale = self.fixed_scale
         elif self.scale is not None:
-            factor = 1.0 / math.sqrt(weight[0].numel() * qmax)
+            factor = 1.0 / math.sqrt(weight.numel() / weight.shape[self.axis] * qmax)
             scale = _scale_gradient(self.scale.abs() + 1e-12, factor)
         else:
-            scale = weight_scale(weight, bits=self.bits, per_channel=self.per_channel)
-        if scale.ndim == 1:
-            scale = scale.reshape(-1, *([1] * (weight.ndim - 1)))
+            scale = weight_scale(
+                weight, bits=self.bits, per_channel=self.per_channel, axis=self.axis
+            )
+        if scale.ndim == 1 and scale.numel() > 1:
+            shape = [1] * weight.ndim
+            shape[self.axis] = -1
+            scale = scale.reshape(shape)
         return fake_quantize(weight, scale, 0.0, qmin, qmax)
 
     def _run(
         self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        if isinstance(self.layer, nn.Linear):
+        layer = self.layer
+        if isinstance(layer, nn.Linear):
             return functional.linear(x, weight, bias)
-        out: torch.Tensor = self.layer._conv_forward(x, weight, bias)
+        if isinstance(layer, nn.ConvTranspose1d | nn.ConvTranspose2d):
+            transposed = (
+                functional.conv_transpose1d
+                if isinstance(layer, nn.ConvTranspose1d)
+                else functional.conv_transpose2d
+            )
+            return transposed(
+                x,
+                weight,
+                bias,
+                layer.stride,
+                layer.padding,
+                layer.output_padding,
+                layer.groups,
+                layer.dilation,
+            )
+        out: torch.Tensor = layer._conv_forward(x, weight, bias)
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,13 +284,15 @@ class QuantLayer(nn.Module):
         factor = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
         shape = (-1, *([1] * (self.layer.weight.ndim - 1)))
         weight = self.quantized_weight(self.layer.weight * factor.reshape(shape))
-        out = self._run(x, weight, None) / factor.reshape(1, -1, 1, 1)
+        out = self._run(x, weight, None)
+        channels = (1, -1, *([1] * (out.ndim - 2)))
+        out = out / factor.reshape(channels)
         if self.layer.bias is not None:
-            out = out + self.layer.bias.reshape(1, -1, 1, 1)
+            out = out + self.layer.bias.reshape(channels)
         return self.bn(out)  # type: ignore[no-any-return]
 
     def to_float(self) -> nn.Module:
-        """A plain Conv2d / Linear holding the folded weight and bias, for export.
+        """A plain layer of the wrapped kind holding the folded weight and bias, for export.
 
         A quantized weight is exported already on its grid (integers times scale): the writer's
         ``round(w / scale)`` then gives back exactly the integers training used, clipped to

@@ -1,16 +1,25 @@
 """Quantization-aware training: fake quantization in PyTorch, exported as int8 QDQ ONNX.
 
-The model is traced with ``torch.fx``; each Conv2d followed by a BatchNorm becomes one
-:class:`~edgeopt.stages.quantize.fakequant.QuantLayer` that folds the BatchNorm into the weight
-before quantizing it, and every other Conv2d / Linear becomes one too. Which activations to
-quantize is not guessed: the folded fp32 model is exported and handed once to the same QDQ
-writer that will write the result (:func:`edgeopt.stages.quantize.qdq.write_qdq`, a dry run),
-and each tensor it puts a QuantizeLinear on is found among the PyTorch graph's outputs by value
-(same shape, same numbers on a few calibration samples). A fake quantizer goes right there, one
-per scale ONNX Runtime writes: a MaxPool or a Flatten that shares its input's scale shares the
-quantizer too. ReLU and ReLU6 are where ONNX Runtime puts them, folded into the range before
-them. The writer's own calibration (the PTQ ranges) starts the ranges, so QAT starts where PTQ
-ends.
+The model is captured with ``torch.export`` and QAT rewrites the exported program's ATen graph,
+as PyTorch's PT2E flow does ("PyTorch 2 Export Quantization-Aware Training",
+pytorch.org/tutorials/prototype/pt2e_quant_qat.html; torch 2.13 no longer ships
+``prepare_qat_pt2e``, which moved to torchao, so the insertion is written here). The graph is
+not limited to a list of module types: every ``conv1d`` / ``conv2d`` / ``conv_transpose`` /
+``linear`` call on a parameter becomes one
+:class:`~edgeopt.stages.quantize.fakequant.QuantLayer` (a convolution followed by a BatchNorm
+folds it into the weight before quantizing, Jacob et al. 2018, section 3.2), attention's fused
+``scaled_dot_product_attention`` is written out as its ``Q K^T`` and ``A V`` matmuls, and a
+linear on tokens runs on 2-D rows (one Gemm in the file). Which activations to quantize is
+not guessed: the folded fp32 model is exported and handed to the same QDQ writer that will
+write the result (:func:`edgeopt.stages.quantize.qdq.write_qdq`, a dry run), and each tensor
+it puts a QuantizeLinear on is found among the PyTorch graph's outputs by value (same shape,
+same numbers on a few calibration samples). A fake quantizer goes right there, one per scale
+ONNX Runtime writes: a MaxPool or a Flatten that shares its input's scale shares the quantizer
+too. ReLU and ReLU6 are where ONNX Runtime puts them, folded into the range before them. A
+tensor the writer would quantize that PyTorch never computes (inside an ONNX GRU, an inlined
+HardSwish) keeps the nodes around it in float, named in the result with the PyTorch module
+they come from. The writer's own calibration (the PTQ ranges) starts the ranges, so QAT starts
+where PTQ ends.
 
 After training, the quantizers' ranges and the weights' scales go to the writer
 (``TensorQuantOverrides`` fix the weight scales), with the folded weights exported afresh: the
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
@@ -155,6 +165,7 @@ class _Prepared:
     tensors: dict[str, str]  # ONNX tensor -> quantizer name
     weights: dict[str, str]  # ONNX weight initializer -> QuantLayer target
     ranges: dict[str, tuple[float, float]]  # calibrated range of every float activation
+    excluded: list[str] = field(default_factory=list)  # ONNX nodes kept in float
 
 
 def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
@@ -163,16 +174,57 @@ def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     setattr(parent, name, module)
 
 
-def _trace(module: nn.Module, spec: str) -> fx.GraphModule:
-    import torch
+def _capture(module: nn.Module, handle: ModelHandle) -> fx.GraphModule:
+    """The model as ``torch.export`` captures it: ATen operators, no module boundaries.
 
+    As in PyTorch's PT2E quantization ("(prototype) PyTorch 2 Export Quantization-Aware
+    Training", pytorch.org/tutorials/prototype/pt2e_quant_qat.html), the graph QAT rewrites is
+    the exported program, so a layer called inside another module (the projections and matmuls
+    of ``nn.MultiheadAttention``, a functional call) is in the graph like any other. The
+    program's graph becomes a plain, trainable GraphModule (a program's own module refuses
+    ``train()``), and each node's shape at batch 2 is recorded (``tensor_meta``) for the
+    rewrites that follow.
+    """
+    import logging
+
+    import torch
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    shape = handle.require_input_shape()
+    example = torch.randn((2, *shape), generator=torch.Generator().manual_seed(0))
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    logger = logging.getLogger("torch.export")
+    was_disabled, logger.disabled = logger.disabled, True
     try:
-        return torch.fx.symbolic_trace(module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(
+                _in_eval_mode(module), (example,), dynamic_shapes=({0: batch},)
+            )
+            captured = program.module()
+            gm = torch.fx.GraphModule(captured, copy.deepcopy(captured.graph))
     except Exception as exc:
         detail = " ".join(str(exc).split())[:200]
         raise InputError(
-            f"{spec}: QAT needs a model torch.fx can trace, and tracing failed ({detail})."
+            f"{handle.spec}: QAT needs a model torch.export can capture with a free batch "
+            f"dimension, and capturing it failed ({detail})."
         ) from None
+    finally:
+        logger.disabled = was_disabled
+    for spec in ("_in_spec", "_out_spec"):  # the program's input / output flattening
+        if hasattr(captured, spec):
+            setattr(gm, spec, getattr(captured, spec))
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example)
+    return gm
+
+
+def _in_eval_mode(module: nn.Module) -> nn.Module:
+    """``module.eval()``; a loaded program's module, which refuses ``eval()``, as it is."""
+    try:
+        return module.eval()
+    except NotImplementedError:
+        return module
 
 
 def _argument(node: fx.Node, index: int, name: str, default: Any) -> Any:
@@ -181,74 +233,252 @@ def _argument(node: fx.Node, index: int, name: str, default: Any) -> Any:
     return node.kwargs.get(name, default)
 
 
-def _modules_from_aten(gm: fx.GraphModule) -> None:
-    """Give a ``torch.export`` program's ATen convolutions, linears and batch norms modules.
+def _shape(node: Any) -> tuple[int, ...] | None:
+    """The shape :func:`_capture` recorded for a node's output (at batch 2), if any."""
+    meta = getattr(node, "meta", {}).get("tensor_meta")
+    shape = getattr(meta, "shape", None)
+    return tuple(int(d) for d in shape) if shape is not None else None
 
-    A saved program (``.pt2``) holds ``aten.conv2d`` / ``aten.linear`` / ``aten.batch_norm``
-    calls on its parameters rather than module calls; each becomes the ``nn.Conv2d``,
-    ``nn.Linear`` or ``nn.BatchNorm2d`` it was, at the path of its weight (``0.0.weight`` ->
-    ``0.0``), so the layers can be folded and fake-quantized like a module's.
+
+def _decompose_attention(gm: fx.GraphModule) -> None:
+    """Write ``scaled_dot_product_attention`` as its two matmuls around a softmax.
+
+    The fused operator hides the activation-by-activation matmuls ``Q K^T`` and ``A V``
+    (Vaswani et al. 2017, eq. 1) that the int8 file runs as QLinearMatMul; written out, each
+    input they quantize is a node of the graph and gets its fake quantizer. An attention with
+    dropout, a causal flag or grouped heads is left fused, and the writer's matmuls in it are
+    then kept in float (named).
     """
-    import operator
+    import torch
 
+    aten = torch.ops.aten
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if (
+            node.op != "call_function"
+            or node.target is not aten.scaled_dot_product_attention.default
+        ):
+            continue
+        query, key, value = node.args[:3]
+        mask = _argument(node, 3, "attn_mask", None)
+        scale = _argument(node, 6, "scale", None)
+        shape = _shape(query)
+        if (
+            _argument(node, 4, "dropout_p", 0.0)
+            or _argument(node, 5, "is_causal", False)
+            or _argument(node, 7, "enable_gqa", False)
+            or shape is None
+        ):
+            continue
+        factor = float(scale) if scale is not None else 1.0 / math.sqrt(shape[-1])
+        with graph.inserting_before(node):
+            key_t = graph.call_function(aten.transpose.int, (key, -2, -1))
+            scores = graph.call_function(aten.matmul.default, (query, key_t))
+            scores = graph.call_function(aten.mul.Tensor, (scores, factor))
+            if mask is not None:
+                scores = _add_mask(graph, scores, mask)
+                if scores is None:
+                    continue
+            weights = graph.call_function(aten.softmax.int, (scores, -1))
+            out = graph.call_function(aten.matmul.default, (weights, value))
+        node.replace_all_uses_with(out)
+        graph.erase_node(node)
+    graph.lint()
+    gm.recompile()
+
+
+def _add_mask(graph: fx.Graph, scores: fx.Node, mask: Any) -> fx.Node | None:
+    """An attention mask applied as ``scaled_dot_product_attention`` applies it (a boolean one
+    keeps the scores where True; a float one is added); None for a mask of unknown type."""
+    import torch
+
+    aten = torch.ops.aten
+    dtype = getattr(getattr(mask, "meta", {}).get("tensor_meta"), "dtype", None)
+    if dtype == torch.bool:
+        dropped = graph.call_function(aten.logical_not.default, (mask,))
+        return graph.call_function(aten.masked_fill.Scalar, (scores, dropped, float("-inf")))
+    if dtype is not None and dtype.is_floating_point:
+        return graph.call_function(aten.add.Tensor, (scores, mask))
+    return None
+
+
+def _flatten_linears(gm: fx.GraphModule) -> None:
+    """Give every ``linear`` on a 3-D (or higher) input a 2-D one: ``reshape -> linear ->
+    reshape``.
+
+    The ONNX exporter writes a linear on tokens as MatMul then Add (the bias): the int8 file
+    would quantize the MatMul's output before the bias, a tensor PyTorch never computes. On 2-D
+    rows it is one Gemm with an int32 bias, as for the classifier heads, and every tensor the
+    writer quantizes is a node of the graph.
+    """
+    import torch
+
+    aten = torch.ops.aten
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not aten.linear.default:
+            continue
+        source, weight = node.args[0], node.args[1]
+        shape = _shape(source)
+        if shape is None or len(shape) < 3 or not isinstance(source, torch.fx.Node):
+            continue
+        out_features = _shape(weight)
+        if out_features is None:
+            continue
+        with graph.inserting_before(node):
+            sizes = [
+                graph.call_function(aten.sym_size.int, (source, i)) for i in range(len(shape) - 1)
+            ]
+            flat = graph.call_function(aten.reshape.default, (source, [-1, shape[-1]]))
+        node.args = (flat, *node.args[1:])
+        with graph.inserting_after(node):
+            back = graph.call_function(aten.reshape.default, (node, [*sizes, out_features[0]]))
+        node.replace_all_uses_with(back, delete_user_cb=lambda user, back=back: user is not back)
+    graph.lint()
+    gm.recompile()
+
+
+def _batch_norm_class() -> type[nn.Module]:
+    """A BatchNorm for any rank (an exported ``batch_norm`` does not say 1-D or 2-D)."""
+    from torch import nn
+
+    class BatchNorm(nn.modules.batchnorm._BatchNorm):
+        def _check_input_dim(self, input: Any) -> None:
+            return None
+
+    return BatchNorm
+
+
+_CONV_ARGS = {"stride": 3, "padding": 4, "dilation": 5, "groups": 6}
+_TRANSPOSED_ARGS = {"stride": 3, "padding": 4, "output_padding": 5, "groups": 6, "dilation": 7}
+
+
+def _layer_from_aten(node: fx.Node, weight: Any, bias: Any, batch_norm: Any) -> nn.Module | None:
+    """The module an ATen ``conv*`` / ``conv_transpose*`` / ``linear`` / ``batch_norm`` call is."""
     import torch
     from torch import nn
 
     aten = torch.ops.aten
+    target = node.target
+    dims = weight.ndim - 2
+    has_bias = bias is not None
+    if target is aten.linear.default:
+        return nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias)
+    if target in (
+        aten.conv1d.default,
+        aten.conv2d.default,
+        aten.conv1d.padding,
+        aten.conv2d.padding,
+    ):
+        args = {k: _argument(node, i, k, None) for k, i in _CONV_ARGS.items()}
+        groups = int(args["groups"] or 1)
+        padding = args["padding"] if args["padding"] is not None else [0] * dims
+        conv = nn.Conv1d if dims == 1 else nn.Conv2d
+        return conv(
+            weight.shape[1] * groups,
+            weight.shape[0],
+            tuple(weight.shape[2:]),
+            stride=tuple(args["stride"] or [1] * dims),
+            padding=padding if isinstance(padding, str) else tuple(padding),
+            dilation=tuple(args["dilation"] or [1] * dims),
+            groups=groups,
+            bias=has_bias,
+        )
+    if target in (aten.conv_transpose1d.default, aten.conv_transpose2d.input):
+        args = {k: _argument(node, i, k, None) for k, i in _TRANSPOSED_ARGS.items()}
+        groups = int(args["groups"] or 1)
+        transposed = nn.ConvTranspose1d if dims == 1 else nn.ConvTranspose2d
+        return transposed(
+            weight.shape[0],
+            weight.shape[1] * groups,
+            tuple(weight.shape[2:]),
+            stride=tuple(args["stride"] or [1] * dims),
+            padding=tuple(args["padding"] or [0] * dims),
+            output_padding=tuple(args["output_padding"] or [0] * dims),
+            groups=groups,
+            bias=has_bias,
+            dilation=tuple(args["dilation"] or [1] * dims),
+        )
+    if target is aten.batch_norm.default and not _argument(node, 5, "training", False):
+        module = batch_norm(
+            weight.shape[0],
+            eps=float(_argument(node, 7, "eps", 1e-5)),
+            momentum=_argument(node, 6, "momentum", 0.1),
+        )
+        return module  # type: ignore[no-any-return]
+    return None
+
+
+def _module_target(gm: fx.GraphModule, path: str, index: int) -> str:
+    """Where a layer made from the weight at ``path`` lives: ``0.0.weight`` -> ``0.0``,
+    ``attention.in_proj_weight`` -> ``attention.in_proj``, else ``layer_<index>``."""
+    if path.endswith(".weight"):
+        return path.removesuffix(".weight")
+    if path.endswith("_weight"):
+        target = path.removesuffix("_weight")
+        parent, _, name = target.rpartition(".")
+        owner = gm.get_submodule(parent) if parent else gm
+        if not hasattr(owner, name):
+            return target
+    return f"layer_{index}"
+
+
+def _modules_from_aten(gm: fx.GraphModule) -> None:
+    """Give the captured program's ATen convolutions, linears and batch norms modules.
+
+    The exported graph holds ``aten.conv1d`` / ``conv2d`` / ``conv_transpose*`` / ``linear`` /
+    ``batch_norm`` calls on its parameters rather than module calls; each becomes the module it
+    was (``nn.Conv1d``, ``nn.ConvTranspose2d``, ...) at the path of its weight (``0.0.weight``
+    -> ``0.0``), so the layers can be folded and fake-quantized like a module's. A weight used
+    by two calls (a layer applied twice) becomes one module called twice.
+    """
+    import operator
+
+    import torch
+
+    batch_norm = _batch_norm_class()
 
     def value(arg: Any) -> Any:
         if isinstance(arg, torch.fx.Node) and arg.op == "get_attr":
             return operator.attrgetter(str(arg.target))(gm)
         return arg
 
+    made: dict[str, tuple[str, str]] = {}  # weight path -> (module target, call signature)
     for index, node in enumerate(list(gm.graph.nodes)):
-        if node.op != "call_function" or node.target not in (
-            aten.conv2d.default,
-            aten.linear.default,
-            aten.batch_norm.default,
-        ):
+        if node.op != "call_function" or len(node.args) < 2:
             continue
         weight_node = node.args[1]
         if not isinstance(weight_node, torch.fx.Node) or weight_node.op != "get_attr":
             continue
         weight, bias = value(weight_node), value(_argument(node, 2, "bias", None))
-        module: nn.Module
-        if node.target is aten.conv2d.default:
-            stride = _argument(node, 3, "stride", [1, 1])
-            padding = _argument(node, 4, "padding", [0, 0])
-            dilation = _argument(node, 5, "dilation", [1, 1])
-            groups = int(_argument(node, 6, "groups", 1))
-            if isinstance(padding, str):
-                continue
-            module = nn.Conv2d(
-                weight.shape[1] * groups,
-                weight.shape[0],
-                tuple(weight.shape[2:]),
-                stride=tuple(stride),
-                padding=tuple(padding),
-                dilation=tuple(dilation),
-                groups=groups,
-                bias=bias is not None,
-            )
-        elif node.target is aten.linear.default:
-            module = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-        else:
-            momentum = _argument(node, 6, "momentum", 0.1)
-            module = nn.BatchNorm2d(
-                weight.shape[0], eps=float(_argument(node, 7, "eps", 1e-5)), momentum=momentum
-            )
-            with torch.no_grad():
-                module.running_mean.copy_(value(node.args[3]))
-                module.running_var.copy_(value(node.args[4]))
-        with torch.no_grad():
-            module.weight.copy_(weight)
-            if bias is not None:
-                module.bias.copy_(bias)
+        if not isinstance(weight, torch.Tensor) or weight.ndim < 1:
+            continue
+        if bias is not None and not isinstance(bias, torch.Tensor):
+            continue  # a bias computed by the graph, not a parameter
+        module = _layer_from_aten(node, weight, bias, batch_norm)
+        if module is None or (weight.ndim < 2 and not isinstance(module, batch_norm)):
+            continue
         path = str(weight_node.target)
-        target = path.removesuffix(".weight") if path.endswith(".weight") else f"layer_{index}"
-        _set_submodule(gm, target, module.eval())
+        bias_node = _argument(node, 2, "bias", None)
+        signature = f"{module!r} {getattr(bias_node, 'target', None)}"
+        if path in made:
+            target, made_as = made[path]
+            if made_as != signature:
+                continue  # the same weight called differently: left as it is (float)
+        else:
+            with torch.no_grad():
+                module.weight.copy_(weight)
+                if bias is not None:
+                    module.bias.copy_(bias)
+                if isinstance(module, batch_norm):
+                    module.running_mean.copy_(value(node.args[3]))
+                    module.running_var.copy_(value(node.args[4]))
+            target = _module_target(gm, path, index)
+            _set_submodule(gm, target, module.eval())
+            made[path] = (target, signature)
         with gm.graph.inserting_before(node):
             call = gm.graph.call_module(target, (node.args[0],))
+        call.meta = dict(node.meta)
         node.replace_all_uses_with(call)
         gm.graph.erase_node(node)
     gm.graph.eliminate_dead_code()
@@ -257,7 +487,8 @@ def _modules_from_aten(gm: fx.GraphModule) -> None:
 
 
 def _wrap_layers(gm: fx.GraphModule) -> list[str]:
-    """Turn Conv2d(+BatchNorm2d) and Linear call sites into QuantLayers; returns their targets."""
+    """Turn the convolutions (with the BatchNorm after one, if called once) and linears into
+    QuantLayers; returns their targets."""
     from torch import nn
 
     from edgeopt.stages.quantize.fakequant import QuantLayer
@@ -267,18 +498,29 @@ def _wrap_layers(gm: fx.GraphModule) -> list[str]:
     for node in gm.graph.nodes:
         if node.op == "call_module":
             calls[node.target] = calls.get(node.target, 0) + 1
-    targets = []
+    targets: list[str] = []
+    foldable = (nn.Conv1d, nn.Conv2d)
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or calls[node.target] != 1:
-            continue  # a module called twice shares its weight; leave it alone
+        if node.op != "call_module" or node.target in targets:
+            continue
         layer = modules[node.target]
-        if not isinstance(layer, nn.Conv2d | nn.Linear):
+        if not isinstance(
+            layer, nn.Conv1d | nn.Conv2d | nn.ConvTranspose1d | nn.ConvTranspose2d | nn.Linear
+        ):
             continue
         users = list(node.users)
         bn = None
-        if isinstance(layer, nn.Conv2d) and len(users) == 1 and users[0].op == "call_module":
+        if (
+            isinstance(layer, foldable)
+            and calls[node.target] == 1  # a layer called twice shares its weight: no folding
+            and len(users) == 1
+            and users[0].op == "call_module"
+        ):
             candidate = modules[users[0].target]
-            if isinstance(candidate, nn.BatchNorm2d) and calls[users[0].target] == 1:
+            if (
+                isinstance(candidate, nn.modules.batchnorm._BatchNorm)
+                and calls[users[0].target] == 1
+            ):
                 bn = candidate
                 users[0].replace_all_uses_with(node)
                 gm.graph.erase_node(users[0])
@@ -294,7 +536,9 @@ def _float_module(gm: fx.GraphModule) -> fx.GraphModule:
     from edgeopt.stages.quantize.fakequant import ActivationQuantizer
     from edgeopt.stages.quantize.fakequant import QuantLayer
 
-    out = copy.deepcopy(gm)
+    with warnings.catch_warnings():  # torch's pytree warns about its own LeafSpec on copy
+        warnings.simplefilter("ignore", FutureWarning)
+        out = copy.deepcopy(gm)
     for node in list(out.graph.nodes):
         if node.op != "call_module":
             continue
@@ -333,12 +577,15 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.max(np.abs(a - b), initial=0.0) <= _MATCH_TOLERANCE * max(1.0, np.abs(a).max()))
 
 
-def _find_node(gm: fx.GraphModule, value: np.ndarray, outputs: dict[str, np.ndarray]) -> Any:
-    """The PyTorch node computing ``value``: the first match, moved down a chain of single-user
-    nodes that leave it unchanged (a Dropout, a ReLU of an all-positive tensor), so the
-    quantizer sits where the exported graph's QuantizeLinear does."""
-    nodes = [n for n in gm.graph.nodes if n.name in outputs]
-    match = next((n for n in nodes if _same(value, outputs[n.name])), None)
+def _find_node(
+    gm: fx.GraphModule, value: np.ndarray, outputs: dict[str, np.ndarray], taken: set[str]
+) -> Any:
+    """The PyTorch node computing ``value``: the first match no other quantized tensor took
+    (a layer applied twice to one input computes the same values twice), moved down a chain of
+    single-user nodes that leave it unchanged (a Dropout, a ReLU of an all-positive tensor), so
+    the quantizer sits where the exported graph's QuantizeLinear does."""
+    matches = [n for n in gm.graph.nodes if n.name in outputs and _same(value, outputs[n.name])]
+    match = next((n for n in matches if n.name not in taken), matches[0] if matches else None)
     while match is not None and len(match.users) == 1:
         user = next(iter(match.users))
         if user.name not in outputs or not _same(value, outputs[user.name]):
@@ -347,19 +594,19 @@ def _find_node(gm: fx.GraphModule, value: np.ndarray, outputs: dict[str, np.ndar
     return match
 
 
-def _upper_bound(gm: fx.GraphModule, node: fx.Node) -> float | None:
-    """The clip of a ReLU6 / Hardtanh node (its output is quantized with the Clip dropped)."""
+def _upper_bound(node: fx.Node) -> float | None:
+    """The clip of a ReLU6 / Hardtanh / clamp node (its output is quantized with the Clip
+    dropped: ONNX Runtime folds the Clip into the range)."""
     import torch
-    from torch import nn
 
-    if node.op == "call_module":
-        module = gm.get_submodule(str(node.target))
-        if isinstance(module, nn.Hardtanh):  # ReLU6 is a Hardtanh(0, 6)
-            return float(module.max_val)
-    if node.op == "call_function" and node.target in (torch.nn.functional.relu6,):
+    aten = torch.ops.aten
+    if node.op != "call_function":
+        return None
+    if node.target is aten.relu6.default:
         return 6.0
-    if node.op == "call_function" and node.target is torch.nn.functional.hardtanh:
-        value = node.kwargs.get("max_val", node.args[2] if len(node.args) > 2 else 1.0)
+    if node.target in (aten.hardtanh.default, aten.clamp.default):
+        default = 1.0 if node.target is aten.hardtanh.default else None
+        value = _argument(node, 2, "max_val" if default else "max", default)
         return float(value) if isinstance(value, int | float) else None
     return None
 
@@ -376,12 +623,13 @@ def _activation_groups(qdq: onnx.ModelProto) -> dict[str, list[str]]:
 
 def _match_weights(
     gm: fx.GraphModule, prepared: onnx.ModelProto, names: list[str], targets: list[str]
-) -> dict[str, str]:
-    """``{ONNX weight: QuantLayer target}`` by name (``<target>.weight``), else by value."""
+) -> tuple[dict[str, str], list[str]]:
+    """``{ONNX weight: QuantLayer target}`` by name (``<target>.weight``), else by value; and
+    the weights with no QuantLayer (a layer the capture did not make a module)."""
 
     inits = constants(prepared)
     folded = {t: _layer(gm, t).folded()[0].detach().numpy() for t in targets}
-    found = {}
+    found, unmatched = {}, []
     for name in names:
         target = name.removesuffix(".weight")
         if target not in folded:
@@ -395,12 +643,24 @@ def _match_weights(
                 ),
                 "",
             )
-        if not target:
-            raise InputError(
-                f"QAT: the writer quantizes weight {name!r}, which is no Conv2d or Linear "
-                "module of the model (QAT handles nn.Conv2d and nn.Linear layers)."
-            )
-        found[name] = target
+        if target:
+            found[name] = target
+        else:
+            unmatched.append(name)
+    return found, unmatched
+
+
+def _nodes_touching(model: onnx.ModelProto, tensors: set[str], weights: set[str]) -> set[str]:
+    """Names of the int8-capable nodes that read or write one of ``tensors``, or read one of
+    ``weights``: the nodes to keep in float when those have no PyTorch counterpart."""
+    from edgeopt.graph import INT8_OP_TYPES
+
+    found = set()
+    for node in model.graph.node:
+        if node.op_type not in INT8_OP_TYPES:
+            continue
+        if tensors & set(node.input) or tensors & set(node.output) or weights & set(node.input):
+            found.add(node.name)
     return found
 
 
@@ -421,19 +681,71 @@ def _export_float(handle: ModelHandle, module: fx.GraphModule, path: Path) -> on
     return prepare(onnx.load(str(path)))
 
 
+@dataclass
+class _Sites:
+    """Where the writer's quantized tensors are in the PyTorch graph, and what has no place."""
+
+    weights: dict[str, str]  # ONNX weight -> QuantLayer target
+    groups: dict[str, list[str]]  # scale initializer -> tensors quantized with it
+    nodes: dict[str, Any]  # ONNX tensor -> PyTorch node
+    missing: set[str]  # quantized tensors and weights with no PyTorch counterpart
+
+
+def _locate(
+    gm: fx.GraphModule,
+    float_gm: fx.GraphModule,
+    prepared: onnx.ModelProto,
+    dry_run: onnx.ModelProto,
+    targets: list[str],
+    probe: np.ndarray,
+) -> _Sites:
+    """Find each weight and activation the writer quantized in ``dry_run`` in the PyTorch
+    graph (by value, on a few calibration samples)."""
+    from edgeopt.stages.quantize.calibrate import run_batches
+    from edgeopt.stages.quantize.qdq import written_weight_scales
+
+    weights, missing_weights = _match_weights(
+        gm, prepared, list(written_weight_scales(dry_run)), targets
+    )
+    groups = _activation_groups(dry_run)
+    names = [name for tensors in groups.values() for name in tensors]
+    onnx_values = next(run_batches(prepared, probe, names, batch_size=len(probe))) if names else {}
+    torch_values = _node_outputs(float_gm, probe)
+    nodes: dict[str, Any] = {}
+    missing = set(missing_weights)
+    for tensor in names:
+        node = _find_node(gm, onnx_values[tensor], torch_values, {n.name for n in nodes.values()})
+        if node is None:
+            missing.add(tensor)
+        else:
+            nodes[tensor] = node
+    return _Sites(weights, groups, nodes, missing)
+
+
+#: Rounds of the writer's dry run, each keeping in float the nodes of tensors PyTorch lacks.
+_EXCLUSION_ROUNDS = 8
+
+
 def _prepare(
     handle: ModelHandle, config: QATConfig, dataset: Dataset, scratch: Path
 ) -> tuple[_Prepared, Path]:
-    """Trace, fold, dry-run the writer on the fp32 export, insert the fake quantizers."""
+    """Capture, fold, dry-run the writer on the fp32 export, insert the fake quantizers.
+
+    A tensor the writer would quantize but PyTorch never computes (an exporter's own
+    intermediate: a layout transpose around a GRU, the inside of an inlined HardSwish) has no
+    place for a fake quantizer; the int8-capable nodes reading or writing it are kept in float
+    (named in the result) and the writer runs again, until every quantized tensor has its
+    place. The file then computes what the fake-quantized model computes.
+    """
     from edgeopt.stages.quantize.calibrate import collect_stats
     from edgeopt.stages.quantize.calibrate import ranges_from_stats
-    from edgeopt.stages.quantize.calibrate import run_batches
     from edgeopt.stages.quantize.fakequant import ActivationQuantizer
     from edgeopt.stages.quantize.qdq import write_qdq
-    from edgeopt.stages.quantize.qdq import written_weight_scales
 
-    module = copy.deepcopy(handle.require_torch("QAT")).eval()
-    gm = _trace(module, handle.spec)
+    module = copy.deepcopy(handle.require_torch("QAT"))
+    gm = _capture(module, handle)
+    _decompose_attention(gm)
+    _flatten_linears(gm)
     _modules_from_aten(gm)
     targets = _wrap_layers(gm)
     fp32_path = scratch / f"{handle.name}.fp32.onnx"
@@ -442,49 +754,61 @@ def _prepare(
     x_calib = dataset.arrays("calib")[0]
     stats = collect_stats(prepared, x_calib)
     ranges = ranges_from_stats(prepared, stats, method=config.calibration)
-    dry_run, _ = write_qdq(
-        prepared, ranges, per_channel=config.is_per_channel, weight_bits=config.bits
-    )
+    excluded: set[str] = set()
+    for _ in range(_EXCLUSION_ROUNDS):
+        dry_run, _ = write_qdq(
+            prepared,
+            ranges,
+            per_channel=config.is_per_channel,
+            weight_bits=config.bits,
+            exclude_nodes=sorted(excluded),
+        )
+        sites = _locate(gm, float_gm, prepared, dry_run, targets, x_calib[:_PROBE_SAMPLES])
+        more = _nodes_touching(prepared, sites.missing, sites.missing) - excluded
+        if not sites.missing:
+            break
+        if not more:
+            missing = sorted(sites.missing)[0]
+            raise InputError(
+                f"QAT: the int8 file quantizes {missing!r}, which the PyTorch model never "
+                "computes, and keeping its layers in float did not remove it."
+            )
+        excluded |= more
+    else:
+        raise InputError(
+            f"QAT: {len(excluded)} layers had to be kept in float and more still lacked a "
+            "PyTorch counterpart; the model is beyond what QAT maps onto the int8 file."
+        )
     is_learned = config.range_learning == "learned"
-    weights = _match_weights(gm, prepared, list(written_weight_scales(dry_run)), targets)
-    for target in weights.values():
+    for target in sites.weights.values():
         _layer(gm, target).quantize_weight(
             bits=config.bits, per_channel=config.is_per_channel, is_learned=is_learned
         )
-    groups = _activation_groups(dry_run)
-    probe = x_calib[:_PROBE_SAMPLES]
-    names = [name for tensors in groups.values() for name in tensors]
-    onnx_values = next(run_batches(prepared, probe, names, batch_size=len(probe)))
-    torch_values = _node_outputs(float_gm, probe)
     quantizers: dict[str, ActivationQuantizer] = {}
     tensors: dict[str, str] = {}
-    sites: list[tuple[Any, str]] = []
-    for index, (scale_name, members) in enumerate(groups.items()):
+    placed: list[tuple[Any, str]] = []
+    for index, (scale_name, members) in enumerate(sites.groups.items()):
         owner = next((t for t in members if f"{t}_scale" == scale_name), members[0])
         quantizer_name = f"activation_quantizer_{index}"
         for tensor in members:
-            node = _find_node(gm, onnx_values[tensor], torch_values)
-            if node is None:
-                raise InputError(
-                    f"QAT: the exported graph quantizes tensor {tensor!r}, which matches no "
-                    "output of the PyTorch model."
-                )
-            sites.append((node, quantizer_name))
+            node = sites.nodes[tensor]
+            placed.append((node, quantizer_name))
             tensors[tensor] = quantizer_name
             if tensor == owner:
                 lo, hi = ranges[owner]
                 quantizers[quantizer_name] = ActivationQuantizer(
-                    lo, hi, mode=config.range_learning, upper=_upper_bound(gm, node)
+                    lo, hi, mode=config.range_learning, upper=_upper_bound(node)
                 )
     for name, quantizer in quantizers.items():
         gm.add_submodule(name, quantizer)
-    for node, quantizer_name in sites:
+    for node, quantizer_name in placed:
         with gm.graph.inserting_after(node):
             call = gm.graph.call_module(quantizer_name, (node,))
         node.replace_all_uses_with(call, delete_user_cb=lambda user, call=call: user is not call)
     gm.graph.lint()
     gm.recompile()
-    return _Prepared(gm, dict(quantizers), tensors, weights, ranges), fp32_path
+    prepared_qat = _Prepared(gm, dict(quantizers), tensors, sites.weights, ranges, sorted(excluded))
+    return prepared_qat, fp32_path
 
 
 def _layer(gm: fx.GraphModule, target: str) -> Any:
@@ -585,6 +909,7 @@ def _export(
         per_channel=config.is_per_channel,
         weight_bits=config.bits,
         weight_scales=scales,
+        exclude_nodes=prepared.excluded,
     )
     # ONNX Runtime raises a weight's scale where its int32 bias would overflow; train-time
     # arithmetic then follows the file.
@@ -593,7 +918,43 @@ def _export(
             layer = gm.get_submodule(prepared.weights[name])
             layer.fixed_scale = torch.from_numpy(np.asarray(written, dtype=np.float32))
             scales[name] = written
-    return quantized, float_nodes, ranges, scales
+    return quantized, _with_modules(float_nodes, final, gm), ranges, scales
+
+
+def _with_modules(labels: list[str], model: onnx.ModelProto, gm: fx.GraphModule) -> list[str]:
+    """Each float node's label (``"name (Op)"``) with the PyTorch module it comes from, where
+    the capture recorded one (``"node_gru (GRU) in rnn"``): the name a user knows.
+
+    The exporter names an operator's ONNX node after its graph node (``node_<name>``); a node of
+    an operator written as several ONNX nodes (GELU as Div, Erf, Add, Mul) takes the module of
+    the first named node downstream.
+    """
+    import re
+
+    paths: dict[str, str] = {}
+    for node in gm.graph.nodes:
+        stack = node.meta.get("nn_module_stack") or {}
+        path = str(next(reversed(stack.values()))[0]) if stack else ""
+        if path and not path.startswith("_"):
+            paths[node.name] = path
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    by_name = {node.name: node for node in model.graph.node}
+
+    def path_of(name: str, depth: int = 0) -> str:
+        key = re.sub(r"__\d+$", "", name.removeprefix("node_"))
+        if key in paths or depth > 4 or name not in by_name:
+            return paths.get(key, "")
+        downstream = [c for out in by_name[name].output for c in consumers.get(out, [])]
+        return next((p for c in downstream if (p := path_of(c.name, depth + 1))), "")
+
+    named = []
+    for label in labels:
+        path = path_of(label.rsplit(" (", 1)[0])
+        named.append(f"{label} in {path}" if path else label)
+    return named
 
 
 def run_qat(
@@ -619,8 +980,8 @@ def run_qat(
         fake-quantized PyTorch model's test accuracy.
 
     Raises:
-        InputError: an ONNX-only model, a model torch.fx cannot trace, a quantized tensor or
-            weight with no PyTorch counterpart.
+        InputError: an ONNX-only model, a model ``torch.export`` cannot capture with a free
+            batch dimension.
 
     Example:
         >>> import tempfile, pathlib
