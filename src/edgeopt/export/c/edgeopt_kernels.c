@@ -424,6 +424,23 @@ void edgeopt_transpose(const edgeopt_transpose_params *p, const int8_t *in, int8
     }
 }
 
+/* Nearest resize (ONNX Resize, mode nearest): output pixel (y, x) of each channel copies input
+ * pixel (rows[y], cols[x]); the row and column maps are ONNX Runtime's own choices. */
+void edgeopt_resize_nearest(const edgeopt_resize_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t c, y, x;
+    for (c = 0; c < p->channels; ++c) {
+        const int8_t *plane = in + c * p->in_height * p->in_width;
+        for (y = 0; y < p->out_height; ++y) {
+            const int8_t *row = plane + p->rows[y] * p->in_width;
+            for (x = 0; x < p->out_width; ++x) {
+                const int8_t value = row[p->cols[x]];
+                *out++ = p->table != NULL ? p->table[(int32_t)value + 128] : value;
+            }
+        }
+    }
+}
+
 void edgeopt_lookup(const int8_t *table, const int8_t *in, int8_t *out, int32_t size)
 {
     int32_t i;
