@@ -3,8 +3,9 @@
 These operators change where values are, not what they are: a view shares its input's storage,
 Concat and Split copy slices, Transpose permutes up to 4 dimensions, a nearest Resize copies
 each output pixel from one input pixel. The only arithmetic is a change of scale between input
-and output, which becomes a table (a view, Concat, Split, Resize) or is refused (Transpose). Kept apart from the arithmetic (:mod:`edgeopt.export.c._elementwise`)
-because their one rule is that the values out are the values in.
+and output, which becomes a table (a view, Concat, Split, Resize) or is refused (Transpose).
+Kept apart from the arithmetic (:mod:`edgeopt.export.c._elementwise`) because their one rule
+is that the values out are the values in.
 """
 
 from __future__ import annotations
