@@ -30,7 +30,7 @@ from edgeopt.graph import constants
 from edgeopt.graph import read_graph
 
 #: Layers whose output clamp can absorb a Relu / Clip that follows them.
-CLAMPING_OPS = {"Conv", "Gemm", "MatMul", "Add", "Mul"}
+CLAMPING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul"}
 
 
 class GraphReader:

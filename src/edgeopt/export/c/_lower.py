@@ -43,6 +43,7 @@ from edgeopt.export.c._quantize import QuantizeLowering
 #: Operator -> what the C code does with it (for the documentation and the error message).
 SUPPORTED_OPS = {
     "Conv": "convolution (1-D as height 1, 2-D: general, grouped, depthwise, 1x1 pointwise)",
+    "ConvTranspose": "transposed convolution (1-D and 2-D, group 1)",
     "Gemm": "fully connected",
     "MatMul": "fully connected (constant 2-D weight)",
     "MaxPool": "max pooling",

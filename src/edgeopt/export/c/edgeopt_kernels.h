@@ -107,6 +107,7 @@ typedef struct {
 int32_t edgeopt_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 
 void edgeopt_conv2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
+void edgeopt_conv_transpose2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
 void edgeopt_depthwise_conv2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
 void edgeopt_pointwise_conv2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
 void edgeopt_fully_connected(const edgeopt_fc_params *p, const int8_t *in, int8_t *out);
