@@ -584,7 +584,7 @@ def _as_convolution(
     weight = inits.get(dq_w.input[0])
     if (
         weight is None
-        or weight.dims.__len__() != 4
+        or len(weight.dims) != 4
         or int(attrs.get("group", 1)) != 1
         or any(d != 1 for d in attrs.get("dilations", [1, 1]))
         or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"")
@@ -610,7 +610,7 @@ def _as_convolution(
             "x",
             "w",
             "weight",
-            "zero_pads",
+            "spread_out",
         )
     }
     flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
@@ -640,11 +640,9 @@ def _as_convolution(
     graph.node.extend(
         [
             helper.make_node("Reshape", [dq_x.input[0], names["wide_shape"]], [names["wide"]]),
+            helper.make_node("Pad", [names["wide"], names["spread"], zero], [names["spread_out"]]),
             helper.make_node(
-                "Pad", [names["wide"], names["spread"], zero], [names["spread"] + "_out"]
-            ),
-            helper.make_node(
-                "Reshape", [names["spread"] + "_out", names["plane_shape"]], [names["plane"]]
+                "Reshape", [names["spread_out"], names["plane_shape"]], [names["plane"]]
             ),
             helper.make_node("Pad", [names["plane"], names["border"], zero], [names["padded"]]),
             helper.make_node("DequantizeLinear", [names["padded"], *dq_x.input[1:]], [names["x"]]),

@@ -396,15 +396,18 @@ class LayerLowering(GraphReader):
         x = self.input(node, 0)
         name = self.quantized_output(node)
         y = self.buffers[name]
-        if len(x.shape) != 4:
-            raise self.fail(f"node {node_label(node)} pools a {len(x.shape)}-D tensor; 4-D only.")
-        plane = x.shape[2] * x.shape[3]
+        if len(x.shape) not in (3, 4):
+            raise self.fail(
+                f"node {node_label(node)} pools a {len(x.shape)}-D tensor; 3-D or 4-D only."
+            )
+        height, width = (x.shape[2], x.shape[3]) if len(x.shape) == 4 else (1, x.shape[2])
+        plane = height * width
         # ONNX Runtime's order: x_scale / (y_scale * size), in float32
         multiplier, shift = fixed_point(float(f32(x.scale) / (f32(y.scale) * f32(plane))))
         params = {
             "channels": x.shape[1],
-            "in_height": x.shape[2],
-            "in_width": x.shape[3],
+            "in_height": height,
+            "in_width": width,
             "out_height": 1,
             "out_width": 1,
             "in_zero_point": x.zero_point,
@@ -421,6 +424,6 @@ class LayerLowering(GraphReader):
                 name,
                 struct="edgeopt_pool_params",
                 params=params,
-                summary=f"global average pool {x.shape[2]}x{x.shape[3]}",
+                summary=f"global average pool {height}x{width}",
             )
         )

@@ -17,9 +17,10 @@ The lowering is split by concept, each a mixin over :class:`~edgeopt.export.c._g
 (where int8 buffers begin: the input, QuantizeLinear, DequantizeLinear),
 :mod:`~edgeopt.export.c._layers` (the layers with weights, and pooling),
 :mod:`~edgeopt.export.c._elementwise` (tables, Add, Mul, Softmax) and
-:mod:`~edgeopt.export.c._movement` (views, Concat, Split, Transpose). This module is the driver
-that combines them: it checks the graph is int8 QDQ, hands each node to its handler in graph
-order, and ends with the graph output.
+:mod:`~edgeopt.export.c._movement` (views, Concat, Split, Transpose, nearest Resize). This
+module is the driver that combines them: it checks the graph is int8 QDQ, hands each node to its
+handler in graph order, and ends with the graph output; a node it has no handler for is refused
+with the nearest supported alternative (:data:`REFUSAL_HINTS`).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ REFUSAL_HINTS = {
     "ConstantOfShape": _STATIC_SHAPES,
     "Range": _STATIC_SHAPES,
     "Expand": _STATIC_SHAPES,
-    "Gather": _STATIC_SHAPES,
+    "Gather": "indexing (Gather) is not supported; where it reads a tensor's shape, "
+    + _STATIC_SHAPES,
     "NonZero": "output sizes that depend on the data cannot be planned in a static arena",
     "Div": _LAYER_NORM.format(what="element-wise division of two activations"),
     "Sqrt": _LAYER_NORM.format(what="a square root of an activation"),
