@@ -414,7 +414,7 @@ _USER_NETS = {
 @needs_gcc
 @pytest.mark.parametrize("case", sorted(_USER_NETS))
 def test_conv1d_nearest_upsample_and_conv_transpose_match_onnx_runtime(
-    case: str, tmp_path: Path
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Conv1d lowers as a convolution of height 1, a nearest Upsample as ONNX Runtime's own
     row and column choice, ConvTranspose as the integer sum ONNX Runtime computes on the exact
@@ -423,7 +423,11 @@ def test_conv1d_nearest_upsample_and_conv_transpose_match_onnx_runtime(
 
     torch.manual_seed(0)
     factory, shape, function = _USER_NETS[case]
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
     net = _user_net(tmp_path, factory(), shape)
+    assert not list(work.iterdir())  # the Upsample's shape inference wrote nothing here
     export = export_c(net.onnx_path, tmp_path / "c")
     functions = [step.function for step in export.program.steps]  # type: ignore[union-attr]
     assert function in functions
