@@ -138,11 +138,13 @@ class LayerLowering(GraphReader):
             or int(attrs.get("group", 1)) != 1
             or any(d != 1 for d in attrs.get("dilations", [1] * rank))
             or (auto.decode() if isinstance(auto, bytes) else str(auto)) not in ("NOTSET", "")
+            or "output_shape" in attrs
         ):
             raise self.fail(
                 f"node {node_label(node)} is a {rank}-D transposed convolution with groups, "
-                "dilations or auto_pad; the C exporter supports 1-D and 2-D ConvTranspose with "
-                "group 1, no dilation and explicit padding (nn.ConvTranspose2d's defaults)."
+                "dilations, auto_pad or output_shape; the C exporter supports 1-D and 2-D "
+                "ConvTranspose with group 1, no dilation and explicit padding "
+                "(nn.ConvTranspose2d's defaults)."
             )
         name, low, high = self.output(node)
         if name is None:
