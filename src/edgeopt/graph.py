@@ -41,10 +41,14 @@ INT8_TYPES = {2, 3, 21, 22}
 #: QLinearAdd / Mul, QLinear(Global)AveragePool, QLinearSigmoid / LeakyRelu / Concat, and int8
 #: data movement; ReLU and Clip fold into the range before them. Softmax has an int8 kernel too
 #: but the quantizer leaves it out: its output is usually the network's, and 8-bit probabilities
-#: would tie. Any other operator between Q/DQ pairs runs in float.
+#: would tie. ConvTranspose is quantized for the devices' int8 kernels (the C library's) though
+#: ONNX Runtime's CPU provider computes its QDQ form in float; the exact int8 measurement
+#: (``measure.int8``) rewrites it as a QLinearConv. Any other operator between Q/DQ pairs runs in
+#: float.
 INT8_OP_TYPES = frozenset(
     {
         "Conv",
+        "ConvTranspose",
         "Gemm",
         "MatMul",
         "Relu",

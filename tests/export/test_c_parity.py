@@ -334,3 +334,126 @@ def test_raw_input_refuses_normalized_float_samples(cnn_s_int8: Any, tmp_path: P
     export = export_c(_fold(cnn_s_int8.onnx_path, digits, tmp_path / "raw.onnx"), tmp_path / "c")
     with pytest.raises(InputError, match="raw uint8 input, so the samples must be integers"):
         check_c(export, digits.arrays("test")[0][:8])
+
+
+def _user_net(folder: Path, module: Any, shape: tuple[int, ...]) -> SimpleNamespace:
+    """A PyTorch module exported, quantized by edgeopt's PTQ on 64 random samples."""
+    from edgeopt.export.onnx import export_onnx
+    from edgeopt.models import ModelHandle
+    from edgeopt.stages.quantize import PTQConfig
+    from edgeopt.stages.quantize import quantize
+
+    handle = ModelHandle(name="net", spec="net", input_shape=shape, module=module.eval())
+    fp32 = export_onnx(handle, folder / "fp32.onnx")
+    x = np.random.default_rng(0).standard_normal((64, *shape)).astype(np.float32)
+    np.savez(folder / "data.npz", x=x, y=np.arange(64) % 4)
+    data = f"npz:{folder / 'data.npz'}"
+    result = quantize(str(fp32), PTQConfig(), data=data, output=folder / "int8.onnx")
+    return SimpleNamespace(onnx_path=result.model.onnx_path, samples=x)
+
+
+def _conv1d_net() -> Any:
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv1d(8, 12, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv1d(12, 12, 3, stride=2, groups=12),
+        nn.ReLU(),
+        nn.Conv1d(12, 16, 1),
+        nn.Flatten(),
+        nn.Linear(16 * 7, 4),
+    )
+
+
+def _upsample_net() -> Any:
+    import torch
+    from torch import nn
+
+    class Up(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Conv2d(3, 4, 3, padding=1)
+            self.down = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.merge = nn.Conv2d(12, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            skip = torch.relu(self.stem(x))
+            y = torch.cat([self.up(torch.relu(self.down(skip))), skip], dim=1)
+            y = torch.relu(self.merge(y)).mean((2, 3), keepdim=True)
+            return self.fc(torch.flatten(y, 1))
+
+    return Up()
+
+
+def _conv_transpose_net() -> Any:
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        nn.ConvTranspose2d(8, 4, 2, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 4),
+    )
+
+
+_USER_NETS = {
+    "conv1d": (_conv1d_net, (8, 16), "edgeopt_depthwise_conv2d"),
+    "upsample": (_upsample_net, (3, 8, 8), "edgeopt_resize_nearest"),
+    "convtranspose": (_conv_transpose_net, (3, 8, 8), "edgeopt_conv_transpose2d"),
+}
+
+
+@needs_gcc
+@pytest.mark.parametrize("case", sorted(_USER_NETS))
+def test_conv1d_nearest_upsample_and_conv_transpose_match_onnx_runtime(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Conv1d lowers as a convolution of height 1, a nearest Upsample as ONNX Runtime's own
+    row and column choice, ConvTranspose as the integer sum ONNX Runtime computes on the exact
+    path (its QDQ ConvTranspose rewritten as a QLinearConv over the zero-inserted input)."""
+    import torch
+
+    torch.manual_seed(0)
+    factory, shape, function = _USER_NETS[case]
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    net = _user_net(tmp_path, factory(), shape)
+    assert not list(work.iterdir())  # the Upsample's shape inference wrote nothing here
+    export = export_c(net.onnx_path, tmp_path / "c")
+    functions = [step.function for step in export.program.steps]  # type: ignore[union-attr]
+    assert function in functions
+    _assert_parity(export, net.samples)
+    if case == "convtranspose":
+        assert functions.count("edgeopt_conv_transpose2d") == 2
+        arithmetic = check_c(export, net.samples[:2]).arithmetic
+        assert arithmetic is not None and "ConvTranspose as an integer convolution" in (
+            arithmetic.reason
+        )
+
+
+def test_a_refused_operator_names_its_node_and_the_nearest_alternative(tmp_path: Path) -> None:
+    from edgeopt.export.c._lower import REFUSAL_HINTS
+    from edgeopt.export.c._lower import SUPPORTED_OPS
+    from edgeopt.export.c._lower import refusal
+
+    assert not set(REFUSAL_HINTS) & set(SUPPORTED_OPS)
+    shape = SimpleNamespace(op_type="Shape", name="Shape_3", output=["s"])
+    assert refusal(shape) == (
+        "node 'Shape_3' (Shape): unsupported operator; the C export needs static shapes; export "
+        "the model with fixed input shapes (torch.onnx.export with dynamo and no dynamic axes) "
+        "so Shape folds away."
+    )
+    div = refusal(SimpleNamespace(op_type="Div", name="LayerNorm", output=["d"]))
+    assert div.startswith("node 'LayerNorm' (Div): unsupported operator; element-wise division")
+    assert "replace LayerNorm with BatchNorm" in div
+    other = refusal(SimpleNamespace(op_type="Hardmax", name="", output=["h"]))
+    assert other.startswith("node 'h' (Hardmax): unsupported operator; the C exporter supports")

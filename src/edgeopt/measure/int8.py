@@ -547,6 +547,153 @@ def _integer_elementwise(reencoded: Reencoded, program: Any) -> set[str]:
     return replaced
 
 
+def _quantized_conv_transposes(model: onnx.ModelProto) -> set[str]:
+    """Labels of the ConvTranspose nodes whose input and weight are dequantized integers: ONNX
+    Runtime's CPU provider computes them in float (it has no int8 ConvTranspose)."""
+    from edgeopt.export.c._program import node_label
+
+    producers = {out: node for node in model.graph.node for out in node.output}
+    return {
+        node_label(node)
+        for node in model.graph.node
+        if node.op_type == "ConvTranspose"
+        and all(
+            name in producers and producers[name].op_type == "DequantizeLinear"
+            for name in node.input[:2]
+        )
+    }
+
+
+def _as_convolution(
+    graph: Any, node: Any, inits: dict[str, Any], shapes: dict[str, tuple[int, ...]], fresh: Any
+) -> bool:
+    """Rewrite one quantized 2-D ConvTranspose (group 1, no dilation) as the convolution ONNX
+    Runtime runs on integers (QLinearConv): its quantized input with ``stride - 1`` zero-point
+    pixels inserted between pixels (Reshape, Pad, Reshape), padded by ``kernel - 1 - pad`` (a
+    negative pad crops: ONNX Pad), dequantized, and convolved with the kernel flipped and its
+    channel axes swapped. The inserted pixels add ``(zx - zx) * w = 0``: the integer sum is the
+    ConvTranspose's, the one the C library computes. False: left as it was."""
+    from onnx import helper
+    from onnx import numpy_helper
+
+    from edgeopt.graph import attributes
+
+    producers = {out: n for n in graph.node for out in n.output}
+    dq_x, dq_w = producers[node.input[0]], producers[node.input[1]]
+    attrs = attributes(node)
+    weight = inits.get(dq_w.input[0])
+    if (
+        weight is None
+        or len(weight.dims) != 4
+        or int(attrs.get("group", 1)) != 1
+        or any(d != 1 for d in attrs.get("dilations", [1, 1]))
+        or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET", b"")
+        or "output_shape" in attrs
+        or len(dq_x.input) < 3
+    ):
+        return False
+    w = numpy_helper.to_array(weight)  # (in, out, kh, kw)
+    channels, _, kh, kw = w.shape
+    sh, sw = attrs.get("strides", [1, 1])
+    top, left, bottom, right = attrs.get("pads", [0, 0, 0, 0])
+    extra_h, extra_w = attrs.get("output_padding", [0, 0])
+    names = {
+        part: fresh(f"{node.name or 'convtranspose'}_{part}")
+        for part in (
+            "wide_shape",
+            "wide",
+            "spread",
+            "plane_shape",
+            "plane",
+            "border",
+            "padded",
+            "x",
+            "w",
+            "weight",
+            "spread_out",
+        )
+    }
+    flipped = np.ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    spread = [0] * 6 + [0, 0, 0, sh - 1, 0, sw - 1]
+    border = [0, 0, kh - 1 - top, kw - 1 - left]
+    border += [0, 0, kh - 1 - bottom + extra_h - (sh - 1), kw - 1 - right + extra_w - (sw - 1)]
+    shape = shapes.get(dq_x.input[0])
+    if shape is None or len(shape) != 4:
+        return False
+    _, _, height, width = shape
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(
+                np.array([0, channels, height, 1, width, 1]), names["wide_shape"]
+            ),
+            numpy_helper.from_array(np.array(spread, np.int64), names["spread"]),
+            numpy_helper.from_array(
+                np.array([0, channels, height * sh, width * sw]), names["plane_shape"]
+            ),
+            numpy_helper.from_array(np.array(border, np.int64), names["border"]),
+            numpy_helper.from_array(flipped, names["weight"]),
+        ]
+    )
+    zero = dq_x.input[2]
+    w_axis = {"axis": 0} if inits[dq_w.input[1]].dims else {}
+    w_inputs = [names["weight"], *dq_w.input[1:]]
+    graph.node.extend(
+        [
+            helper.make_node("Reshape", [dq_x.input[0], names["wide_shape"]], [names["wide"]]),
+            helper.make_node("Pad", [names["wide"], names["spread"], zero], [names["spread_out"]]),
+            helper.make_node(
+                "Reshape", [names["spread_out"], names["plane_shape"]], [names["plane"]]
+            ),
+            helper.make_node("Pad", [names["plane"], names["border"], zero], [names["padded"]]),
+            helper.make_node("DequantizeLinear", [names["padded"], *dq_x.input[1:]], [names["x"]]),
+            helper.make_node("DequantizeLinear", w_inputs, [names["w"]], **w_axis),
+            helper.make_node(
+                "Conv",
+                [names["x"], names["w"], *node.input[2:]],
+                list(node.output),
+                name=fresh(f"{node.name or 'convtranspose'}_as_conv"),
+                kernel_shape=[kh, kw],
+            ),
+        ]
+    )
+    graph.node.remove(node)
+    return True
+
+
+def _integer_conv_transposes(reencoded: Reencoded) -> set[str]:
+    """Rewrite each quantized ConvTranspose of the re-encoded model as an integer convolution
+    (:func:`_as_convolution`); the labels of those rewritten."""
+    from edgeopt.export.c._program import node_label
+
+    graph = reencoded.model.graph
+    wanted = _quantized_conv_transposes(reencoded.model)
+    if not wanted:
+        return set()
+    taken = {name for node in graph.node for name in (*node.input, *node.output, node.name)}
+    taken |= {init.name for init in graph.initializer}
+
+    def fresh(base: str) -> str:
+        name, number = base, 0
+        while name in taken:
+            number += 1
+            name = f"{base}_{number}"
+        taken.add(name)
+        return name
+
+    from edgeopt.graph import read_graph
+
+    inits = {init.name: init for init in graph.initializer}
+    tensors = read_graph(reencoded.model).tensors
+    shapes = {name: tuple(info.shape) for name, info in tensors.items()}
+    done = set()
+    for node in [n for n in graph.node if node_label(n) in wanted]:
+        if _as_convolution(graph, node, inits, shapes, fresh):
+            done.add(node_label(node))
+    if done:
+        _sort_nodes(graph)
+    return done
+
+
 def _sort_nodes(graph: Any) -> None:
     """Put the nodes back in an order where each follows what it reads (ONNX wants it)."""
     available = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
@@ -607,6 +754,7 @@ def int8_arithmetic(
     signed = bool(types & {_INT8, _INT4})
     sub_byte = bool(types & {_INT4, _UINT4})
     adds = _quantized_adds(model)
+    transposed = _quantized_conv_transposes(model)
     inexact = []  # why ONNX Runtime does not compute the file as shipped exactly here
     if sub_byte:
         inexact.append("ONNX Runtime computes 4-bit weights in float, not in integers")
@@ -614,6 +762,8 @@ def int8_arithmetic(
         inexact.append(host.describe())
     if adds:
         inexact.append("ONNX Runtime rounds int8 adds its own way (float32 on x86)")
+    if transposed:
+        inexact.append("ONNX Runtime computes ConvTranspose in float")
     is_shipped_exact = not inexact
     if path == "auto":
         path = AS_SHIPPED if is_shipped_exact else REWRITTEN
@@ -625,13 +775,22 @@ def int8_arithmetic(
     else:
         reencoded = uint8_encoding(model)
         tables = _integer_elementwise(reencoded, program) if program is not None else set()
+        convolutions = _integer_conv_transposes(reencoded)
         why = "; ".join(inexact) or "it was asked for (the file as shipped is exact here too)"
         how = "int8 stored as uint8" + (", adds and multiplies as integer tables" * bool(tables))
+        how += ", ConvTranspose as an integer convolution" * bool(convolutions)
         reason = f"{how}, because {why}"
         # what stays signed runs as shipped, and an add left to ONNX Runtime rounds its way
-        is_exact = (is_shipped_exact or not reencoded.kept) and adds <= tables
+        is_exact = (
+            (is_shipped_exact or not reencoded.kept)
+            and adds <= tables
+            and transposed <= convolutions
+        )
         if not adds <= tables:
             reason += f"; adds left to ONNX Runtime: {', '.join(sorted(adds - tables)[:3])}"
+        if not transposed <= convolutions:
+            left = ", ".join(sorted(transposed - convolutions)[:3])
+            reason += f"; ConvTranspose left to ONNX Runtime's float: {left}"
         if reencoded.kept:
             reason += f"; left as they were: {', '.join(reencoded.kept[:3])}"
     return reencoded, Int8Arithmetic(

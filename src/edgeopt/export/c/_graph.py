@@ -30,7 +30,7 @@ from edgeopt.graph import constants
 from edgeopt.graph import read_graph
 
 #: Layers whose output clamp can absorb a Relu / Clip that follows them.
-CLAMPING_OPS = {"Conv", "Gemm", "MatMul", "Add", "Mul"}
+CLAMPING_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul"}
 
 
 class GraphReader:
@@ -247,7 +247,8 @@ class GraphReader:
         return (q - (128 if target.onnx_type == UINT8 else 0)).astype(np.int64)
 
     def evaluate(self, node: Any, x: np.ndarray) -> np.ndarray:
-        """Run one float operator on a vector with ONNX Runtime (the reference's own math)."""
+        """Run one float operator on ``x`` (a vector, or a tensor of the operator's input shape)
+        with ONNX Runtime (the reference's own math); its other inputs are the node's constants."""
         import onnx
         import onnxruntime as ort
 
@@ -265,8 +266,8 @@ class GraphReader:
         graph = onnx.helper.make_graph(
             [copy],
             "unary",
-            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [x.size])],
-            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [x.size])],
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(x.shape))],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
             constants,
         )
         model = onnx.helper.make_model(

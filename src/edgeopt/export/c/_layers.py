@@ -1,8 +1,9 @@
 """Lower the compute layers: convolutions, fully connected layers and pooling.
 
-Conv, Gemm and MatMul are the layers with weights: int8 x int8 products summed in int32, a
-bias in the accumulator's scale, requantized per output channel. Pooling has no weights but
-walks the same windows (kernel, strides, pads, ``auto_pad``), so it shares their geometry here.
+Conv, ConvTranspose, Gemm and MatMul are the layers with weights: int8 x int8 products summed
+in int32, a bias in the accumulator's scale, requantized per output channel. Pooling has no
+weights but walks the same windows (kernel, strides, pads, ``auto_pad``), so it shares their
+geometry here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from edgeopt.graph import attributes
 
 
 class LayerLowering(GraphReader):
-    """Conv (general, depthwise, pointwise), Gemm / MatMul, max / average / global pooling."""
+    """Conv (general, depthwise, pointwise), ConvTranspose, Gemm / MatMul, max / average /
+    global pooling."""
 
     def lower_Conv(self, node: Any) -> None:
         x = self.input(node, 0)
@@ -110,6 +112,100 @@ class LayerLowering(GraphReader):
                 arrays=arrays,
                 summary=f"{kind} {shape}/{strides[-1]}, {in_c}x{in_h}x{in_w} -> "
                 f"{out_c}x{out_h}x{out_w}",
+            )
+        )
+
+    def lower_ConvTranspose(self, node: Any) -> None:
+        """A transposed convolution (ONNX ``ConvTranspose``, ``nn.ConvTranspose1d/2d``), group 1.
+
+        ONNX Runtime's CPU provider has no int8 ConvTranspose: it dequantizes, computes in
+        float and quantizes (a float sum whose rounding no device reproduces). What an int8
+        runtime computes, and what the exact reference (:mod:`edgeopt.measure.int8`) makes ONNX
+        Runtime compute, is the integer sum ``bias + sum (x - zx) * w`` over the input pixels
+        that reach each output pixel (``oy = iy * stride - pad_top + ky``, ONNX ConvTranspose),
+        requantized per output channel as a convolution is: the same sum as a convolution with
+        the flipped kernel over the input with ``stride - 1`` zero-point pixels between its
+        pixels, where the inserted pixels add nothing.
+        """
+        x = self.input(node, 0)
+        q, w_scale = self.weights(node, 1)
+        attrs = attributes(node)
+        rank = len(x.shape) - 2
+        auto = attrs.get("auto_pad", b"NOTSET")
+        if (
+            rank not in (1, 2)
+            or q.ndim != len(x.shape)
+            or int(attrs.get("group", 1)) != 1
+            or any(d != 1 for d in attrs.get("dilations", [1] * rank))
+            or (auto.decode() if isinstance(auto, bytes) else str(auto)) not in ("NOTSET", "")
+            or "output_shape" in attrs
+        ):
+            raise self.fail(
+                f"node {node_label(node)} is a {rank}-D transposed convolution with groups, "
+                "dilations, auto_pad or output_shape; the C exporter supports 1-D and 2-D "
+                "ConvTranspose with group 1, no dilation and explicit padding "
+                "(nn.ConvTranspose2d's defaults)."
+            )
+        name, low, high = self.output(node)
+        if name is None:
+            raise self.fail(f"node {node_label(node)} writes the graph output in float.")
+        y = self.buffers[name]
+        in_c, in_h, in_w = (x.shape[1], *x.shape[2:]) if rank == 2 else (x.shape[1], 1, x.shape[2])
+        out_c, out_h, out_w = (
+            (y.shape[1], *y.shape[2:]) if rank == 2 else (y.shape[1], 1, y.shape[2])
+        )
+        kernel = list(q.shape[2:])
+        strides = list(attrs.get("strides", [1] * rank))
+        pads = list(attrs.get("pads", [0] * 2 * rank))
+        if rank == 1:
+            kernel, strides, pads = [1, *kernel], [1, *strides], [0, pads[0]]
+        channel_scale = np.broadcast_to(w_scale.ravel(), (out_c,))
+        acc_scale = np.array([f32(x.scale) * s for s in channel_scale], dtype=np.float32)
+        multipliers = [fixed_point(float(a / f32(y.scale))) for a in acc_scale]
+        bias = self.bias(node, 2, acc_scale, out_c)
+        index = len(self.steps)
+        arrays = (
+            self.array(index, "weights", "int8_t", q.reshape(in_c, out_c, -1)),
+            self.array(index, "bias", "int32_t", bias),
+            self.array(index, "multiplier", "int32_t", [m for m, _ in multipliers]),
+            self.array(index, "shift", "int32_t", [s for _, s in multipliers]),
+        )
+        params = {
+            "in_channels": in_c,
+            "in_height": in_h,
+            "in_width": in_w,
+            "out_channels": out_c,
+            "out_height": out_h,
+            "out_width": out_w,
+            "kernel_height": kernel[0],
+            "kernel_width": kernel[1],
+            "stride_height": strides[0],
+            "stride_width": strides[1],
+            "pad_top": pads[0],
+            "pad_left": pads[1],
+            "dilation_height": 1,
+            "dilation_width": 1,
+            "groups": 1,
+            "in_zero_point": x.zero_point,
+            "out_zero_point": y.zero_point,
+            "act_min": low,
+            "act_max": high,
+            "weights": Ref(arrays[0].name),
+            "bias": Ref(arrays[1].name),
+            "multiplier": Ref(arrays[2].name),
+            "shift": Ref(arrays[3].name),
+        }
+        self.add_step(
+            Step(
+                "edgeopt_conv_transpose2d",
+                node_label(node),
+                (x.tensor,),
+                name,
+                struct="edgeopt_conv_params",
+                params=params,
+                arrays=arrays,
+                summary=f"transposed conv {kernel[0]}x{kernel[1]}/{strides[-1]}, "
+                f"{in_c}x{in_h}x{in_w} -> {out_c}x{out_h}x{out_w}",
             )
         )
 
@@ -302,15 +398,18 @@ class LayerLowering(GraphReader):
         x = self.input(node, 0)
         name = self.quantized_output(node)
         y = self.buffers[name]
-        if len(x.shape) != 4:
-            raise self.fail(f"node {node_label(node)} pools a {len(x.shape)}-D tensor; 4-D only.")
-        plane = x.shape[2] * x.shape[3]
+        if len(x.shape) not in (3, 4):
+            raise self.fail(
+                f"node {node_label(node)} pools a {len(x.shape)}-D tensor; 3-D or 4-D only."
+            )
+        height, width = (x.shape[2], x.shape[3]) if len(x.shape) == 4 else (1, x.shape[2])
+        plane = height * width
         # ONNX Runtime's order: x_scale / (y_scale * size), in float32
         multiplier, shift = fixed_point(float(f32(x.scale) / (f32(y.scale) * f32(plane))))
         params = {
             "channels": x.shape[1],
-            "in_height": x.shape[2],
-            "in_width": x.shape[3],
+            "in_height": height,
+            "in_width": width,
             "out_height": 1,
             "out_width": 1,
             "in_zero_point": x.zero_point,
@@ -327,6 +426,6 @@ class LayerLowering(GraphReader):
                 name,
                 struct="edgeopt_pool_params",
                 params=params,
-                summary=f"global average pool {x.shape[2]}x{x.shape[3]}",
+                summary=f"global average pool {height}x{width}",
             )
         )

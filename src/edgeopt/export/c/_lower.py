@@ -17,9 +17,10 @@ The lowering is split by concept, each a mixin over :class:`~edgeopt.export.c._g
 (where int8 buffers begin: the input, QuantizeLinear, DequantizeLinear),
 :mod:`~edgeopt.export.c._layers` (the layers with weights, and pooling),
 :mod:`~edgeopt.export.c._elementwise` (tables, Add, Mul, Softmax) and
-:mod:`~edgeopt.export.c._movement` (views, Concat, Split, Transpose). This module is the driver
-that combines them: it checks the graph is int8 QDQ, hands each node to its handler in graph
-order, and ends with the graph output.
+:mod:`~edgeopt.export.c._movement` (views, Concat, Split, Transpose, nearest Resize). This
+module is the driver that combines them: it checks the graph is int8 QDQ, hands each node to its
+handler in graph order, and ends with the graph output; a node it has no handler for is refused
+with the nearest supported alternative (:data:`REFUSAL_HINTS`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ from edgeopt.export.c._quantize import QuantizeLowering
 
 #: Operator -> what the C code does with it (for the documentation and the error message).
 SUPPORTED_OPS = {
-    "Conv": "convolution (general, grouped, depthwise, 1x1 pointwise)",
+    "Conv": "convolution (1-D as height 1, 2-D: general, grouped, depthwise, 1x1 pointwise)",
+    "ConvTranspose": "transposed convolution (1-D and 2-D, group 1)",
     "Gemm": "fully connected",
     "MatMul": "fully connected (constant 2-D weight)",
     "MaxPool": "max pooling",
@@ -54,8 +56,59 @@ SUPPORTED_OPS = {
     "Split": "split",
     "Transpose": "transpose (up to 4 dimensions)",
     "Softmax": "softmax over the last axis, in float",
+    "Resize": "nearest resize (nn.Upsample(mode='nearest'), any integer or fractional scale)",
     **{op: "free view of its input" for op in sorted(VIEW_OPS)},
     **{op: "256-entry lookup table" for op in sorted(UNARY_OPS)},
+}
+
+_STATIC_SHAPES = (
+    "the C export needs static shapes; export the model with fixed input shapes "
+    "(torch.onnx.export with dynamo and no dynamic axes) so {op} folds away"
+)
+_LAYER_NORM = (
+    "{what} is not supported in int8 C (LayerNorm's mean, variance and division); replace "
+    "LayerNorm with BatchNorm, which folds into the convolution, or keep that part in float"
+)
+
+#: Operator -> the nearest supported alternative, for the refusal of a node the C exporter has
+#: no kernel for (one table, beside :data:`SUPPORTED_OPS`, so that a new kernel and its hint are
+#: edited together). ``{op}`` is filled in with the operator.
+REFUSAL_HINTS = {
+    "Shape": _STATIC_SHAPES,
+    "ConstantOfShape": _STATIC_SHAPES,
+    "Range": _STATIC_SHAPES,
+    "Expand": _STATIC_SHAPES,
+    "Gather": "indexing (Gather) is not supported; where it reads a tensor's shape, "
+    + _STATIC_SHAPES,
+    "NonZero": "output sizes that depend on the data cannot be planned in a static arena",
+    "Div": _LAYER_NORM.format(what="element-wise division of two activations"),
+    "Sqrt": _LAYER_NORM.format(what="a square root of an activation"),
+    "Pow": _LAYER_NORM.format(what="a power of an activation"),
+    "Sub": "subtraction of two activations is not supported; write it as an Add (Add is)",
+    "LayerNormalization": _LAYER_NORM.format(what="LayerNorm"),
+    "ReduceMean": "only a mean over H and W is supported; write x.mean((2, 3), keepdim=True) "
+    "or nn.AdaptiveAvgPool2d(1), which become GlobalAveragePool",
+    "ReduceMax": "use nn.MaxPool2d over the window instead",
+    "GlobalMaxPool": "use nn.MaxPool2d with the whole plane as kernel, or nn.AdaptiveAvgPool2d(1)",
+    "Erf": "GELU's erf has no int8 kernel; use nn.ReLU, nn.Hardswish or nn.Sigmoid "
+    "(256-entry tables)",
+    "Gelu": "GELU has no int8 kernel; use nn.ReLU, nn.Hardswish or nn.Sigmoid (256-entry tables)",
+    "LSTM": "recurrent cells have no int8 C kernel; use 1-D convolutions over time "
+    "(nn.Conv1d, lowered as a convolution of height 1)",
+    "GRU": "recurrent cells have no int8 C kernel; use 1-D convolutions over time "
+    "(nn.Conv1d, lowered as a convolution of height 1)",
+    "RNN": "recurrent cells have no int8 C kernel; use 1-D convolutions over time "
+    "(nn.Conv1d, lowered as a convolution of height 1)",
+    "Einsum": "attention and Einsum have no int8 C kernel; use convolutions or an MLP "
+    "(nn.Linear with constant weights)",
+    "Upsample": "only nearest resize (Resize, opset 11 and later) is supported; re-export "
+    "with nn.Upsample(scale_factor=2, mode='nearest') at opset 18",
+    "Pad": "use the padding argument of nn.Conv2d / nn.MaxPool2d instead of F.pad",
+    "Slice": "slicing is not supported; split with torch.chunk / torch.split (Split is)",
+    "BatchNormalization": "a BatchNorm left in the graph is not supported; export in eval "
+    "mode so it folds into the convolution before it",
+    "Cast": "a change of element type inside the graph is not supported; keep the model "
+    "float32 before quantizing",
 }
 
 
@@ -84,10 +137,7 @@ class _Lowering(QuantizeLowering, LayerLowering, ElementwiseLowering, MovementLo
                 f"node {node_label(node)} is dynamic quantization; the C exporter needs a static "
                 "int8 QDQ model (edgeopt quantize with PTQConfig)."
             )
-        return self.fail(
-            f"unsupported operator {node.op_type} (node {node.name or node.output[0]!r}); the "
-            f"C exporter supports {', '.join(sorted(SUPPORTED_OPS))}."
-        )
+        return self.fail(refusal(node))
 
     def check_quantized(self) -> None:
         quantizes = [
@@ -145,6 +195,19 @@ class _Lowering(QuantizeLowering, LayerLowering, ElementwiseLowering, MovementLo
             output_name=output,
             raw_input=self.raw_input,
         )
+
+
+def refusal(node: Any) -> str:
+    """The sentence refusing a node of an operator the C exporter has no kernel for: the node,
+    its operator and the nearest supported alternative (:data:`REFUSAL_HINTS`), or the
+    supported operators when no alternative is known."""
+    op = node.op_type
+    hint = REFUSAL_HINTS.get(op)
+    if hint is None:
+        hint = f"the C exporter supports {', '.join(sorted(SUPPORTED_OPS))}"
+    return (
+        f"node {node.name or node.output[0]!r} ({op}): unsupported operator; {hint.format(op=op)}."
+    )
 
 
 def lower(model: Any, *, source: str) -> Program:

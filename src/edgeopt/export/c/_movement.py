@@ -1,10 +1,11 @@
-"""Lower data movement: views (Reshape, Flatten, Squeeze, ...), Concat, Split, Transpose.
+"""Lower data movement: views (Reshape, Flatten, ...), Concat, Split, Transpose, nearest Resize.
 
 These operators change where values are, not what they are: a view shares its input's storage,
-Concat and Split copy slices, Transpose permutes up to 4 dimensions. The only arithmetic is a
-change of scale between input and output, which becomes a table (a view, Concat, Split) or is
-refused (Transpose). Kept apart from the arithmetic (:mod:`edgeopt.export.c._elementwise`)
-because their one rule is that the values out are the values in.
+Concat and Split copy slices, Transpose permutes up to 4 dimensions, a nearest Resize copies
+each output pixel from one input pixel. The only arithmetic is a change of scale between input
+and output, which becomes a table (a view, Concat, Split, Resize) or is refused (Transpose).
+Kept apart from the arithmetic (:mod:`edgeopt.export.c._elementwise`) because their one rule
+is that the values out are the values in.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from edgeopt.export.c._graph import GraphReader
+from edgeopt.export.c._program import Ref
 from edgeopt.export.c._program import Step
 from edgeopt.export.c._program import node_label
 from edgeopt.graph import attributes
@@ -22,7 +26,8 @@ VIEW_OPS = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"}
 
 
 class MovementLowering(GraphReader):
-    """Views, Concat, Split and Transpose: int8 values moved, rescaled at most by a table."""
+    """Views, Concat, Split, Transpose and nearest Resize: int8 values moved, rescaled at most
+    by a table."""
 
     def lower_view(self, node: Any) -> None:
         before = self.input(node, 0)
@@ -140,5 +145,73 @@ class MovementLowering(GraphReader):
                 struct="edgeopt_transpose_params",
                 params=params,
                 summary=f"transpose {perm}",
+            )
+        )
+
+    def lower_Resize(self, node: Any) -> None:
+        """A nearest Resize (``nn.Upsample(mode='nearest')``, ``F.interpolate``) as a gather:
+        each output row and column copies one input row and column.
+
+        Which one is what ONNX Runtime's own Resize picks (ONNX ``Resize``: the output
+        coordinate mapped back by ``coordinate_transformation_mode``, PyTorch writes
+        ``asymmetric``, then rounded by ``nearest_mode``, PyTorch writes ``floor``): the node
+        is run once on a tensor holding each input element's index, so every mode and scale
+        ONNX Runtime accepts gives its own choice, and only a result that is a copy per row and
+        column (N and C kept) is lowered. The values are the input's, so the output's int8
+        values are the input's, rescaled by a table when the QDQ graph changes the scale.
+        """
+        x = self.input(node, 0)
+        mode = attributes(node).get("mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode != "nearest":
+            raise self.fail(
+                f"node {node_label(node)} resizes with mode {mode}; only nearest resize is "
+                "supported; use nn.Upsample(mode='nearest')."
+            )
+        name = self.quantized_output(node)
+        y = self.buffers[name]
+        if len(x.shape) not in (3, 4) or len(y.shape) != len(x.shape):
+            raise self.fail(
+                f"node {node_label(node)} resizes a {len(x.shape)}-D tensor; 3-D or 4-D."
+            )
+        in_h, in_w = (x.shape[2], x.shape[3]) if len(x.shape) == 4 else (1, x.shape[2])
+        out_h, out_w = (y.shape[2], y.shape[3]) if len(y.shape) == 4 else (1, y.shape[2])
+        index = np.arange(x.size, dtype=np.float32).reshape(x.shape)
+        picked = self.evaluate(node, index).astype(np.int64)
+        rows = picked.reshape(-1, out_h, out_w)[0, :, 0] // in_w
+        cols = picked.reshape(-1, out_h, out_w)[0, 0, :] % in_w
+        plane = np.arange(math.prod(x.shape[:2]), dtype=np.int64)[:, None, None] * (in_h * in_w)
+        expected = plane + rows[None, :, None] * in_w + cols[None, None, :]
+        if picked.shape != tuple(y.shape) or not np.array_equal(picked.ravel(), expected.ravel()):
+            raise self.fail(
+                f"node {node_label(node)} does not copy whole rows and columns of each channel; "
+                "only nearest resize of H and W is supported; use nn.Upsample(mode='nearest')."
+            )
+        index_step = len(self.steps)
+        arrays = (
+            self.array(index_step, "rows", "int32_t", rows),
+            self.array(index_step, "cols", "int32_t", cols),
+        )
+        rescale, table = self.rescale_table(x, y)
+        params = {
+            "channels": math.prod(x.shape[:2]),
+            "in_height": in_h,
+            "in_width": in_w,
+            "out_height": out_h,
+            "out_width": out_w,
+            "rows": Ref(arrays[0].name),
+            "cols": Ref(arrays[1].name),
+            "table": table,
+        }
+        self.add_step(
+            Step(
+                "edgeopt_resize_nearest",
+                node_label(node),
+                (x.tensor,),
+                name,
+                struct="edgeopt_resize_params",
+                params=params,
+                arrays=arrays + rescale,
+                summary=f"nearest resize {in_h}x{in_w} -> {out_h}x{out_w}",
             )
         )

@@ -424,6 +424,72 @@ void edgeopt_transpose(const edgeopt_transpose_params *p, const int8_t *in, int8
     }
 }
 
+/* Transposed convolution (ONNX ConvTranspose, group 1, no dilation); weights
+ * [in_channels][out_channels][kh][kw] as ONNX stores them. Output pixel oy sums input pixel iy
+ * through kernel tap ky where oy = iy * stride - pad_top + ky: the integer sum of a
+ * convolution over the zero-inserted input, requantized as edgeopt_conv2d requantizes. */
+void edgeopt_conv_transpose2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t plane = p->in_height * p->in_width;
+    const int32_t taps = p->kernel_height * p->kernel_width;
+    int32_t oc, oy, ox, ic, ky, kx;
+    for (oc = 0; oc < p->out_channels; ++oc) {
+        const uint32_t bias = p->bias != NULL ? (uint32_t)p->bias[oc] : 0u;
+        for (oy = 0; oy < p->out_height; ++oy) {
+            for (ox = 0; ox < p->out_width; ++ox) {
+                uint32_t acc = bias;
+                for (ic = 0; ic < p->in_channels; ++ic) {
+                    const int8_t *xc = in + ic * plane;
+                    const int8_t *wc = p->weights + (ic * p->out_channels + oc) * taps;
+                    for (ky = 0; ky < p->kernel_height; ++ky) {
+                        const int32_t ty = oy + p->pad_top - ky;
+                        int32_t iy;
+                        if (ty < 0 || ty % p->stride_height != 0) {
+                            continue;
+                        }
+                        iy = ty / p->stride_height;
+                        if (iy >= p->in_height) {
+                            continue;
+                        }
+                        for (kx = 0; kx < p->kernel_width; ++kx) {
+                            const int32_t tx = ox + p->pad_left - kx;
+                            int32_t ix;
+                            if (tx < 0 || tx % p->stride_width != 0) {
+                                continue;
+                            }
+                            ix = tx / p->stride_width;
+                            if (ix >= p->in_width) {
+                                continue;
+                            }
+                            acc += (uint32_t)(((int32_t)xc[iy * p->in_width + ix] - p->in_zero_point) *
+                                              (int32_t)wc[ky * p->kernel_width + kx]);
+                        }
+                    }
+                }
+                *out++ = edgeopt_output(edgeopt_signed(acc), p->multiplier[oc], p->shift[oc],
+                                        p->out_zero_point, p->act_min, p->act_max);
+            }
+        }
+    }
+}
+
+/* Nearest resize (ONNX Resize, mode nearest): output pixel (y, x) of each channel copies input
+ * pixel (rows[y], cols[x]); the row and column maps are ONNX Runtime's own choices. */
+void edgeopt_resize_nearest(const edgeopt_resize_params *p, const int8_t *in, int8_t *out)
+{
+    int32_t c, y, x;
+    for (c = 0; c < p->channels; ++c) {
+        const int8_t *plane = in + c * p->in_height * p->in_width;
+        for (y = 0; y < p->out_height; ++y) {
+            const int8_t *row = plane + p->rows[y] * p->in_width;
+            for (x = 0; x < p->out_width; ++x) {
+                const int8_t value = row[p->cols[x]];
+                *out++ = p->table != NULL ? p->table[(int32_t)value + 128] : value;
+            }
+        }
+    }
+}
+
 void edgeopt_lookup(const int8_t *table, const int8_t *in, int8_t *out, int32_t size)
 {
     int32_t i;

@@ -93,6 +93,13 @@ typedef struct {
 
 /* Transpose of a tensor of up to 4 dimensions (shape padded with leading 1s). */
 typedef struct {
+    int32_t channels, in_height, in_width, out_height, out_width;
+    const int32_t *rows;              /* [out_height]: the input row each output row copies */
+    const int32_t *cols;              /* [out_width]: the input column each output column copies */
+    const int8_t *table;              /* requantization table or NULL (same scale) */
+} edgeopt_resize_params;
+
+typedef struct {
     int32_t in_shape[4];
     int32_t perm[4];
 } edgeopt_transpose_params;
@@ -100,6 +107,7 @@ typedef struct {
 int32_t edgeopt_requantize(int32_t acc, int32_t multiplier, int32_t shift);
 
 void edgeopt_conv2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
+void edgeopt_conv_transpose2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
 void edgeopt_depthwise_conv2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
 void edgeopt_pointwise_conv2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out);
 void edgeopt_fully_connected(const edgeopt_fc_params *p, const int8_t *in, int8_t *out);
@@ -112,6 +120,7 @@ void edgeopt_mul(const edgeopt_mul_params *p, const int8_t *a, const int8_t *b, 
 void edgeopt_concat(const edgeopt_concat_params *p, const int8_t *in, int8_t *out);
 void edgeopt_split(const edgeopt_concat_params *p, const int8_t *in, int8_t *out);
 void edgeopt_transpose(const edgeopt_transpose_params *p, const int8_t *in, int8_t *out);
+void edgeopt_resize_nearest(const edgeopt_resize_params *p, const int8_t *in, int8_t *out);
 /* out[i] = table[in[i] + 128]: any function of one int8 value (requantization, activations). */
 void edgeopt_lookup(const int8_t *table, const int8_t *in, int8_t *out, int32_t size);
 /* Raw input of a folded model: `channels` runs of `inner` values, run c mapped through

@@ -22,6 +22,7 @@ With ``weight_bits=4`` the weights are stored as INT4 (opset 21; the graph is up
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -140,12 +141,26 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         return copy
     quantization = _ort_quantization()
     with tempfile.TemporaryDirectory(prefix="edgeopt-prepare-") as scratch:
-        out = Path(scratch) / "prepared.onnx"
-        try:
-            quantization.shape_inference.quant_pre_process(model, str(out))
-        except Exception as exc:
-            first = " ".join(str(exc).split())[:200]
-            raise InputError(f"ONNX Runtime cannot pre-process the model ({first}).") from None
+        source, out = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
+        onnx.save(model, str(source))
+        # ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx (and its
+        # external data) in the working directory when it fails: keep it in the scratch folder.
+        with contextlib.chdir(scratch):
+            try:
+                quantization.shape_inference.quant_pre_process(str(source), str(out))
+            except Exception as exc:
+                # A nearest Upsample on a dynamic batch: the symbolic inference computes the
+                # batch as floor(1.0 * batch), which no longer equals ``batch`` at a Concat;
+                # auto_merge merges the two (ONNX Runtime's symbolic_shape_infer --auto_merge).
+                try:
+                    quantization.shape_inference.quant_pre_process(
+                        str(source), str(out), auto_merge=True
+                    )
+                except Exception:
+                    first = " ".join(str(exc).split())[:200]
+                    raise InputError(
+                        f"ONNX Runtime cannot pre-process the model ({first})."
+                    ) from None
         prepared = onnx.load(str(out), load_external_data=True)
     _global_pool_rewrite(prepared)
     _drop_unused_initializers(prepared)
