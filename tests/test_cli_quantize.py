@@ -166,7 +166,7 @@ def test_empty_or_one_sample_calibration_split_is_refused(
 
     monkeypatch.setattr(edgeopt.data.dataset, "CALIB_SAMPLES", samples)
     rng = np.random.default_rng(0)
-    data = _npz(tmp_path / "d.npz", rng.integers(0, 16, (40, 8, 8)), np.arange(40) % 10)
+    data = _npz(tmp_path / "d.npz", rng.integers(0, 16, (40, 1, 8, 8)), np.arange(40) % 10)
     out = tmp_path / "out" / "q.onnx"
     code, _, stderr = run_cli(["quantize", str(trained), "--data", data, "-o", str(out)], capsys)
     assert code == 2
