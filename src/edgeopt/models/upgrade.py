@@ -41,6 +41,7 @@ def upgrade_onnx(
     *,
     min_opset: int = MIN_RUNTIME_OPSET,
     target_opset: int | None = None,
+    why: str | None = None,
 ) -> tuple[onnx.ModelProto, str | None]:
     """Upgrade ``model`` to ``target_opset`` when its default-domain opset is below ``min_opset``.
 
@@ -55,6 +56,8 @@ def upgrade_onnx(
             guarantees (:data:`MIN_RUNTIME_OPSET`).
         target_opset: the opset to convert to (default ``min_opset``: the smallest change;
             quantization may ask for 13, where per-channel QuantizeLinear begins).
+        why: why ``min_opset`` is needed, for the note and the message (default: ONNX Runtime
+            guarantees to load opset ``min_opset`` and later).
 
     Returns:
         The model (the same object where no upgrade was needed, else the converted copy) and a
@@ -87,14 +90,15 @@ def upgrade_onnx(
     except Exception as exc:  # the converter raises RuntimeError, ValidationError, ...
         text = " ".join(str(exc).split())
         detail = text[:160] if text else type(exc).__name__
+        older = why or f"older than the {min_opset} ONNX Runtime guarantees to load"
         raise InputError(
-            f"{source}: the model is stamped with opset {version} of the ONNX standard, older "
-            f"than the {min_opset} ONNX Runtime guarantees to load, and onnx's version converter "
-            f"cannot upgrade it to opset {target} ({detail}); re-export it at opset {target} or "
-            "later (torch.onnx.export(..., opset_version=...))."
+            f"{source}: the model is stamped with opset {version} of the ONNX standard, {older}, "
+            f"and onnx's version converter cannot upgrade it to opset {target} ({detail}); "
+            f"re-export it at opset {target} or later (torch.onnx.export(..., opset_version=...))."
         ) from None
+    because = why or f"ONNX Runtime guarantees opset {min_opset} and later"
     note = (
         f"upgraded in memory from opset {version} to {target} with onnx.version_converter "
-        f"(ONNX Runtime guarantees opset {min_opset} and later); the file is unchanged"
+        f"({because}); the file is unchanged"
     )
     return converted, note

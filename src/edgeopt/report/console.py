@@ -424,6 +424,8 @@ def render_quantize(report: Any, *, console: Console | None = None) -> None:
         )
     floats = ", ".join(result.float_nodes) if result.float_nodes else "none"
     out.print(f"operators left in float: {floats}")
+    for note in getattr(result, "notes", ()):  # what a file from elsewhere needed first
+        out.print(f"note: {note}", style="dim", highlight=False, markup=False)
     out.print(f"wrote {_written(report)}")
 
 

@@ -51,6 +51,7 @@ from edgeopt.stages._stage import check_input_shape
 from edgeopt.stages._stage import load_fp32
 from edgeopt.stages.quantize.calibrate import CALIBRATION_METHODS
 from edgeopt.stages.quantize.calibrate import check_calibration_data
+from edgeopt.stages.quantize.legalize import legalize
 from edgeopt.stages.quantize.mixed import MixedPlan
 from edgeopt.stages.quantize.mixed import MixedPrecisionConfig
 from edgeopt.stages.quantize.qat import QATConfig
@@ -169,7 +170,9 @@ class QuantizeResult:
 
     QAT adds ``qat_accuracy`` (the fake-quantized PyTorch model's test accuracy, the number
     the exported file must match) and the per-epoch ``history``; mixed precision adds the
-    ``plan`` (sensitivity table and chosen bits).
+    ``plan`` (sensitivity table and chosen bits). ``notes`` says what was done to a file from
+    elsewhere before quantizing it (an IR or opset upgrade, input dimensions bound:
+    :mod:`edgeopt.stages.quantize.legalize`), in memory: the input file stays as it is.
     """
 
     model: ModelHandle
@@ -179,6 +182,7 @@ class QuantizeResult:
     qat_accuracy: float | None = None
     history: tuple[EpochRecord, ...] = ()
     plan: MixedPlan | None = None
+    notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -194,10 +198,14 @@ class QuantizeResult:
             }
         if self.plan is not None:
             out["mixed"] = self.plan.to_dict()
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 
-def _ptq(fp32: Any, config: PTQConfig, x: np.ndarray) -> tuple[Any, list[str], dict[str, Any]]:
+def _ptq(
+    fp32: Any, config: PTQConfig, x: np.ndarray, source: str = "the model"
+) -> tuple[Any, list[str], dict[str, Any]]:
     from edgeopt.stages.quantize.calibrate import collect_stats
     from edgeopt.stages.quantize.calibrate import ranges_from_stats
     from edgeopt.stages.quantize.equalize import adaround
@@ -207,7 +215,7 @@ def _ptq(fp32: Any, config: PTQConfig, x: np.ndarray) -> tuple[Any, list[str], d
     from edgeopt.stages.quantize.qdq import write_qdq
     from edgeopt.stages.quantize.qdq import written_weight_scales
 
-    prepared = prepare(fp32)
+    prepared = prepare(fp32, source=source)
     names = {node.name for node in prepared.graph.node}
     missing = [name for name in config.exclude if name not in names]
     if missing:
@@ -227,7 +235,7 @@ def _ptq(fp32: Any, config: PTQConfig, x: np.ndarray) -> tuple[Any, list[str], d
     }
     scales = None
     if config.is_adarounded:
-        dry_run, _ = write_qdq(prepared, ranges, **options)
+        dry_run, _ = write_qdq(prepared, ranges, source=source, **options)
         rounded = adaround(
             prepared,
             x,
@@ -239,33 +247,45 @@ def _ptq(fp32: Any, config: PTQConfig, x: np.ndarray) -> tuple[Any, list[str], d
         prepared, scales = rounded.model, rounded.scales
     if config.is_bias_corrected:
         prepared = correct_bias(prepared, ranges, x, weight_scales=scales, **options)
-    quantized, float_nodes = write_qdq(prepared, ranges, weight_scales=scales, **options)
+    quantized, float_nodes = write_qdq(
+        prepared, ranges, weight_scales=scales, source=source, **options
+    )
     return quantized, float_nodes, ranges
 
 
-def _dynamic(fp32: Any, config: DynamicConfig, scratch: Path) -> tuple[Any, list[str]]:
+def _dynamic(
+    fp32: Any, config: DynamicConfig, scratch: Path, source: str = "the model"
+) -> tuple[Any, list[str]]:
     import onnx
     from onnxruntime.quantization import QuantType
     from onnxruntime.quantization import quantize_dynamic
 
+    from edgeopt.stages.quantize.qdq import ort_scratch
     from edgeopt.stages.quantize.qdq import prepare
 
-    prepared = prepare(fp32)
+    prepared = prepare(fp32, source=source)
     names = {node.name for node in prepared.graph.node}
     missing = [name for name in config.exclude if name not in names]
     if missing:
         raise InputError(
             f"{config.kind}: exclude names node {missing[0]!r}, which is not in the model."
         )
-    source, target = scratch / "prepared.onnx", scratch / "dynamic.onnx"
-    onnx.save(prepared, str(source))
-    quantize_dynamic(
-        str(source),
-        str(target),
-        per_channel=config.is_per_channel,
-        weight_type=QuantType.QInt8,
-        nodes_to_exclude=list(config.exclude),
-    )
+    prepared_path, target = scratch.resolve() / "prepared.onnx", scratch.resolve() / "dynamic.onnx"
+    onnx.save(prepared, str(prepared_path))
+    try:
+        with ort_scratch("edgeopt-dynamic-"):  # it may write files into the working directory
+            quantize_dynamic(
+                str(prepared_path),
+                str(target),
+                per_channel=config.is_per_channel,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=list(config.exclude),
+            )
+    except Exception as exc:  # ONNX Runtime's quantizer raises ValueError, KeyError, ...
+        detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+        raise InputError(
+            f"{source}: ONNX Runtime's dynamic quantization fails ({detail})."
+        ) from None
     quantized = onnx.load(str(target))
     after = {(node.name, node.op_type) for node in quantized.graph.node}
     inits = {init.name for init in prepared.graph.initializer}
@@ -433,8 +453,11 @@ def quantize_into(
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
 
+    notes: tuple[str, ...] = ()
     if not stage.is_torch_only:  # a training stage exports its own fp32 file
         fp32, fp32_path = load_fp32(handle, dataset, scratch)
+        sample_shape = dataset.input_shape if dataset is not None else None
+        fp32, notes = legalize(fp32, handle.spec, sample_shape)  # a file from elsewhere
     ctx = StageContext(
         handle, dataset, scratch, progress=progress, calibration=x, fp32=fp32, stamp=stamp
     )
@@ -464,6 +487,7 @@ def quantize_into(
         qat_accuracy=made.qat_accuracy,
         history=made.history,
         plan=made.plan,
+        notes=notes,
     )
     return result, fp32_path
 
@@ -499,14 +523,14 @@ def _ptq_choice(bits: int) -> Callable[[ChoiceContext], PTQConfig]:
 def apply_ptq(ctx: StageContext, config: PTQConfig) -> QuantizeOutput:
     """Static post-training quantization of the fp32 model on the calibration inputs."""
     assert ctx.calibration is not None and ctx.fp32 is not None
-    quantized, float_nodes, ranges = _ptq(ctx.fp32, config, ctx.calibration)
+    quantized, float_nodes, ranges = _ptq(ctx.fp32, config, ctx.calibration, ctx.handle.spec)
     return QuantizeOutput(quantized, float_nodes, ranges)
 
 
 @register_stage(DynamicConfig)
 def apply_dynamic(ctx: StageContext, config: DynamicConfig) -> QuantizeOutput:
     """ONNX Runtime's dynamic quantization of the fp32 model (no calibration)."""
-    quantized, float_nodes = _dynamic(ctx.fp32, config, ctx.scratch)
+    quantized, float_nodes = _dynamic(ctx.fp32, config, ctx.scratch, ctx.handle.spec)
     return QuantizeOutput(quantized, float_nodes)
 
 

@@ -537,7 +537,7 @@ def apply_mixed(ctx: StageContext, config: MixedPrecisionConfig) -> QuantizeOutp
     from edgeopt.stages.quantize.qdq import prepare
 
     assert ctx.calibration is not None and ctx.dataset is not None
-    prepared = prepare(ctx.fp32)
+    prepared = prepare(ctx.fp32, source=ctx.handle.spec)
     stats = collect_stats(prepared, ctx.calibration)
     ranges = ranges_from_stats(
         prepared, stats, method=config.calibration, percentile=config.percentile

@@ -28,6 +28,7 @@ import os
 import re
 import tempfile
 from collections.abc import Collection
+from collections.abc import Iterator
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,6 +39,7 @@ import numpy as np
 from edgeopt.errors import InputError
 from edgeopt.export.onnx import strip_debug_info
 from edgeopt.graph import INT8_OP_TYPES
+from edgeopt.graph import GraphEditor
 from edgeopt.graph import attributes
 from edgeopt.graph import constants
 
@@ -105,22 +107,146 @@ def _global_pool_rewrite(model: onnx.ModelProto) -> None:
         node.op_type = "GlobalAveragePool"
 
 
-def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+#: ``quant_pre_process`` options tried in turn (see :func:`prepare`).
+_PRE_PROCESS_ATTEMPTS: tuple[dict[str, bool], ...] = (
+    {},
+    {"auto_merge": True},
+    {"skip_symbolic_shape": True},
+)
+#: The loggers of ONNX Runtime's quantization tools (pre-processing, symbolic shape inference).
+_ORT_TOOL_LOGGERS = ("onnxruntime.quantization", "onnxruntime.tools")
+#: What ONNX Runtime's symbolic shape inference saves into the working directory when it stops.
+_SYMBOLIC_LEFTOVER = "sym_shape_infer_temp.onnx"
+
+
+@contextlib.contextmanager
+def ort_scratch(prefix: str) -> Iterator[Path]:
+    """A scratch folder that is also the working directory while ONNX Runtime's quantization
+    tools run, removed after: they write files of their own into the working directory
+    (symbolic shape inference's ``sym_shape_infer_temp.onnx`` and its ``<uuid>.data``). Their
+    loggers are quietened meanwhile: ``quant_pre_process`` logs the traceback of an
+    optimization it skips (a model without initializers makes ONNX Runtime's own
+    ``extract_raw_data_from_model`` fail), which is no error of the user's; what does fail is
+    raised and becomes one sentence."""
+    loggers = [logging.getLogger(name) for name in _ORT_TOOL_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:  # they log tracebacks of failures they recover from, on stderr
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with tempfile.TemporaryDirectory(prefix=prefix) as scratch, contextlib.chdir(scratch):
+            yield Path(scratch).resolve()
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _label(node: onnx.NodeProto) -> str:
+    name = node.name or (node.output[0] if node.output else "")
+    return f"node {' '.join(name.split())[:80]!r} ({node.op_type})"
+
+
+def _unshaped_node(path: Path) -> onnx.NodeProto | None:
+    """The first node symbolic shape inference left without an output shape, read from the
+    model it saved where it stopped (None where it saved none)."""
+    import onnx
+
+    if not path.is_file():
+        return None
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # a partial file: the message names no node then
+        return None
+    graph = model.graph
+    known = {  # a value it could not infer is listed with an empty type
+        v.name
+        for v in (*graph.value_info, *graph.input, *graph.output)
+        if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape")
+    }
+    known |= {init.name for init in graph.initializer}
+    for node in graph.node:
+        if any(name and name not in known for name in node.output):
+            return node
+    return None
+
+
+def _pre_process_failure(source: str, scratch: Path, failures: list[str]) -> str:
+    """One sentence for a model that ``quant_pre_process`` failed on with every option."""
+    stopped = _unshaped_node(scratch / _SYMBOLIC_LEFTOVER)
+    if stopped is None:
+        return (
+            f"{source}: ONNX Runtime cannot pre-process the model for quantization ({failures[0]})."
+        )
+    return (
+        f"{source}: ONNX Runtime cannot pre-process the model for quantization: its symbolic "
+        f"shape inference stops at {_label(stopped)} ({failures[0]}) and ONNX's shape inference "
+        f"alone fails too ({failures[-1]})."
+    )
+
+
+def _vector_gemm_bias(model: onnx.ModelProto) -> None:
+    """Reshape a constant Gemm bias of shape ``[1, N]`` (or one value) to ``[N]``.
+
+    Gemm's C broadcasts to its (M, N) output either way, so the function is the same; ONNX
+    Runtime's quantizer computes the int32 bias's scale as input scale x weight scale, one
+    per output channel, and compares it with the bias element-wise: a ``[1, N]`` bias (CNTK
+    writes them, and MatMul + Add fuses into one) makes that comparison fail with "The truth
+    value of an array with more than one element is ambiguous".
+    """
+    import onnx
+
+    inits = {init.name: init for init in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    editor: GraphEditor | None = None
+    for node in model.graph.node:
+        if node.op_type != "Gemm" or len(node.input) < 3 or node.input[2] not in inits:
+            continue
+        if node.input[1] not in inits:
+            continue
+        weight_dims = list(inits[node.input[1]].dims)
+        if len(weight_dims) != 2:
+            continue
+        outputs = weight_dims[0] if attributes(node).get("transB", 0) else weight_dims[1]
+        bias = onnx.numpy_helper.to_array(inits[node.input[2]])
+        if bias.shape not in ((1, outputs), (1, 1), (1,), ()) or bias.shape == (outputs,):
+            continue
+        vector = np.broadcast_to(bias.reshape(-1), (outputs,)).copy()
+        if uses[node.input[2]] == 1:
+            inits[node.input[2]].CopyFrom(onnx.numpy_helper.from_array(vector, node.input[2]))
+            continue
+        editor = editor or GraphEditor(model)
+        node.input[2] = editor.constant(vector, f"{node.input[2]}_vector")
+    if editor is not None:
+        model.graph.initializer.extend(editor.initializers)
+
+
+def prepare(model: onnx.ModelProto, *, source: str = "the model") -> onnx.ModelProto:
     """ONNX Runtime's quantization pre-processing plus our int8-friendly rewrites.
 
     ``quant_pre_process`` runs symbolic shape inference, ONNX Runtime's basic graph optimizations
     (constant folding, Conv+BatchNorm folding: our exporter already folds BN in eval mode) and
-    ONNX shape inference; node names survive. Then ReduceMean over H, W becomes
-    GlobalAveragePool. A model already prepared is returned as a copy.
+    ONNX shape inference; node names survive. Where symbolic shape inference stops (two
+    symbolic dimensions it cannot prove equal, e.g. the batch of a Resize's output and of the
+    skip it is concatenated with) it is retried with ``auto_merge`` ("automatically merge
+    symbolic dims when conflict happens", its documentation), then skipped (ONNX's shape
+    inference alone: symbolic inference "is most effective with transformer based models").
+    It runs inside a scratch folder: symbolic shape inference saves ``sym_shape_infer_temp.onnx``
+    and its external ``.data`` into the working directory when it stops, and that file names
+    the node it stopped at. Then ReduceMean over H, W becomes GlobalAveragePool and a Gemm bias
+    of shape ``[1, N]`` becomes ``[N]``. A model already prepared is returned as a copy.
 
     Args:
         model: the fp32 model (not modified).
+        source: the model's name for messages (its file or spec).
 
     Returns:
         A new, prepared fp32 model computing the same function.
 
     Raises:
-        InputError: ONNX Runtime cannot pre-process the model.
+        InputError: ONNX Runtime cannot pre-process the model (naming the node shape inference
+            stopped at, where it says).
 
     Example:
         >>> import onnx
@@ -140,29 +266,20 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
         copy.CopyFrom(model)
         return copy
     quantization = _ort_quantization()
-    with tempfile.TemporaryDirectory(prefix="edgeopt-prepare-") as scratch:
-        source, out = Path(scratch) / "fp32.onnx", Path(scratch) / "prepared.onnx"
-        onnx.save(model, str(source))
-        # ONNX Runtime's symbolic shape inference saves sym_shape_infer_temp.onnx (and its
-        # external data) in the working directory when it fails: keep it in the scratch folder.
-        with contextlib.chdir(scratch):
+    with ort_scratch("edgeopt-prepare-") as scratch:
+        out = scratch / "prepared.onnx"
+        failures: list[str] = []
+        for options in _PRE_PROCESS_ATTEMPTS:
             try:
-                quantization.shape_inference.quant_pre_process(str(source), str(out))
-            except Exception as exc:
-                # A nearest Upsample on a dynamic batch: the symbolic inference computes the
-                # batch as floor(1.0 * batch), which no longer equals ``batch`` at a Concat;
-                # auto_merge merges the two (ONNX Runtime's symbolic_shape_infer --auto_merge).
-                try:
-                    quantization.shape_inference.quant_pre_process(
-                        str(source), str(out), auto_merge=True
-                    )
-                except Exception:
-                    first = " ".join(str(exc).split())[:200]
-                    raise InputError(
-                        f"ONNX Runtime cannot pre-process the model ({first})."
-                    ) from None
+                quantization.shape_inference.quant_pre_process(model, str(out), **options)
+                break
+            except Exception as exc:  # ONNX Runtime raises Exception, ValueError, ...
+                failures.append(" ".join(str(exc).split())[:160] or type(exc).__name__)
+        else:
+            raise InputError(_pre_process_failure(source, scratch, failures)) from None
         prepared = onnx.load(str(out), load_external_data=True)
     _global_pool_rewrite(prepared)
+    _vector_gemm_bias(prepared)
     _drop_unused_initializers(prepared)
     _drop_unused_opsets(prepared)
     return prepared
@@ -385,6 +502,62 @@ def _drop_unused_opsets(model: onnx.ModelProto) -> None:
     model.opset_import.extend(keep)
 
 
+def _run_quantizer(quantizer: Any) -> onnx.ModelProto:
+    """Run ONNX Runtime's ``QDQQuantizer`` in a scratch working directory; the QDQ model."""
+    with ort_scratch("edgeopt-qdq-"):
+        quantizer.quantize_model()
+        quantizer.model.topological_sort()  # new Q/DQ nodes were appended at the end
+        return quantizer.model.model
+
+
+def _failing_node(exc: BaseException, model: onnx.ModelProto) -> onnx.NodeProto | None:
+    """The node ONNX Runtime's quantizer was on when it raised ``exc``, where it can be found.
+
+    Its messages rarely name one ("The truth value of an array with more than one element is
+    ambiguous" for a ``[1, N]`` bias), but its frames hold it: a ``node`` local, or the name of
+    a tensor (a weight, a bias) whose consumer is the node. Frames are read innermost first;
+    then node names quoted in the message.
+    """
+    import onnx
+
+    by_name = {node.name: node for node in model.graph.node if node.name}
+    consumers: dict[str, onnx.NodeProto] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, node)
+    frames = []
+    trace = exc.__traceback__
+    while trace is not None:
+        if str(trace.tb_frame.f_globals.get("__name__", "")).startswith("onnxruntime"):
+            frames.append(trace.tb_frame)
+        trace = trace.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, onnx.NodeProto) and value.op_type:
+                return by_name.get(value.name, value)
+            if isinstance(value, str) and value in consumers:
+                return consumers[value]
+    text = str(exc)
+    return next((node for name, node in by_name.items() if repr(name) in text), None)
+
+
+def _quantizer_failure(exc: BaseException, model: onnx.ModelProto, source: str) -> str:
+    """One sentence for an exception of ONNX Runtime's quantizer: the node and op, else the
+    model and the step."""
+    text = " ".join(str(exc).split())
+    missing = re.search(r"not specified for param (.+?)\. In static mode", text)
+    if missing:
+        return (
+            f"{source}: no calibration range for tensor {missing.group(1)!r}; calibrate the "
+            "prepared model."
+        )
+    detail = text[:160] or type(exc).__name__
+    node = _failing_node(exc, model)
+    where = f"on {_label(node)}" if node is not None else "while inserting Q/DQ pairs"
+    return f"{source}: ONNX Runtime's quantizer fails {where} ({detail})."
+
+
 def write_qdq(
     fp32: onnx.ModelProto,
     ranges: Mapping[str, tuple[float, float]],
@@ -395,6 +568,7 @@ def write_qdq(
     activation_type: str = "uint8",
     weight_scales: Mapping[str, np.ndarray] | None = None,
     node_weight_bits: Mapping[str, int] | None = None,
+    source: str = "the model",
 ) -> tuple[onnx.ModelProto, list[str]]:
     """Insert Q/DQ pairs into a copy of ``fp32`` using the given activation ranges.
 
@@ -413,6 +587,7 @@ def write_qdq(
         node_weight_bits: ``{node name: 4 or 8}``, the weight bits of these Conv / Gemm /
             MatMul nodes, overriding ``weight_bits`` (mixed precision); any 4-bit weight
             upgrades the graph to opset 21.
+        source: the model's name for messages (its file or spec).
 
     Returns:
         The QDQ model, and every node left computing in float as ``"name (OpType)"``.
@@ -420,7 +595,7 @@ def write_qdq(
     Raises:
         InputError: bits other than 4 or 8, an unknown node name in ``exclude_nodes`` or
             ``node_weight_bits`` (or one with no weight), a range missing for a tensor that
-            must be quantized.
+            must be quantized, ONNX Runtime's quantizer failing (naming the node it was on).
 
     Example:
         >>> import onnx
@@ -450,7 +625,7 @@ def write_qdq(
             raise InputError(f"weight bits must be 4 or 8, got {bits}.")
     if activation_type not in ("int8", "uint8"):
         raise InputError(f"activation type must be int8 or uint8, got {activation_type!r}.")
-    prepared = prepare(fp32)
+    prepared = prepare(fp32, source=source)
     names = {node.name for node in prepared.graph.node}
     unknown = [name for name in exclude_nodes if name not in names]
     if unknown:
@@ -503,30 +678,22 @@ def write_qdq(
     work = onnx.ModelProto()
     work.CopyFrom(prepared)  # the quantizer edits the model it is given in place
     try:
-        quantizer = QDQQuantizer(
-            work,
-            per_channel,
-            False,  # reduce_range (7-bit weights) would change the file; see measure.int8
-            weight_type,
-            act_type,
-            tensors,
-            quantizable,
-            list(exclude_nodes),
-            op_types,
-            options,
+        quantized = _run_quantizer(
+            QDQQuantizer(
+                work,
+                per_channel,
+                False,  # reduce_range (7-bit weights) would change the file; see measure.int8
+                weight_type,
+                act_type,
+                tensors,
+                quantizable,
+                list(exclude_nodes),
+                op_types,
+                options,
+            )
         )
-        quantizer.quantize_model()
-        quantizer.model.topological_sort()  # new Q/DQ nodes were appended at the end
-        quantized = quantizer.model.model
-    except ValueError as exc:
-        text = " ".join(str(exc).split())
-        missing = re.search(r"not specified for param (.+?)\. In static mode", text)
-        if missing:
-            tensor = missing.group(1)
-            raise InputError(
-                f"no calibration range for tensor {tensor!r}; calibrate the prepared model."
-            ) from None
-        raise
+    except Exception as exc:  # ONNX Runtime's quantizer raises ValueError, KeyError, ...
+        raise InputError(_quantizer_failure(exc, prepared, source)) from None
     finally:
         root.setLevel(level)
     _float_graph_outputs(quantized)
