@@ -305,9 +305,12 @@ def weight_scale(weights: np.ndarray, *, bits: int = 8, axis: int | None = 0) ->
 
 
 def weight_axis(node: onnx.NodeProto) -> int:
-    """Output-channel axis of a Conv / Gemm / MatMul weight (what per-channel scales follow)."""
+    """Output-channel axis of a Conv / ConvTranspose / Gemm / MatMul weight (what per-channel
+    scales follow): a ConvTranspose weight is (C_in, C_out / group, kernel...)."""
     if node.op_type == "Conv":
         return 0
+    if node.op_type == "ConvTranspose":
+        return 1
     if node.op_type == "Gemm":
         trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
         return 0 if trans_b else 1
@@ -411,7 +414,7 @@ def _scale_overrides(
     axes = {
         node.input[1]: weight_axis(node)
         for node in model.graph.node
-        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > 1
     }
     overrides: dict[str, list[dict[str, Any]]] = {}
     for name, scale in scales.items():
@@ -633,7 +636,7 @@ def write_qdq(
     weights = {
         node.name: node.input[1]
         for node in prepared.graph.node
-        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and len(node.input) > 1
     }
     unweighted = [name for name in layer_bits if name not in weights]
     if unweighted:
