@@ -122,7 +122,8 @@ class GraphReader:
         if self.is_constant(name):
             raise self.fail(
                 f"node {node_label(node)} has a constant as input {position}; the C exporter "
-                "supports constants as weights and biases only."
+                "supports constants as weights and biases only: fold the constant into the "
+                "neighbouring layer's bias (a per-channel offset), or make it a learned bias."
             )
         raise self.fail(
             f"node {node_label(node)} reads {name!r} in float (no DequantizeLinear in front): the "

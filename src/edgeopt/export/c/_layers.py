@@ -244,7 +244,9 @@ class LayerLowering(GraphReader):
         if x.size != in_features:
             raise self.fail(
                 f"node {node_label(node)} multiplies {x.size} values by a {in_features}-input "
-                "weight; the C exporter supports a batch of one row."
+                "weight; the C exporter supports a batch of one row: apply the layer to a "
+                "flattened vector, or to each token as a 1x1 Conv1d over a (channels, tokens) "
+                "tensor."
             )
         channel_scale = np.broadcast_to(w_scale.ravel(), (out_features,))
         acc_scale = np.array([f32(x.scale) * s for s in channel_scale], dtype=np.float32)
