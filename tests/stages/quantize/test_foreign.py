@@ -145,25 +145,12 @@ def _upsample_net(path: Path) -> Path:
     Resize's output concatenated with the skip stopped ONNX Runtime's symbolic shape inference
     ("Incomplete symbolic shape inference"), which left files in the working directory."""
     import torch
-    from torch import nn
 
-    class Net(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
-            self.down = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU())
-            self.up = nn.Upsample(scale_factor=2, mode="nearest")
-            self.merge = nn.Sequential(nn.Conv2d(24, 16, 3, padding=1), nn.ReLU())
-            self.head = nn.Linear(16, 10)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            skip = self.stem(x)
-            merged = self.merge(torch.cat([self.up(self.down(skip)), skip], dim=1))
-            return self.head(merged.mean((2, 3)))
+    from corpus.usermodels import unet_ish
 
     torch.manual_seed(0)
     torch.onnx.export(
-        Net().eval(),
+        unet_ish().eval(),
         (torch.randn(1, 1, 8, 8),),
         str(path),
         input_names=["x"],
