@@ -1,4 +1,5 @@
-"""``edgeopt export``: an int8 model as a C99 library, a raw-input or a U8U8 ONNX file."""
+"""``edgeopt export``: an int8 model as a C99 library, a ``.tflite`` file, a raw-input or a U8U8
+ONNX file."""
 
 from __future__ import annotations
 
@@ -15,13 +16,17 @@ from edgeopt.report.console import render_export
 def export(
     model: Annotated[Path, typer.Argument(help="an int8 QDQ .onnx file (edgeopt quantize)")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="the folder to write (c) | OUT.onnx (onnx)")
+        Path,
+        typer.Option(
+            "--output", "-o", help="the folder to write (c) | OUT.tflite (tflite) | OUT.onnx (onnx)"
+        ),
     ],
     export_format: Annotated[
         str,
         typer.Option(
             "--format",
-            help="c: a C99 library with a static arena, no malloc | onnx: with --raw-input",
+            help="c: a C99 library with a static arena, no malloc | tflite: a full-int8 .tflite "
+            "for TensorFlow Lite Micro (float32 from a float model) | onnx: with --raw-input",
         ),
     ] = "c",
     raw_input: Annotated[
@@ -40,7 +45,12 @@ def export(
     force: Annotated[bool, typer.Option("--force", help="replace a non-empty folder")] = False,
     data: Annotated[
         str | None,
-        typer.Option("--data", "-d", help="compile with gcc and compare with ONNX Runtime here"),
+        typer.Option(
+            "--data",
+            "-d",
+            help="compare with ONNX Runtime's exact integers here (c: compiled with gcc; tflite: "
+            "in TensorFlow Lite Micro)",
+        ),
     ] = None,
     samples: Annotated[int, typer.Option(help="test samples the check runs")] = 1000,
     weight_type: Annotated[
@@ -52,10 +62,12 @@ def export(
         ),
     ] = "int8",
 ) -> None:
-    """Write an int8 QDQ model as a C99 library for microcontrollers, or (``--format onnx
-    --raw-input``) an ONNX file that takes raw uint8 (or, for audio, int16 PCM) input, its
-    normalization (and audio front end) folded in, or (``--format onnx --weight-type uint8``)
-    the same model as U8U8, whose layers ONNX Runtime runs without saturating on any x86 CPU."""
+    """Write an int8 QDQ model as a C99 library for microcontrollers, a ``.tflite`` file for
+    TensorFlow Lite Micro (``--format tflite``: full int8 with the file's own scales), or
+    (``--format onnx --raw-input``) an ONNX file that takes raw uint8 (or, for audio, int16 PCM)
+    input, its normalization (and audio front end) folded in, or (``--format onnx --weight-type
+    uint8``) the same model as U8U8, whose layers ONNX Runtime runs without saturating on any
+    x86 CPU."""
     from edgeopt.export.artifact import ExportConfig
     from edgeopt.export.artifact import check_export
     from edgeopt.export.artifact import export_model
@@ -71,7 +83,7 @@ def export(
     )
     with status("writing and measuring" if data else "writing"):
         result = export_model(model, config, output=output, data=data)
-    command = f"edgeopt export {model} --format c -o {output}"
+    command = f"edgeopt export {model} --format {export_format} -o {output}"
     command += f" --prefix {prefix}" if prefix != "model" else ""
     render_export(result, source=model, command=command)
     note = check_export(result, source=model, data=data)

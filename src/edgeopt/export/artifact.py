@@ -1,11 +1,13 @@
-"""An int8 model as the artifact a device runs: a C99 library, a raw-input or a U8U8 ONNX file.
+"""An int8 model as the artifact a device runs: a C99 library, a ``.tflite`` file, a raw-input or
+a U8U8 ONNX file.
 
 ``edgeopt export`` is :class:`ExportConfig` -> :func:`export_model` -> a renderer ->
 :func:`check_export`. The config refuses combinations that write nothing useful before any work;
 :func:`export_model` writes the artifact with the exporter the config picks
-(:func:`~edgeopt.export.c.export_c`, :func:`~edgeopt.export.fold.fold_preprocessing` or
-:func:`~edgeopt.export.uint8.write_uint8`) and measures it; :func:`check_export` is the verdict
-on the artifact's parity with its source, kept apart so the numbers can be shown first.
+(:func:`~edgeopt.export.c.export_c`, :func:`~edgeopt.export.tflite.write_tflite`,
+:func:`~edgeopt.export.fold.fold_preprocessing` or :func:`~edgeopt.export.uint8.write_uint8`)
+and measures it; :func:`check_export` is the verdict on the artifact's parity with its source,
+kept apart so the numbers can be shown first.
 """
 
 from __future__ import annotations
@@ -26,12 +28,22 @@ if TYPE_CHECKING:
     from edgeopt.export.c import CExport
     from edgeopt.export.c import CParity
     from edgeopt.export.fold import FoldResult
+    from edgeopt.export.tflite import TFLiteExport
+    from edgeopt.export.tflite import TFLiteParity
     from edgeopt.export.uint8 import Uint8Result
 
-__all__ = ["FORMATS", "CLibraryReport", "ExportConfig", "check_export", "export_model"]
+__all__ = [
+    "FORMATS",
+    "CLibraryReport",
+    "ExportConfig",
+    "TFLiteReport",
+    "check_export",
+    "export_model",
+]
 
-#: ``--format`` values: a C99 library, or an ONNX file (folded raw input, or U8U8 weights).
-FORMATS = ("c", "onnx")
+#: ``--format`` values: a C99 library, a ``.tflite`` file, or an ONNX file (folded raw input,
+#: or U8U8 weights).
+FORMATS = ("c", "onnx", "tflite")
 
 _RAW_INPUT_NEEDS = (
     "--raw-input needs --format onnx and --data SPEC (the data whose normalization is folded "
@@ -45,6 +57,8 @@ class ExportConfig(Config):
 
     ``format="c"`` writes a C99 library (``prefix`` names its functions and files;
     ``is_forced`` replaces a non-empty folder; ``target`` must have the RAM for its arena);
+    ``format="tflite"`` a ``.tflite`` file for TensorFlow Lite Micro (full int8 from a QDQ file,
+    float32 from a float one), measured beside the C library of the same model;
     ``format="onnx"`` with ``is_raw_input`` folds the data's normalization into the first layer,
     or with ``weight_type="uint8"`` stores the int8 weights as uint8. ``samples`` test samples
     run the parity check where data is given.
@@ -61,7 +75,7 @@ class ExportConfig(Config):
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise InputError(f"unknown export format {self.format!r}; known: c, onnx.")
+            raise InputError(f"unknown export format {self.format!r}; known: c, onnx, tflite.")
         if self.samples < 1:
             raise InputError(f"--samples must be at least 1, got {self.samples}.")
         if self.weight_type not in WEIGHT_TYPES:
@@ -93,25 +107,48 @@ class CLibraryReport:
         }
 
 
+@dataclass(frozen=True)
+class TFLiteReport:
+    """The ``.tflite`` file written and, side by side for the same model, edgeopt's C library:
+    its planned arena and (with a compiler) its flash; None where the C exporter refuses the
+    model (a float one) or no compiler is found. With data, TFLite Micro's parity with the
+    exact int8 reference."""
+
+    export: TFLiteExport
+    c_arena_bytes: int | None
+    c_flash_bytes: int | None
+    c_note: str | None
+    parity: TFLiteParity | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "export": self.export.to_dict(),
+            "c_arena_bytes": self.c_arena_bytes,
+            "c_flash_bytes": self.c_flash_bytes,
+            "c_note": self.c_note,
+            "parity": self.parity.to_dict() if self.parity is not None else None,
+        }
+
+
 def export_model(
     model: str | Path,
     config: ExportConfig,
     *,
     output: str | Path,
     data: str | Dataset | None = None,
-) -> CLibraryReport | FoldResult | Uint8Result:
+) -> CLibraryReport | TFLiteReport | FoldResult | Uint8Result:
     """Write ``model`` as ``config`` says and measure what was written.
 
     Args:
         model: an int8 QDQ ``.onnx`` file (fp32 too, for ``is_raw_input``); not modified.
         config: the format and its options.
-        output: the folder of the C library, or the ``.onnx`` file to write.
+        output: the folder of the C library, or the ``.tflite`` / ``.onnx`` file to write.
         data: a C library is compiled and run on its test split against ONNX Runtime; a
             folded file takes its normalization (required) and is checked on its test split;
             a U8U8 file is profiled beside its source on it.
 
     Returns:
-        A :class:`CLibraryReport` (``format="c"``), the
+        A :class:`CLibraryReport` (``format="c"``), a :class:`TFLiteReport` (``"tflite"``), the
         :class:`~edgeopt.export.fold.FoldResult` (raw input) or the
         :class:`~edgeopt.export.uint8.Uint8Result` (uint8 weights).
 
@@ -128,6 +165,8 @@ def export_model(
         >>> done.export.prefix, done.parity is None
         ('model', True)
     """
+    if config.format == "tflite":
+        return _export_tflite(model, config, output=Path(output), data=data)
     if config.weight_type == "uint8":
         from edgeopt.export.uint8 import write_uint8
 
@@ -160,8 +199,47 @@ def export_model(
     return CLibraryReport(library, size, parity)
 
 
+def _export_tflite(
+    model: str | Path, config: ExportConfig, *, output: Path, data: str | Dataset | None
+) -> TFLiteReport:
+    """The ``.tflite`` file, then the C library of the same model in a scratch folder beside
+    it (only its arena and flash are kept: the numbers a user weighs the two runtimes by)."""
+    from edgeopt._io import scratch_dir
+    from edgeopt.export.c import export_c
+    from edgeopt.export.c import has_compiler
+    from edgeopt.export.c import measure_c
+    from edgeopt.export.tflite import check_tflite
+    from edgeopt.export.tflite import write_tflite
+
+    written = write_tflite(model, output)
+    c_arena = c_flash = note = None
+    if written.is_int8:
+        with scratch_dir(output.parent, "c") as folder:
+            try:
+                library = export_c(model, folder / "c", target=config.target)
+            except InputError as exc:
+                note = f"no C library to compare: {exc}"
+            else:
+                c_arena = library.arena_bytes
+                if has_compiler():
+                    c_flash = measure_c(library).flash_bytes
+                else:
+                    note = "C flash not measured: no C compiler (gcc) found"
+    else:
+        note = "no C library to compare: the C exporter writes int8 models only"
+    parity = None
+    if data is not None:
+        from edgeopt.data import load_data
+        from edgeopt.models import bind_data
+        from edgeopt.models import load_model
+
+        dataset = bind_data(load_model(str(model)), load_data(data))
+        parity = check_tflite(written, dataset.arrays("test")[0][: config.samples])
+    return TFLiteReport(written, c_arena, c_flash, note, parity)
+
+
 def check_export(
-    result: CLibraryReport | FoldResult | Uint8Result,
+    result: CLibraryReport | TFLiteReport | FoldResult | Uint8Result,
     *,
     source: str | Path,
     data: str | Dataset | None,
@@ -197,4 +275,10 @@ def check_export(
 
         spec = data if isinstance(data, str) else data.spec
         return require_exact(result.parity, library=result.export.out_dir, data=spec)
+    elif isinstance(result, TFLiteReport) and result.parity is not None and result.parity.max_lsb:
+        return (
+            "TFLite Micro requantizes with a fixed-point multiplier and two roundings "
+            "(gemmlowp), ONNX Runtime in float with one: values near a half step land one "
+            "step apart (see edgeopt.export.tflite)."
+        )
     return None

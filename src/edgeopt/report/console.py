@@ -37,6 +37,7 @@ __all__ = [
     "render_quantize",
     "render_run",
     "render_targets",
+    "render_tflite",
     "render_train",
     "render_uint8",
 ]
@@ -593,16 +594,81 @@ def render_c_export(
         out.print(f"check it against ONNX Runtime: {command} --force --data SPEC")
 
 
+def render_tflite(report: Any, *, command: str, console: Console | None = None) -> None:
+    """Print the ``.tflite`` file beside edgeopt's C library of the same model (TFLite Micro's
+    arena and the file against the C arena and flash), then the parity check or its command."""
+    out = console or STDOUT
+    export = report.export
+    kind = "full int8" if export.is_int8 else "float32"
+    table = _table(f"TFLite {export.path} ({kind}, {len(export.operators)} operators)")
+    numbers = ("TFLite Micro", "edgeopt C")
+    _columns(table, "memory", *numbers, "how", numbers=numbers, whole=("memory",))
+    table.columns[-1].style = "dim"
+
+    def cell(value: int | None) -> str:
+        return "-" if value is None else format_bytes(value)
+
+    table.add_row(
+        "arena (RAM)",
+        cell(export.arena_bytes),
+        cell(report.c_arena_bytes),
+        "measured: TFLM's recording allocator | planned C arena",
+    )
+    table.add_row(
+        "model (flash)",
+        cell(export.size_bytes),
+        cell(report.c_flash_bytes),
+        ".tflite file (runtime not counted) | C text + rodata + data",
+    )
+    out.print(table)
+    for what, shape, quantization in (
+        ("input", export.input_shape, export.input_quantization),
+        ("output", export.output_shape, export.output_quantization),
+    ):
+        dtype = "int8" if quantization is not None else "float32"
+        how = (
+            ""
+            if quantization is None
+            else (f", scale {quantization[0]:.6g}, zero point {quantization[1]}")
+        )
+        layout = " (NHWC)" if len(shape) == 4 else ""
+        dims = "x".join(map(str, shape))
+        out.print(f"{what}: {dtype} {dims}{layout}{how}", highlight=False)
+    if report.c_note:
+        out.print(report.c_note, style="dim", highlight=False)
+    parity = report.parity
+    if parity is None:
+        out.print(f"check it in TFLite Micro: {command} --data SPEC", highlight=False)
+    elif parity.max_lsb is not None:
+        out.print(
+            f"TFLite Micro vs the exact int8 reference on {parity.samples} samples: top-1 "
+            f"agreement {parity.top1_agreement:.2%}, largest output difference "
+            f"{parity.max_lsb} LSB on {parity.differing_fraction:.2%} of the outputs (measured)",
+            highlight=False,
+        )
+    else:
+        out.print(
+            f"TFLite Micro vs ONNX Runtime (float) on {parity.samples} samples: top-1 "
+            f"agreement {parity.top1_agreement:.2%}, largest relative difference "
+            f"{parity.max_relative_error:.2g} (measured)",
+            highlight=False,
+        )
+
+
 def render_export(
     result: Any, *, source: str | Path, command: str, console: Console | None = None
 ) -> None:
     """Print what :func:`edgeopt.export.artifact.export_model` wrote, by the kind it wrote:
-    a C library (``command`` is how to check it against ONNX Runtime), a folded or a U8U8 file."""
+    a C library or a ``.tflite`` file (``command`` is how to check it against ONNX Runtime), a
+    folded or a U8U8 file."""
     from edgeopt.export.artifact import CLibraryReport
+    from edgeopt.export.artifact import TFLiteReport
     from edgeopt.export.fold import FoldResult
 
     if isinstance(result, CLibraryReport):
         render_c_export(result.export, result.size, result.parity, command=command, console=console)
+    elif isinstance(result, TFLiteReport):
+        render_tflite(result, command=command, console=console)
     elif isinstance(result, FoldResult):
         render_fold(result, source=Path(source), console=console)
     else:
