@@ -72,9 +72,18 @@ class Converter(LayerLowering):
     cannot disagree on what the file says.
     """
 
-    def __init__(self, model: Any, source: str, schema: Any) -> None:
+    def __init__(
+        self,
+        model: Any,
+        source: str,
+        schema: Any,
+        *,
+        logits_range: tuple[float, float] | None = None,
+    ) -> None:
         super().__init__(model, source)
         self.s = schema
+        #: the float logits seen on calibration samples (None: none given)
+        self.logits_range = logits_range
         self.is_quantized = any(
             n.op_type == "QuantizeLinear" and not self.is_constant(n.input[0]) for n in self.nodes
         )
@@ -491,9 +500,12 @@ class Converter(LayerLowering):
     ) -> int:
         """The int8 output of a last layer that writes float logits in the QDQ file.
 
-        The file gives no scale for them, so the range is the widest the layer can reach: each
-        output's integer sum over the whole int8 input range, ``bias + sum max(w (x - z))``;
-        no input makes a logit saturate, and the scale is what 256 levels over it give.
+        The file gives no scale for them. The widest range the layer can reach is each output's
+        integer sum over the whole int8 input range, ``bias + sum max(w (x - z))``: no input
+        makes a logit saturate there, but 256 levels over it are coarse (two close logits of
+        LeNet-5 become one level and the top-1 is a tie). So where calibration samples were
+        given, the range is the one their logits span (the exact reference's, with 10% on each
+        side), within the widest; the widest otherwise.
         """
         assert acc_scale is not None
         _, x_zero = self.quantization_of(x)
@@ -504,6 +516,11 @@ class Converter(LayerLowering):
         low = bias + np.minimum(weights * low_x, weights * high_x).sum(axis=1)
         real_high = max(float((high * acc_scale).max()), 0.0)
         real_low = min(float((low * acc_scale).min()), 0.0)
+        if self.logits_range is not None:
+            seen_low, seen_high = self.logits_range
+            margin = 0.1 * (seen_high - seen_low)
+            real_low = max(real_low, min(seen_low - margin, 0.0))
+            real_high = min(real_high, max(seen_high + margin, 0.0))
         scale = (real_high - real_low) / 255.0 or 1.0
         zero = int(np.clip(round(-128 - real_low / scale), -128, 127))
         info = self.graph.tensors[node.output[0]]

@@ -211,7 +211,17 @@ def _export_tflite(
     from edgeopt.export.tflite import check_tflite
     from edgeopt.export.tflite import write_tflite
 
-    written = write_tflite(model, output)
+    dataset = None
+    calibration = None
+    if data is not None:
+        from edgeopt.data import load_data
+        from edgeopt.models import bind_data
+        from edgeopt.models import load_model
+
+        dataset = bind_data(load_model(str(model)), load_data(data))
+        # the training split sets the scale of float logits (the QDQ file has none for them)
+        calibration = dataset.arrays("train")[0][: config.samples]
+    written = write_tflite(model, output, calibration=calibration)
     c_arena = c_flash = note = None
     if written.is_int8:
         with scratch_dir(output.parent, "c") as folder:
@@ -228,12 +238,7 @@ def _export_tflite(
     else:
         note = "no C library to compare: the C exporter writes int8 models only"
     parity = None
-    if data is not None:
-        from edgeopt.data import load_data
-        from edgeopt.models import bind_data
-        from edgeopt.models import load_model
-
-        dataset = bind_data(load_model(str(model)), load_data(data))
+    if dataset is not None:
         parity = check_tflite(written, dataset.arrays("test")[0][: config.samples])
     return TFLiteReport(written, c_arena, c_flash, note, parity)
 

@@ -51,6 +51,7 @@ one step apart; ``tests/export/test_tflite_export.py`` measures how often, per m
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -111,12 +112,17 @@ class TFLiteParity:
     For an int8 file, the reference's output is quantized with the ``.tflite`` output's scale
     and zero point (exactly its own integers where the QDQ file ends in a DequantizeLinear):
     ``max_lsb`` is the largest difference in LSBs, ``differing_fraction`` the fraction of output
-    values that differ at all. For a float file, ``max_relative_error`` is the largest
-    difference over the largest reference value (ONNX Runtime in float32).
+    values that differ at all, ``top1_agreement`` the share of samples whose top-1 is the
+    quantized reference's (ties go to the first class in both). ``top1_float_agreement``
+    compares with the top-1 of the reference's float output instead: where the QDQ file ends in
+    float logits, it also counts what 256 output levels lose (two logits closer than a step
+    tie). For a float file both are against ONNX Runtime, and ``max_relative_error`` is the
+    largest difference over the largest reference value.
     """
 
     samples: int
     top1_agreement: float
+    top1_float_agreement: float
     max_lsb: int | None
     differing_fraction: float | None
     max_relative_error: float | None
@@ -125,6 +131,7 @@ class TFLiteParity:
         return {
             "samples": self.samples,
             "top1_agreement": self.top1_agreement,
+            "top1_float_agreement": self.top1_float_agreement,
             "max_lsb": self.max_lsb,
             "differing_fraction": self.differing_fraction,
             "max_relative_error": self.max_relative_error,
@@ -265,19 +272,43 @@ def check_tflite(export: TFLiteExport, samples: np.ndarray) -> TFLiteParity:
         reference.append(np.asarray(session.run(None, {feed: sample[None]})[0]).ravel())
     tflm = np.array(got)
     ref = np.array(reference, dtype=np.float32)
-    top1 = float(np.mean(tflm.argmax(axis=1) == ref.argmax(axis=1))) if ref.shape[1] > 1 else 1.0
+
+    def agreement(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1))) if a.shape[1] > 1 else 1.0
+
+    top1_float = agreement(tflm, ref)
     if export.output_quantization is None:
         error = float(np.abs(tflm - ref).max() / max(float(np.abs(ref).max()), 1e-30))
-        return TFLiteParity(len(x), top1, None, None, error)
+        return TFLiteParity(len(x), top1_float, top1_float, None, None, error)
     scale, zero = export.output_quantization
     ref_q = np.clip(np.rint(ref / np.float32(scale)) + zero, -128, 127).astype(np.int64)
     diff = np.abs(tflm.astype(np.int64) - ref_q)
-    # the top-1 of the float logits is the reference's; an int8 tie is TFLite Micro's first
-    return TFLiteParity(len(x), top1, int(diff.max()), float(np.mean(diff > 0)), None)
+    return TFLiteParity(
+        len(x), agreement(tflm, ref_q), top1_float, int(diff.max()), float(np.mean(diff > 0)), None
+    )
+
+
+def _logits_range(source: Path, samples: np.ndarray) -> tuple[float, float]:
+    """The smallest and largest output value of the exact int8 reference on ``samples``."""
+    from edgeopt.measure.int8 import make_exact_session
+
+    session = make_exact_session(source)
+    feed = session.get_inputs()[0].name
+    low, high = math.inf, -math.inf
+    for start in range(0, len(samples), 64):
+        batch = np.asarray(samples[start : start + 64], dtype=np.float32)
+        for sample in batch:  # one at a time: the file's batch may be fixed at 1
+            out = np.asarray(session.run(None, {feed: sample[None]})[0])
+            low, high = min(low, float(out.min())), max(high, float(out.max()))
+    return low, high
 
 
 def write_tflite(
-    model: str | Path, output: str | Path, *, is_arena_measured: bool = True
+    model: str | Path,
+    output: str | Path,
+    *,
+    calibration: np.ndarray | None = None,
+    is_arena_measured: bool = True,
 ) -> TFLiteExport:
     """Write an int8 QDQ ONNX file (or a float one) as a ``.tflite`` flatbuffer, atomically.
 
@@ -290,6 +321,9 @@ def write_tflite(
         model: the ``.onnx`` file (``edgeopt quantize`` writes QDQ ones); not modified.
         output: the ``.tflite`` file to write (written via a temporary file and renamed; never
             the input).
+        calibration: float inputs (N, C, H, W) whose logits set the int8 output's scale where
+            the QDQ file's last layer writes float logits (it has no scale for them); without
+            them, the widest range that layer can reach (never saturates, coarser).
         is_arena_measured: also measure TFLite Micro's arena for it (:func:`tflm_arena_bytes`;
             needs ``tflite-micro``).
 
@@ -324,7 +358,8 @@ def write_tflite(
     schema = _schema()
     proto = read_onnx(source)
     try:
-        converter = Converter(proto, str(source), schema)
+        logits = _logits_range(source, calibration) if calibration is not None else None
+        converter = Converter(proto, str(source), schema, logits_range=logits)
         model_t = converter.run()
     except InputError as exc:  # the shared QDQ reader speaks of the C exporter
         raise InputError(str(exc).replace("the C exporter", "the TFLite exporter")) from None
