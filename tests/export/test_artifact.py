@@ -25,7 +25,7 @@ from edgeopt.measure.int8 import host_int8
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"format": "tflite"}, "unknown export format 'tflite'; known: c, onnx."),
+        ({"format": "coreml"}, "unknown export format 'coreml'; known: c, onnx, tflite."),
         ({"samples": 0}, "--samples must be at least 1, got 0."),
         ({"weight_type": "int4"}, "--weight-type must be int8 or uint8, got 'int4'."),
         ({"weight_type": "uint8"}, "--weight-type uint8 needs --format onnx without --raw-input"),
