@@ -62,7 +62,14 @@ import numpy as np
 
 from edgeopt.errors import InputError
 
-__all__ = ["TFLiteExport", "TFLiteParity", "check_tflite", "tflm_arena_bytes", "write_tflite"]
+__all__ = [
+    "TFLiteExport",
+    "TFLiteParity",
+    "check_tflite",
+    "tflm_arena",
+    "tflm_arena_bytes",
+    "write_tflite",
+]
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,10 @@ class TFLiteExport:
     input_quantization: tuple[float, int] | None  # (scale, zero point) of an int8 input
     output_quantization: tuple[float, int] | None
     arena_bytes: int | None
+    #: of ``arena_bytes``, the head: activations and kernel scratch, planned to overlap (what
+    #: edgeopt's C arena holds); the rest is the tail, persistent interpreter structures and
+    #: per-channel requantization data
+    arena_planned_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +112,7 @@ class TFLiteExport:
                 list(self.output_quantization) if self.output_quantization else None
             ),
             "arena_bytes": self.arena_bytes,
+            "arena_planned_bytes": self.arena_planned_bytes,
         }
 
 
@@ -149,6 +161,18 @@ def _builtin_names(schema: Any) -> dict[int, str]:
 
 
 def tflm_arena_bytes(model: bytes) -> int:
+    """The tensor arena TFLite Micro's interpreter uses for ``model`` (see :func:`tflm_arena`).
+
+    Example:
+        >>> tflm_arena_bytes(b"not a model")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        edgeopt.errors.InputError: TFLite Micro cannot run the written model (...).
+    """
+    return tflm_arena(model)[0]
+
+
+def tflm_arena(model: bytes) -> tuple[int, int]:
     """The tensor arena TFLite Micro's interpreter uses for ``model``, as its own recording
     allocator counts it (``RecordingMicroAllocator``: the head, planned and overlapping
     activations and scratch buffers, plus the tail, persistent structures and kernel data).
@@ -163,7 +187,8 @@ def tflm_arena_bytes(model: bytes) -> int:
         model: the ``.tflite`` file's bytes.
 
     Returns:
-        Bytes of arena TFLite Micro allocated.
+        Bytes of arena TFLite Micro allocated, and of them the head (activations and kernel
+        scratch, planned to overlap).
 
     Raises:
         InputError: ``tflite-micro`` is not installed, or it cannot run the model.
@@ -174,7 +199,8 @@ def tflm_arena_bytes(model: bytes) -> int:
         >>> work = pathlib.Path(tempfile.mkdtemp())
         >>> _ = quantize("zoo:cnn-s", PTQConfig(), data="digits", output=work / "int8.onnx")
         >>> done = write_tflite(work / "int8.onnx", work / "m.tflite", is_arena_measured=False)
-        >>> tflm_arena_bytes(done.path.read_bytes()) > 1024
+        >>> total, planned = tflm_arena(done.path.read_bytes())
+        >>> total > planned > 1024
         True
     """
     from edgeopt._optional import require
@@ -193,10 +219,11 @@ def tflm_arena_bytes(model: bytes) -> int:
     except Exception as exc:  # the runtime's RuntimeError: one sentence, not a traceback
         detail = " ".join(str(exc).split())[:160]
         raise InputError(f"TFLite Micro cannot run the written model ({detail}).") from None
-    found = re.search(r"Arena allocation total (\d+) bytes", printed)
-    if found is None:
+    total = re.search(r"Arena allocation total (\d+) bytes", printed)
+    head = re.search(r"Arena allocation head (\d+) bytes", printed)
+    if total is None or head is None:
         raise InputError("TFLite Micro did not report its arena (print_allocations printed none).")
-    return int(found.group(1))
+    return int(total.group(1)), int(head.group(1))
 
 
 def _stderr_of(call: Any) -> str:
@@ -366,7 +393,7 @@ def write_tflite(
     builder = flatbuffers.Builder(1024)
     builder.Finish(model_t.Pack(builder), file_identifier=b"TFL3")
     data = bytes(builder.Output())
-    arena = tflm_arena_bytes(data) if is_arena_measured else None
+    arena, planned = tflm_arena(data) if is_arena_measured else (None, None)
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
     names = _builtin_names(schema)
@@ -391,4 +418,5 @@ def write_tflite(
         input_quantization=quantization(first),
         output_quantization=quantization(last),
         arena_bytes=arena,
+        arena_planned_bytes=planned,
     )

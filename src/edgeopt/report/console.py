@@ -614,6 +614,13 @@ def render_tflite(report: Any, *, command: str, console: Console | None = None) 
         cell(report.c_arena_bytes),
         "measured: TFLM's recording allocator | planned C arena",
     )
+    if export.arena_planned_bytes is not None:
+        table.add_row(
+            "of which activations",
+            cell(export.arena_planned_bytes),
+            cell(report.c_arena_bytes),
+            "TFLM's planned head (the rest: interpreter structures)",
+        )
     table.add_row(
         "model (flash)",
         cell(export.size_bytes),
