@@ -34,6 +34,8 @@ TFLITE_OPS = {
     "ReduceMean": "MEAN over H and W",
     "Concat": "CONCATENATION",
     "Pad": "PAD (constant zeros)",
+    "Transpose": "TRANSPOSE (up to 5 dimensions)",
+    "Split": "SPLIT_V",
     "Softmax": "SOFTMAX (last axis)",
     "Relu": "a fused activation, or RELU",
     "Clip": "a fused activation, or RELU6 / RELU_N1_TO_1",
@@ -95,6 +97,7 @@ class Converter(LayerLowering):
         self.shapes: dict[int, tuple[int, ...]] = {}  # tensor -> its ONNX (NCHW) shape
         self.model_input: int | None = None
         self.model_output: int | None = None
+        self.pending: list[tuple[int, int]] = []  # requantizations after a multi-output op
 
     # -- tensors -------------------------------------------------------------------------------
 
@@ -150,12 +153,21 @@ class Converter(LayerLowering):
             scale, zero = self.quantization_of(tensor)
         return self.activation(name, self.shapes[tensor], scale, zero)
 
-    def constant(self, name: str, values: np.ndarray, dtype: int, **quant: Any) -> int:
+    def constant(
+        self,
+        name: str,
+        values: np.ndarray,
+        dtype: int,
+        *,
+        scale: Any = None,
+        zero: int = 0,
+        axis: int = 0,
+    ) -> int:
+        """A constant tensor (weights, bias, shape, ...); quantized where ``scale`` is given."""
         quantization = None
-        if quant:
-            quantization = (quant["scale"], quant.get("zero", 0), quant.get("axis", 0))
-            count = np.asarray(quant["scale"]).size
-            quantization = (quantization[0], np.zeros(count, np.int64), quantization[2])
+        if scale is not None:
+            count = np.asarray(scale).size
+            quantization = (scale, np.full(count, zero, dtype=np.int64), axis)
         return self.add_tensor(
             name,
             tuple(values.shape),
@@ -192,11 +204,7 @@ class Converter(LayerLowering):
         options_type: int = 0,
     ) -> None:
         if code not in self.opcodes:
-            opcode = self.s.OperatorCodeT()
-            opcode.builtinCode = code
-            opcode.deprecatedBuiltinCode = min(code, 127)  # schema.fbs: 127 = "see builtin_code"
-            opcode.version = 1
-            self.opcodes[code] = len(self.opcodes)
+            self.opcodes[code] = len(self.opcodes)  # its OperatorCodeT is made by pack()
         op = self.s.OperatorT()
         op.opcodeIndex = self.opcodes[code]
         op.inputs = np.array(inputs, dtype=np.int32)
@@ -360,13 +368,24 @@ class Converter(LayerLowering):
         pad_value: str = "zero",
     ) -> tuple[int, int]:
         """TFLite's padding (SAME or VALID) for the window; a PAD in front where the ONNX pads
-        are neither. Returns the (possibly padded) input and the padding enum."""
+        are neither. Returns the (possibly padded) input and the padding enum.
+
+        ``pad_value``: ``zero`` (convolutions: padding is the real 0, which SAME also uses),
+        ``counted`` (an average pool that counts its padding: never SAME, which does not),
+        ``lowest`` (max pooling: ONNX pads with -inf, never a window's maximum) or ``refuse``
+        (an average pool that does not count its padding: SAME or VALID only).
+        """
+        label = node.name or node.output[0]
         in_shape = self.shapes[x]
         attrs = attributes(node)
         pads = self.pads(node, attrs, kernel, strides, dilations, in_shape[2:], out_shape[2:])
+        for axis in range(2):  # ceil_mode: the last window reaches past the end pad
+            span = (kernel[axis] - 1) * dilations[axis] + 1
+            reach = (out_shape[2 + axis] - 1) * strides[axis] + span
+            pads[2 + axis] += max(reach - (in_shape[2 + axis] + pads[axis] + pads[2 + axis]), 0)
         if not any(pads):
             return x, self.s.Padding.VALID
-        is_same = True
+        is_same = pad_value != "counted"
         for axis in range(2):
             span = (kernel[axis] - 1) * dilations[axis] + 1
             size = in_shape[2 + axis]
@@ -389,26 +408,26 @@ class Converter(LayerLowering):
             in_shape[3] + left + right,
         )
         scale, zero = self.quantization_of(x)
-        padded = self.activation(f"{node.name or node.output[0]}_padded", padded_shape, scale, zero)
+        padded = self.activation(f"{label}_padded", padded_shape, scale, zero)
         paddings = self.constant(
-            f"{node.name or node.output[0]}_paddings",
+            f"{label}_paddings",
             np.array([[0, 0], [top, bottom], [left, right], [0, 0]], dtype=np.int32),
             self.s.TensorType.INT32,
         )
-        if pad_value == "zero":  # PAD fills with the output's zero point: the real 0
+        if pad_value != "lowest":  # PAD fills with the output's zero point: the real 0
             self.add_op(self.s.BuiltinOperator.PAD, [x, paddings], [padded])
         else:  # the lowest value: never the maximum of a window, as ONNX's -inf padding
             if self.is_quantized:
                 lowest = self.constant(
-                    f"{node.name or node.output[0]}_lowest",
+                    f"{label}_lowest",
                     np.array([-128], dtype=np.int8),
                     self.s.TensorType.INT8,
                     scale=[scale],
+                    zero=zero,
                 )
-                self.tensors[lowest].quantization.zeroPoint = np.array([zero], dtype=np.int64)
             else:
                 lowest = self.constant(
-                    f"{node.name or node.output[0]}_lowest",
+                    f"{label}_lowest",
                     np.array([np.finfo(np.float32).min], dtype=np.float32),
                     self.s.TensorType.FLOAT32,
                 )
@@ -553,10 +572,12 @@ class Converter(LayerLowering):
         attrs = attributes(node)
         if len(self.shapes[x]) != 4:
             raise self.fail(f"node {node_label(node)} pools a {len(self.shapes[x])}-D tensor.")
-        if any(d != 1 for d in attrs.get("dilations", [1, 1])) or attrs.get("ceil_mode", 0):
+        if any(d != 1 for d in attrs.get("dilations", [1, 1])):
+            raise self.fail(f"node {node_label(node)} pools with dilations; TFLite's has none.")
+        if attrs.get("ceil_mode", 0) and pad_value != "lowest":
             raise self.fail(
-                f"node {node_label(node)} pools with dilations or ceil_mode; TFLite's pooling "
-                "has neither."
+                f"node {node_label(node)} averages with ceil_mode; TFLite's average pool has "
+                "none (max pooling with ceil_mode is written with an end pad)."
             )
         if len(node.output) > 1 and node.output[1]:
             raise self.fail(f"node {node_label(node)} returns indices; not supported.")
@@ -588,7 +609,7 @@ class Converter(LayerLowering):
 
     def convert_AveragePool(self, node: Any) -> None:
         # count_include_pad: the padding counts, as zeros (PAD writes the real 0) in a VALID pool
-        pad_value = "zero" if attributes(node).get("count_include_pad", 0) else "refuse"
+        pad_value = "counted" if attributes(node).get("count_include_pad", 0) else "refuse"
         self.pool(node, self.s.BuiltinOperator.AVERAGE_POOL_2D, pad_value)
 
     def convert_GlobalAveragePool(self, node: Any) -> None:
@@ -742,6 +763,93 @@ class Converter(LayerLowering):
                 self.tensors[y] = None
             else:
                 self.requantize(reshaped, y)
+
+    def convert_Transpose(self, node: Any) -> None:
+        """A TRANSPOSE of the stored axes: the ONNX permutation composed with the NHWC storage
+        of a 4-D input and of a 4-D output (ShuffleNet's channel shuffle is a 5-D one)."""
+        x = self.source_of(node, 0)
+        y = self.plain_result(node)
+        in_shape = self.shapes[x]
+        rank = len(in_shape)
+        perm = [int(p) % rank for p in attributes(node).get("perm", range(rank)[::-1])]
+        if rank > 5:
+            raise self.fail(
+                f"node {node_label(node)} transposes {rank} dimensions; TFLite Micro's "
+                "TRANSPOSE takes up to 5."
+            )
+        if self.is_quantized and self.quantization_of(x) != self.quantization_of(y):
+            raise self.fail(f"node {node_label(node)} changes the scale while transposing.")
+        # stored axis i of a 4-D tensor holds ONNX axis [0, 2, 3, 1][i] (NHWC)
+        stored_in = [0, 2, 3, 1] if rank == 4 else list(range(rank))
+        stored_out = [0, 2, 3, 1] if len(self.shapes[y]) == 4 else list(range(rank))
+        onnx_to_stored_in = [stored_in.index(axis) for axis in range(rank)]
+        stored_perm = [onnx_to_stored_in[perm[axis]] for axis in stored_out]
+        self.add_op(
+            self.s.BuiltinOperator.TRANSPOSE,
+            [x, self.int32s(f"{node.name or node.output[0]}_perm", stored_perm)],
+            [y],
+            *self.options("TransposeOptions"),
+        )
+
+    def convert_Split(self, node: Any) -> None:
+        """SPLIT_V along the axis (NHWC's for a 4-D tensor); an output quantized with another
+        scale than the input's gets a QUANTIZE after it (SPLIT_V copies bytes)."""
+        x = self.source_of(node, 0)
+        shape = self.shapes[x]
+        rank = len(shape)
+        attrs = attributes(node)
+        axis = int(attrs.get("axis", 0)) % rank
+        sizes = attrs.get("split")
+        if sizes is None and len(node.input) > 1 and node.input[1]:
+            sizes = [int(v) for v in np.asarray(self.value(node.input[1], node)).ravel()]
+        if sizes is None:
+            count = len(node.output)
+            sizes = [-(-shape[axis] // count)] * (count - 1)
+            sizes.append(shape[axis] - sum(sizes))
+        stored_axis = {0: 0, 1: 3, 2: 1, 3: 2}[axis] if rank == 4 else axis
+        outputs = []
+        for position, out in enumerate(node.output):
+            consumers = self.consumers(out)
+            out_shape = tuple(d if i != axis else sizes[position] for i, d in enumerate(shape))
+            if not self.is_quantized:
+                self.by_name[out] = self.activation(out, out_shape, 1.0, 0)
+                outputs.append(self.by_name[out])
+                continue
+            quantizers = [c for c in consumers if c.op_type == "QuantizeLinear"]
+            if len(quantizers) != len(consumers) or out in self.graph.outputs:
+                raise self.fail(f"node {node_label(node)} writes {out!r} in float.")
+            piece = self.like(x, f"{node.name or out}_{position}")
+            self.shapes[piece] = out_shape
+            self.tensors[piece].shape = np.array(nhwc(out_shape), dtype=np.int32)
+            outputs.append(piece)
+            if not quantizers:
+                continue
+            name = self.new_buffer(quantizers[0])
+            for extra in quantizers[1:]:
+                self.views[extra.output[0]] = name
+            target = self.tensor_of(name)
+            if self.quantization_of(target) == self.quantization_of(piece):
+                self.tensors[target] = None
+                self.by_name[name] = piece
+            else:
+                self.pending.append((piece, target))
+        self.add_op(
+            self.s.BuiltinOperator.SPLIT_V,
+            [
+                x,
+                self.int32s(f"{node.name or node.output[0]}_sizes", list(sizes)),
+                self.constant(
+                    f"{node.name or node.output[0]}_axis",
+                    np.array(stored_axis, dtype=np.int32),
+                    self.s.TensorType.INT32,
+                ),
+            ],
+            outputs,
+            *self.options("SplitVOptions", numSplits=len(outputs)),
+        )
+        for piece, target in self.pending:
+            self.requantize(piece, target)
+        self.pending = []
 
     def convert_Concat(self, node: Any) -> None:
         parts = [self.source_of(node, i) for i in range(len(node.input)) if node.input[i]]
@@ -926,7 +1034,7 @@ class Converter(LayerLowering):
         for code in codes:
             opcode = self.s.OperatorCodeT()
             opcode.builtinCode = code
-            opcode.deprecatedBuiltinCode = min(code, 127)
+            opcode.deprecatedBuiltinCode = min(code, 127)  # schema.fbs: 127 = see builtin_code
             opcode.version = 1
             model.operatorCodes.append(opcode)
         model.buffers = self.tflite_buffers
