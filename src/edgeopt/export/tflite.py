@@ -376,7 +376,7 @@ def write_tflite(
 
     from edgeopt._io import atomic_path
     from edgeopt._io import refuse_overwrite
-    from edgeopt.export._tflite_graph import Converter
+    from edgeopt.export._tflite.convert import Converter
     from edgeopt.models import read_onnx
 
     source = Path(model)

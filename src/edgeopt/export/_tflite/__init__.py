@@ -1,0 +1,1 @@
+"""The ONNX -> TFLite walk behind :mod:`edgeopt.export.tflite` (private)."""
