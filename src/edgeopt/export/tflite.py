@@ -32,21 +32,32 @@ https://ai.google.dev/edge/litert/models/quantization_spec, and ``schema.fbs``):
   ``kernels/softmax_common.cc`` refuses anything else); a different scale in the QDQ file is a
   QUANTIZE after it.
 - A model whose last layer writes float logits (ONNX Runtime's QGemm with a float output; the
-  QDQ file has no quantizer after it) gets an int8 output whose range is the largest the
-  layer's integers can reach (its int8 input range times its weights, plus its bias): no
-  logit ever saturates, at the cost of resolution.
+  QDQ file has no quantizer after it, so no scale for them) gets an int8 output over the range
+  the calibration samples' logits span (10% margin), or without samples the largest range the
+  layer's integers can reach (its int8 input range times its weights, plus its bias: no logit
+  ever saturates, at the cost of resolution).
+- FULLY_CONNECTED keeps the file's per-channel weight scales: the spec (and the TFLite
+  converter) use one scale per tensor there, but TFLite Micro's kernel takes one per output
+  channel (``fully_connected_common.cc``, per-channel since 2024), which the tests run.
+  Runtimes older than that, or compilers that want per-tensor (quantize with
+  ``is_per_channel=False``), need the per-tensor file.
 
 A float ONNX model (no QuantizeLinear) is written with the same operators in float32.
 
-TFLite Micro computes what edgeopt's exact integer reference (:mod:`edgeopt.measure.int8`,
-ONNX Runtime's QLinear kernels) computes, except for rounding: TFLite Micro requantizes
+TFLite Micro computes what edgeopt's exact integer reference (:mod:`edgeopt.measure.int8`:
+ONNX Runtime's integer kernels, adds and multiplies as edgeopt's C computes them) computes,
+except for rounding: TFLite Micro requantizes
 with a 31-bit fixed-point multiplier computed in double (``QuantizeMultiplier``,
 ``kernels/internal/quantization_util.cc``) and two roundings, gemmlowp's
 ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT`` (half away from zero), where
 ONNX Runtime multiplies the int32 sum by the float32 ratio of the scales and rounds once, half to
 even; ADD rescales both inputs with a 20-bit left shift (``kernels/add_common.cc``), MEAN and
-the average pool round their sums their own way. A value that falls near a half step may land
-one step apart; ``tests/export/test_tflite_export.py`` measures how often, per model.
+the average pool round their sums their own way. The first rounding is to ``2^-shift``, so a
+value within ``2^-(shift+1)`` below a half step rounds up in TFLite Micro and down in the
+reference (cnn-s's first convolution: 97 of 102,400 outputs, all with a fraction in
+[0.4985, 0.4999)); a step moved there moves the sums after it. At most 1 LSB on the zoo models
+(2 where fine output scales magnify it); ``tests/export/test_tflite_export.py`` measures how
+often, per model.
 """
 
 from __future__ import annotations
