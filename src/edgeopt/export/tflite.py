@@ -36,11 +36,11 @@ https://ai.google.dev/edge/litert/models/quantization_spec, and ``schema.fbs``):
   the calibration samples' logits span (10% margin), or without samples the largest range the
   layer's integers can reach (its int8 input range times its weights, plus its bias: no logit
   ever saturates, at the cost of resolution).
-- FULLY_CONNECTED keeps the file's per-channel weight scales: the spec (and the TFLite
-  converter) use one scale per tensor there, but TFLite Micro's kernel takes one per output
-  channel (``fully_connected_common.cc``, per-channel since 2024), which the tests run.
-  Runtimes older than that, or compilers that want per-tensor (quantize with
-  ``is_per_channel=False``), need the per-tensor file.
+- FULLY_CONNECTED keeps the file's per-channel weight scales: the quantization spec lists one
+  scale per tensor there, but the TFLite converter has written per-channel ones since 2024 and
+  TFLite Micro's reference and CMSIS-NN kernels take them (tensorflow/tflite-micro pull request
+  2673; before it, pull request 2602 refused them), which the tests run. An older runtime
+  needs a per-tensor file (``PTQConfig(is_per_channel=False)``).
 
 A float ONNX model (no QuantizeLinear) is written with the same operators in float32.
 
