@@ -20,7 +20,8 @@ random inputs (smoothed along the last axis), then written twice from the same Q
 The ``.tflite`` file is the model alone: TFLite Micro's interpreter and kernels (tens of KB of
 code) come on top of it in flash; the C library's flash includes its kernels. Weights untrained:
 sizes and arenas do not depend on the values. TFLite Micro's parity with the exact int8
-reference on 64 of the inputs is recorded beside.
+reference on 64 of the inputs is recorded beside, and LiteRT's interpreter (the same file, its
+optimized kernels) against TFLite Micro on them.
 Results: ``benchmarks/results/tflite_memory.json``.
 """
 
@@ -57,6 +58,33 @@ MODELS = {
 }
 
 
+def _litert_vs_tflm(tflite: Any, samples: np.ndarray) -> dict[str, Any]:
+    """The same int8 file in LiteRT's interpreter (its optimized kernels) and TFLite Micro's:
+    the largest output difference in LSBs and the share of outputs that differ."""
+    from ai_edge_litert.interpreter import Interpreter
+    from tflite_micro.python.tflite_micro import runtime
+
+    litert = Interpreter(model_path=str(tflite.path), num_threads=1)
+    litert.allocate_tensors()
+    feed, fetch = litert.get_input_details()[0], litert.get_output_details()[0]
+    micro = runtime.Interpreter.from_file(str(tflite.path), arena_size=4 << 20)
+    scale, zero = tflite.input_quantization
+    largest, differing, total = 0, 0, 0
+    for sample in samples:
+        stored = sample.transpose(1, 2, 0) if sample.ndim == 3 else sample
+        q = np.clip(np.rint(stored / np.float32(scale)) + zero, -128, 127).astype(np.int8)[None]
+        litert.set_tensor(feed["index"], q)
+        litert.invoke()
+        micro.set_input(q, 0)
+        micro.invoke()
+        a = litert.get_tensor(fetch["index"]).astype(np.int64)
+        b = np.asarray(micro.get_output(0)).astype(np.int64)
+        largest = max(largest, int(np.abs(a - b).max()))
+        differing += int((a != b).sum())
+        total += a.size
+    return {"max_lsb": largest, "differing_fraction": differing / total}
+
+
 def _row(name: str, spec: str, shape: tuple[int, ...], classes: int, work: Path) -> dict[str, Any]:
     start = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -69,6 +97,7 @@ def _row(name: str, spec: str, shape: tuple[int, ...], classes: int, work: Path)
     ).model.onnx_path
     tflite = write_tflite(int8, work / "model.tflite", calibration=x[:192])
     parity = check_tflite(tflite, x[192:])
+    litert = _litert_vs_tflm(tflite, x[192:])
     library = export_c(int8, work / f"c-{len(list(work.iterdir()))}")
     is_arm = has_compiler(ARM_GCC)
     size = measure_c(library, compiler=ARM_GCC, flags=CORTEX_M4_FLAGS) if is_arm else None
@@ -85,6 +114,7 @@ def _row(name: str, spec: str, shape: tuple[int, ...], classes: int, work: Path)
         "c_weights_bytes": library.weights_bytes,
         "tflite_operators": list(tflite.operators),
         "parity": parity.to_dict(),
+        "litert_vs_tflm": litert,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
@@ -107,6 +137,7 @@ def main() -> None:
             "c_flash_compiler": r["c_flash_build"]["compiler"],
             "tflm_max_lsb": r["parity"]["max_lsb"],
             "tflm_top1_agreement": r["parity"]["top1_agreement"],
+            "litert_vs_tflm_max_lsb": r["litert_vs_tflm"]["max_lsb"],
         }
         for r in rows
     ]
