@@ -14,6 +14,8 @@ from edgeopt.export.compressed import decompress
 from edgeopt.export.fold import FoldResult
 from edgeopt.export.fold import fold_preprocessing
 from edgeopt.export.onnx import export_onnx
+from edgeopt.export.tflite import TFLiteExport
+from edgeopt.export.tflite import write_tflite
 from edgeopt.export.uint8 import Uint8Result
 from edgeopt.export.uint8 import write_uint8
 from edgeopt.measure import profile
@@ -91,6 +93,7 @@ __all__ = [
     "Result",
     "SensitivityTable",
     "Step",
+    "TFLiteExport",
     "Target",
     "TrainConfig",
     "TrainResult",
@@ -118,5 +121,6 @@ __all__ = [
     "save_trained",
     "sensitivity",
     "train",
+    "write_tflite",
     "write_uint8",
 ]
