@@ -16,6 +16,7 @@ https://gitlab.arm.com/artificial-intelligence/ethos-u/ethos-u-vela, OPTIONS.md)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -119,18 +120,20 @@ class NpuConfig:
         return {key: getattr(self, key) for key in _KEYS}
 
 
-def with_host_costs(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
+def with_host_costs(
+    raw: Mapping[str, Any], origin: str, *, load: Callable[[str], Any], names: list[str]
+) -> dict[str, Any]:
     """The profile mapping of an NPU target, its ``npu`` block checked and made an
     :class:`NpuConfig`, and the host core's cycle constants (with their sources) filled in.
+
+    ``load`` is :meth:`edgeopt.target.Target.from_name` and ``names`` the built-in profiles
+    (passed in: the target module imports this one).
 
     Raises:
         InputError: the block is not a mapping, has an unknown or missing field, names a host
             profile that is not a built-in CPU profile, or a ``clock_hz`` other than the
             system configuration's clock.
     """
-    from edgeopt.target import Target
-    from edgeopt.target import list_targets
-
     block = raw["npu"]
     if not isinstance(block, Mapping):
         raise InputError(f"{origin}: npu must be a mapping with fields {', '.join(_KEYS)}.")
@@ -142,7 +145,7 @@ def with_host_costs(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
         raise InputError(f"{origin}: npu.{missing[0]} is missing or not a name.")
     config = NpuConfig(**{key: str(block[key]) for key in _KEYS})
     config.check(origin)
-    hosts = [name for name in list_targets() if name != "host"]
+    hosts = [name for name in names if name != "host"]
     if config.host_target not in hosts:
         raise InputError(
             f"{origin}: npu.host_target {config.host_target[:40]!r} is not a built-in CPU "
@@ -154,7 +157,7 @@ def with_host_costs(raw: Mapping[str, Any], origin: str) -> dict[str, Any]:
             f"{origin}: clock_hz must be the {config.system_config} clock Vela times with, "
             f"{config.clock_hz:.0f}, not {float(clock):.0f}."
         )
-    host = Target.from_name(config.host_target)
+    host = load(config.host_target)
     if host.npu is not None:
         raise InputError(f"{origin}: npu.host_target {host.name!r} is an NPU, not a CPU profile.")
     filled = dict(raw)

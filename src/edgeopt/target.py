@@ -193,7 +193,7 @@ class Target:
         if raw.get("npu") is not None:  # Ethos-U: checked; CPU fallback priced by its host core
             from edgeopt.npu import with_host_costs
 
-            raw = with_host_costs(raw, origin)
+            raw = with_host_costs(raw, origin, load=cls.from_name, names=list_targets())
         required = (
             "name",
             "clock_hz",

@@ -449,6 +449,7 @@ def estimate_npu(model: Path, target: Target) -> tuple[Estimate, VelaResult]:
             "cpu_latency_ms": result.cpu_latency_ms,
             "cpu_operators": [op.to_dict() for op in result.cpu_operators],
             "energy": energy_label(target, host.name),
+            "energy_how": energy_label(target, host.name).split(" (")[0],
         },
     )
     return estimate, result

@@ -191,11 +191,26 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
                 f"{est.frontend_latency_ms:,.4g} ms, {est.frontend_energy_uj or 0.0:,.1f} uJ",
                 "estimated (FFT, mel, log, DCT)",
             )
-        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", how)
-        summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", how)
+        npu = est.detail if est.source else {}  # an Ethos-U target: Vela's figures
+        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", est.source or how)
+        summary.add_row(
+            f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", npu.get("energy_how", how)
+        )
+        if npu:
+            summary.add_row(f"SRAM on {est.target}", format_bytes(npu["sram_bytes"]), est.source)
+            summary.add_row(
+                f"{npu['offchip_memory']} on {est.target}",
+                format_bytes(npu["offchip_bytes"]),
+                est.source,
+            )
+            cpu = ", ".join(f"{op['count']} {op['op_type']}" for op in npu["cpu_operators"])
+            summary.add_row("on the CPU", cpu or "none", "Vela; host core profile")
     if metrics.fits is not None:
         verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
-        summary.add_row(f"fits {metrics.target}", verdict, "flash: size, RAM: peak")
+        basis = "flash: size, RAM: peak"
+        if metrics.estimate is not None and metrics.estimate.source:
+            basis = "Vela: off-chip, SRAM"
+        summary.add_row(f"fits {metrics.target}", verdict, basis)
     out.print(summary)
     if metrics.accuracy is not None and "accuracy" in metrics.provenance:
         out.print(f"accuracy {metrics.provenance['accuracy']}", style="dim", highlight=False)
