@@ -12,6 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto
 from onnx import helper
+from onnx import numpy_helper
 
 from edgeopt.errors import InputError
 from edgeopt.measure import profile_onnx
@@ -175,7 +176,8 @@ def test_cpu_fallback_operators_are_named_and_priced_on_the_host(tmp_path: Path)
     )
     assert estimate.energy_uj == pytest.approx(expected_uj)
     assert estimate.method == "Vela 5.2.0 estimate"
-    assert estimate.detail["energy_how"] == "estimated from an assumed 150 mW NPU+MCU power"
+    assert estimate.detail["energy_how"] == "estimated (150 mW, assumed)"
+    assert estimate.detail["energy"].startswith("estimated from an assumed 150 mW NPU+MCU power")
     assert [op["op_type"] for op in estimate.detail["cpu_operators"]] == [
         "DEQUANTIZE",
         "FULLY_CONNECTED",
@@ -214,14 +216,27 @@ def test_onnx_needs_the_tflite_writer(tmp_path: Path, monkeypatch: pytest.Monkey
         vela.onnx_to_tflite(tmp_path / "m.onnx", tmp_path / "m.tflite")
 
 
-def _gemm_onnx(path: Path) -> Path:
-    weight = helper.make_tensor("w", TensorProto.FLOAT, [16, 8], np.ones(128, np.float32))
+def _gemm_onnx(path: Path, *, is_int8: bool = True) -> Path:
+    """Gemm 16 -> 8, as edgeopt's int8 files express it (QDQ around it) or in float32."""
+    scale = numpy_helper.from_array(np.array(0.01, np.float32), "s")
+    zero = numpy_helper.from_array(np.array(0, np.int8), "z")
+    if is_int8:
+        weights = [numpy_helper.from_array(np.ones((16, 8), np.int8), "wq"), scale, zero]
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["wq", "s", "z"], ["w"]),
+            helper.make_node("Gemm", ["xd", "w"], ["y"]),
+        ]
+    else:
+        weights = [numpy_helper.from_array(np.ones((16, 8), np.float32), "w")]
+        nodes = [helper.make_node("Gemm", ["x", "w"], ["y"])]
     graph = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "w"], ["y"])],
+        nodes,
         "gemm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
-        [weight],
+        weights,
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
@@ -253,3 +268,17 @@ def test_profile_reports_vela_s_figures_as_the_target_estimate(
     assert written and not written[0].exists()  # the .tflite went with its temporary folder
     record = metrics.to_dict()["estimate"]
     assert record["method"] == "Vela 5.2.0 estimate" and record["detail"]["cpu_operators"]
+
+
+def test_a_float_model_on_an_npu_target_is_priced_on_the_host_core(tmp_path: Path) -> None:
+    """The float baseline of a search has nothing the NPU runs: no Vela, the host's estimate."""
+    path = _gemm_onnx(tmp_path / "float.onnx", is_int8=False)
+    target = Target.from_name("ethos-u55-256")
+    metrics = profile_onnx(path, target=target, is_latency_measured=False)
+    estimate = metrics.estimate
+    assert estimate is not None and estimate.target == "ethos-u55-256"
+    host = Target.from_name("cortex-m7").estimate(metrics.layers)
+    assert estimate.latency_ms == pytest.approx(host.latency_ms)
+    assert estimate.method == "estimated on the cortex-m7 host core profile (cycles model)"
+    assert "no int8 layers" in metrics.provenance["estimate"]
+    assert metrics.fits == {"flash": True, "ram": True}

@@ -166,7 +166,7 @@ def estimate_on_target(
     pricing ``layers``: :func:`edgeopt.measure.vela.estimate_npu`.
     """
     if target.npu is not None:
-        return _estimate_on_npu(target, model)
+        return _estimate_on_npu(target, layers, model)
     frontend = data.frontend if data is not None else {}
     ops = frontend.get("frontend_ops")
     priced_ops = ops if isinstance(ops, dict) and target.frontend else None
@@ -185,10 +185,27 @@ def estimate_on_target(
     return estimate, how
 
 
-def _estimate_on_npu(target: Target, model: Path | None) -> tuple[Any, str]:
-    """Vela's estimate on an Ethos-U profile, and the sentence that says how it was made."""
-    from edgeopt.measure.vela import estimate_npu
+def _estimate_on_npu(target: Target, layers: list[Any], model: Path | None) -> tuple[Any, str]:
+    """Vela's estimate on an Ethos-U profile, and the sentence that says how it was made.
 
+    An ONNX model without int8 layers (the float baseline of a search, a pruned float trial)
+    has nothing the NPU runs (Ethos-U: int8 and int16 only): it is priced whole on the host
+    core's profile, and the sentence says so.
+    """
+    from dataclasses import replace
+
+    from edgeopt.measure.vela import estimate_npu
+    from edgeopt.target import Target
+
+    assert target.npu is not None
+    is_onnx = model is not None and model.suffix.lower() != ".tflite"
+    if is_onnx and layers and not any(getattr(layer, "dtype", "") == "int8" for layer in layers):
+        host = Target.from_name(target.npu.host_target)
+        how = (
+            f"estimated on the {host.name} host core profile (cycles model): the model has no "
+            f"int8 layers, and the {target.npu.accelerator} NPU runs int8 and int16 only"
+        )
+        return replace(host.estimate(layers), target=target.name, source=how.split(":")[0]), how
     if model is None:
         raise InputError(f"target {target.name!r} is an Ethos-U NPU: Vela needs the model file.")
     estimate, result = estimate_npu(model, target)
@@ -286,7 +303,7 @@ def profile_onnx(  # noqa: C901  (one measurement per branch: counts, latency, a
             "ram": plan.peak_bytes <= target.ram_bytes,
         }
         provenance["fits"] = "size_bytes vs flash_bytes, peak_ram_bytes vs ram_bytes of the target"
-        if target.npu is not None:  # what Vela placed: compiled model off chip, arena in SRAM
+        if "offchip_bytes" in estimate.detail:  # Vela placed it: model off chip, arena in SRAM
             fits = {
                 "flash": estimate.detail["offchip_bytes"] <= target.flash_bytes,
                 "ram": estimate.detail["sram_bytes"] <= target.ram_bytes,

@@ -434,6 +434,8 @@ def estimate_npu(model: Path, target: Target) -> tuple[Estimate, VelaResult]:
     energy = result.npu_latency_ms * target.active_power_mw
     energy += result.cpu_latency_ms * host.active_power_mw  # ms * mW = uJ
     npu_cycles = [layer.cycles for layer in result.layers if layer.is_npu]
+    is_assumed = target.sources.get("active_power_mw", "").startswith("assumption")
+    kind = "assumed" if is_assumed else "cited"
     estimate = Estimate(
         target=target.name,
         latency_ms=result.latency_ms,
@@ -449,7 +451,7 @@ def estimate_npu(model: Path, target: Target) -> tuple[Estimate, VelaResult]:
             "cpu_latency_ms": result.cpu_latency_ms,
             "cpu_operators": [op.to_dict() for op in result.cpu_operators],
             "energy": energy_label(target, host.name),
-            "energy_how": energy_label(target, host.name).split(" (")[0],
+            "energy_how": f"estimated ({target.active_power_mw:g} mW, {kind})",
         },
     )
     return estimate, result
