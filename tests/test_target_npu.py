@@ -77,3 +77,19 @@ def test_clock_other_than_the_system_config_s_is_refused() -> None:
     raw["clock_hz"] = 400e6
     with pytest.raises(InputError, match="clock_hz must be the Ethos_U55_High_End_Embedded clock"):
         Target.from_dict(raw)
+
+
+@pytest.mark.parametrize("value", ["text", ["a"], 7])
+def test_sources_that_are_no_mapping_are_refused(value: Any) -> None:
+    raw = _raw()
+    raw["sources"] = value
+    with pytest.raises(InputError, match="sources must be a mapping"):
+        Target.from_dict(raw)
+
+
+@pytest.mark.parametrize("field", ["accelerator", "system_config", "memory_mode", "host_target"])
+@pytest.mark.parametrize("value", [None, 3, ["ethos-u55-128"], {"a": 1}, "x" * 10_000])
+def test_odd_npu_values_are_one_short_sentence(field: str, value: Any) -> None:
+    with pytest.raises(InputError) as error:
+        Target.from_dict(_raw(**{field: value}))
+    assert f"npu.{field}" in str(error.value) and len(str(error.value)) < 400

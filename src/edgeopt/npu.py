@@ -162,6 +162,8 @@ def with_host_costs(
         raise InputError(f"{origin}: npu.host_target {host.name!r} is an NPU, not a CPU profile.")
     filled = dict(raw)
     host_fields = host.to_dict()
+    if not isinstance(raw.get("sources") or {}, Mapping):
+        raise InputError(f"{origin}: sources must be a mapping of field names to their sources.")
     sources = dict(raw.get("sources") or {})
     for key in HOST_FIELDS:
         filled[key] = host_fields[key]
