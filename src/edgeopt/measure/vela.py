@@ -54,6 +54,8 @@ __all__ = [
 MAX_TFLITE_BYTES = 256 << 20
 #: Seconds Vela may take on one model before it is stopped (it compiles the zoo in under 2 s).
 VELA_TIMEOUT_S = 600
+#: Output tensor names kept per CPU operator type (a file may name thousands).
+MAX_NAMES = 20
 #: TFLite builtin operators whose MACs are counted for the host core, with the cycle-model kind.
 _MAC_KINDS = {"CONV_2D": "conv", "DEPTHWISE_CONV_2D": "depthwise", "FULLY_CONNECTED": "fc"}
 #: Per-layer CSV spelling (Vela's) -> TFLite builtin name, where the two differ in more than case.
@@ -83,7 +85,7 @@ class CpuOperator:
     count: int
     macs: int
     host_cycles: float
-    names: tuple[str, ...]  # their output tensors
+    names: tuple[str, ...]  # their output tensors (the first MAX_NAMES, 80 characters each)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -313,7 +315,7 @@ def _cpu_operators(
             count=len(items),
             macs=sum(cost.macs for _, cost in items),
             host_cycles=sum(host.layer_cycles(cost) for _, cost in items),
-            names=tuple(name for name, _ in items),
+            names=tuple(name[:80] for name, _ in items[:MAX_NAMES]),
         )
         for op_type, items in sorted(grouped.items())
     )
@@ -373,7 +375,7 @@ def compile_tflite(model: Path, target: Target) -> VelaResult:
         layers = tuple(
             VelaLayer(
                 name=row.get("Name", ""),
-                op_type=_op_type(row.get("Original Operator", "")),
+                op_type=_op_type(row.get("Original Operator", "")[:60]),
                 is_npu=row.get("Target", "NPU") == "NPU",
                 cycles=int(_number(row, "Op Cycles")),
                 macs=int(_number(row, "MAC Count")),

@@ -201,7 +201,7 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
             offchip = f"{format_bytes(npu['offchip_bytes'])} {npu['offchip_memory']}"
             summary.add_row("off-chip (Vela)", offchip, est.source)
             cpu = ", ".join(f"{op['count']} {op['op_type']}" for op in npu["cpu_operators"])
-            summary.add_row("CPU operators", cpu or "none", "Vela; host core")
+            summary.add_row("CPU operators", Text(cpu or "none"), "Vela; host core")
     if metrics.fits is not None:
         verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
         basis = "flash: size, RAM: peak"
