@@ -191,11 +191,23 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
                 f"{est.frontend_latency_ms:,.4g} ms, {est.frontend_energy_uj or 0.0:,.1f} uJ",
                 "estimated (FFT, mel, log, DCT)",
             )
-        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", how)
-        summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", how)
+        npu = est.detail if "sram_bytes" in est.detail else {}  # Ethos-U: Vela's figures
+        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", est.source or how)
+        summary.add_row(
+            f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", npu.get("energy_how", how)
+        )
+        if npu:
+            summary.add_row("SRAM (Vela)", format_bytes(npu["sram_bytes"]), est.source)
+            offchip = f"{format_bytes(npu['offchip_bytes'])} {npu['offchip_memory']}"
+            summary.add_row("off-chip (Vela)", offchip, est.source)
+            cpu = ", ".join(f"{op['count']} {op['op_type']}" for op in npu["cpu_operators"])
+            summary.add_row("CPU operators", Text(cpu or "none"), "Vela; host core")
     if metrics.fits is not None:
         verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
-        summary.add_row(f"fits {metrics.target}", verdict, "flash: size, RAM: peak")
+        basis = "flash: size, RAM: peak"
+        if metrics.estimate is not None and "sram_bytes" in metrics.estimate.detail:
+            basis = "Vela: off-chip, SRAM"
+        summary.add_row(f"fits {metrics.target}", verdict, basis)
     out.print(summary)
     if metrics.accuracy is not None and "accuracy" in metrics.provenance:
         out.print(f"accuracy {metrics.provenance['accuracy']}", style="dim", highlight=False)
