@@ -349,3 +349,14 @@ def test_a_billion_laughs_profile_is_refused_at_once(tmp_path: Path) -> None:
     path.write_text("#" * (2 << 20))
     with pytest.raises(InputError, match="larger than 1,048,576 bytes"):
         Target.from_name(str(path))
+
+
+def test_measured_profile_with_sources_not_a_mapping_is_one_sentence(tmp_path: Path) -> None:
+    """A stranger's profile with ``is_measured: true`` and ``sources`` a string: refused before
+    the host is timed, naming the field (it was an AttributeError)."""
+    raw = yaml.safe_load((Path(host.__file__).parent.parent / "targets" / "host.yaml").read_text())
+    raw.update(name="mine", is_measured=True, sources="see the datasheet")
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match="sources must be a mapping"):
+        Target.from_name(str(path))
