@@ -227,5 +227,6 @@ def test_every_command_succeeds_or_refuses_in_one_sentence(
     if os.environ.get("EDGEOPT_CORPUS_OUT"):
         folder = Path(os.environ["EDGEOPT_CORPUS_OUT"])
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.json").write_text(json.dumps({"model": name, "cells": row}, indent=1))
+        record = {"model": name, "spec": spec, "commands": COMMANDS, "cells": row}
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=1))
     assert set(row) == set(COMMANDS)
