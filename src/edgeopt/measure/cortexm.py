@@ -1,0 +1,655 @@
+"""Instructions executed by edgeopt's C library on emulated Cortex-M cores (QEMU, ``-icount``).
+
+No microcontroller is on hand, so the library :func:`~edgeopt.export.c.export_c` wrote is built
+with ``arm-none-eabi-gcc`` for the core (the flags of a real build, hard-float ABI) into a
+bare-metal image for one of QEMU's MPS2 boards, and run under ``qemu-system-arm -icount``:
+
+- ``-icount shift=N`` makes QEMU's virtual clock advance 2^N ns per guest instruction executed,
+  and nothing else (``sleep=off``), so a device clocked from it counts instructions
+  deterministically (QEMU System Emulation User's Guide, "Invocation", ``-icount``; QEMU docs
+  devel/tcg-icount.rst). The CMSDK APB timer 0 of the board counts down at the board's
+  peripheral clock (Arm CoreLink SDK-100 / Cortex-M System Design Kit TRM, Arm DDI 0479C,
+  section 4.4); QEMU models it with ``SYSCLK_FRQ`` 25 MHz on mps2-an386 / an500
+  (hw/arm/mps2.c; Arm AN386 and AN500 application notes) and 20 MHz on mps2-an505
+  (hw/arm/mps2-tz.c; Arm AN505), at 0x40000000 (AN386, AN500) and its Secure alias 0x50000000
+  (AN505, where the core starts Secure). At shift 7 one instruction is 128 ns, 3.2 (or 2.56)
+  timer ticks, so a tick difference converts to a whole number of instructions exactly (the
+  count of ticks is off by less than one tick, under half an instruction): the resolution is
+  one instruction. Shift 0 (the default) gave one tick per 40 instructions.
+- What QEMU does not model: the cycle counter DWT_CYCCNT (reads 0 in QEMU 7.2), caches, wait
+  states and pipelines, so it counts instructions, never cycles. Time on a target is an
+  estimate: instructions x a cycles-per-instruction figure per core (:data:`CORES`, with its
+  source) / the clock of the target profile.
+- Per layer: the generated ``PREFIX.c`` calls ``EDGEOPT_LAYER_END(step)`` after each kernel,
+  nothing unless a build defines it; this build defines it as a store of the timer's value
+  (``edgeopt_stamps[step + 1] = TIMER0->VALUE``: a load and a store, counted in the layer it
+  ends). The harness reads the timer before the call and after the return, so the layers plus
+  the return sum to the inference exactly. A second counter (dual timer 1 at clock / 256)
+  checks that no interval wrapped timer 0's 32 bits (2^32 ticks: 1.3 billion instructions).
+- Outputs go out by Arm semihosting and are compared with the host build of the same library
+  (:func:`~edgeopt.export.c.run_c`) byte for byte; a difference raises :class:`CBuildError`.
+
+QEMU runs from an argument list in a temporary folder with a timeout; nothing is written
+beside the library.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import InputError
+
+if TYPE_CHECKING:
+    from edgeopt.export.c import CExport
+    from edgeopt.export.c._program import Step
+
+__all__ = [
+    "CORES",
+    "INSTALL_HINT",
+    "CortexMCore",
+    "CortexMRun",
+    "LayerInstructions",
+    "has_cortexm_tools",
+    "measure_cortexm",
+    "require_cortexm_tools",
+]
+
+ARM_GCC = "arm-none-eabi-gcc"
+QEMU = "qemu-system-arm"
+INSTALL_HINT = (
+    "measuring on emulated Cortex-M cores needs arm-none-eabi-gcc with newlib and "
+    "qemu-system-arm (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+    "qemu-system-arm) and the host gcc (apt-get install gcc)."
+)
+#: 2^7 ns per instruction: more than two timer ticks, so ticks give whole instructions.
+ICOUNT_SHIFT = 7
+_HARNESS = "edgeopt_cortexm.c"
+_WRAP = 1 << 32
+_COARSE_DIVIDER = 256
+
+#: Cortex-M4 cycles per instruction for edgeopt's int8 loops (the base of the others).
+_M4_CPI = 1.4
+_M4_CPI_SOURCE = (
+    "assumption from the Cortex-M4 TRM instruction timings (Arm DDI 0439B, section 3.3.1, "
+    "Table 3-1: 1 cycle for ALU and multiply-accumulate instructions, 2 for a load, 1 for a "
+    "load pipelined after another, 1 + 1..3 for a taken branch) applied to the inner loop gcc "
+    "-O2 makes of an int8 multiply-accumulate (two byte loads, MLA, pointer updates, compare, "
+    "branch: about 9 cycles for 6-7 instructions), zero-wait-state memory; unverified on "
+    "hardware"
+)
+
+
+@dataclass(frozen=True)
+class CortexMCore:
+    """An emulated core: QEMU's board, the compiler flags, where the timers and memories are,
+    and the cycles-per-instruction figure that turns instructions into an estimated time."""
+
+    name: str
+    machine: str  # qemu-system-arm -M
+    flags: tuple[str, ...]  # arm-none-eabi-gcc
+    timer_hz: int  # the CMSDK timers' clock on that board, as QEMU models it
+    timer_base: int  # CMSDK APB timer 0
+    dualtimer_base: int  # CMSDK APB dual timer
+    code_origin: int  # 4 MiB of SSRAM the image is loaded into
+    ram_origin: int  # 4 MiB of SSRAM for data, arena and stack
+    cpi: float  # estimated cycles per instruction
+    cpi_source: str
+    target: str | None  # the target profile whose clock gives a time, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "qemu_machine": self.machine,
+            "flags": list(self.flags),
+            "timer_hz": self.timer_hz,
+            "cpi": self.cpi,
+            "cpi_source": self.cpi_source,
+            "target": self.target,
+        }
+
+
+_MIB4 = 4 << 20
+
+#: The cores measured: Cortex-M4F (mps2-an386), Cortex-M7 (mps2-an500), Cortex-M33 (mps2-an505).
+CORES: dict[str, CortexMCore] = {
+    "cortex-m4": CortexMCore(
+        name="cortex-m4",
+        machine="mps2-an386",
+        flags=("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+        timer_hz=25_000_000,
+        timer_base=0x40000000,
+        dualtimer_base=0x40002000,
+        code_origin=0x00000000,
+        ram_origin=0x20000000,
+        cpi=_M4_CPI,
+        cpi_source=_M4_CPI_SOURCE,
+        target="cortex-m4",
+    ),
+    "cortex-m7": CortexMCore(
+        name="cortex-m7",
+        machine="mps2-an500",
+        flags=("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"),
+        timer_hz=25_000_000,
+        timer_base=0x40000000,
+        dualtimer_base=0x40002000,
+        code_origin=0x00000000,
+        ram_origin=0x20000000,
+        cpi=round(_M4_CPI * 3.40 / 5.01, 2),
+        cpi_source=(
+            "the Cortex-M4 figure scaled by published CoreMark/MHz, Cortex-M4 3.40 / Cortex-M7 "
+            "5.01 (Arm's Cortex-M figures, as tabulated in D. Ibrahim, 'ARM-Based "
+            "Microcontroller Projects Using MBED', 2019, Table 3.2): the dual-issue M7 does "
+            "about 1.47x the work per cycle; assumes the same instruction mix; unverified on "
+            "hardware"
+        ),
+        target="cortex-m7",
+    ),
+    "cortex-m33": CortexMCore(
+        name="cortex-m33",
+        machine="mps2-an505",
+        flags=("-mcpu=cortex-m33", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-sp-d16"),
+        timer_hz=20_000_000,
+        timer_base=0x50000000,
+        dualtimer_base=0x50002000,
+        code_origin=0x10000000,
+        ram_origin=0x38000000,
+        cpi=round(_M4_CPI * 3.40 / 4.02, 2),
+        cpi_source=(
+            "the Cortex-M4 figure scaled by CoreMark/MHz, Cortex-M4 3.40 / Cortex-M33 4.02 "
+            "(Arm's Cortex-M33 product page figure, not re-checked here); assumes the same "
+            "instruction mix; unverified on hardware"
+        ),
+        target=None,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class LayerInstructions:
+    """One kernel call of the schedule and the instructions it executed."""
+
+    index: int
+    node: str  # the ONNX node as the generated C comment names it (allow-listed characters)
+    function: str  # the edgeopt kernel
+    macs: int | None  # multiply-accumulates of a convolution / fully connected layer
+    instructions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "node": self.node,
+            "function": self.function,
+            "macs": self.macs,
+            "instructions": self.instructions,
+        }
+
+
+@dataclass(frozen=True)
+class CortexMRun:
+    """Instructions the library executed on an emulated core, per inference and per layer.
+
+    ``instructions`` holds one count per sample (whole ``PREFIX_run`` calls); ``layers`` the
+    first sample's counts per kernel call, ``return_instructions`` what follows the last layer
+    up to the return, so ``sum(layers) + return_instructions == instructions[0]``.
+    """
+
+    core: CortexMCore
+    samples: int
+    instructions: tuple[int, ...]
+    layers: tuple[LayerInstructions, ...]
+    return_instructions: int
+    resolution_instructions: int
+    icount_shift: int
+    compiler: str
+    qemu: str
+    clock_hz: int | None  # of ``core.target``, for the time estimate
+    inputs: str  # where the samples came from
+
+    @property
+    def instructions_per_inference(self) -> int:
+        """The largest count over the samples (int8 kernels barely depend on the data)."""
+        return max(self.instructions)
+
+    @property
+    def estimated_cycles(self) -> float:
+        return self.instructions_per_inference * self.core.cpi
+
+    @property
+    def estimated_ms(self) -> float | None:
+        if self.clock_hz is None:
+            return None
+        return self.estimated_cycles / self.clock_hz * 1e3
+
+    def by_function(self) -> dict[str, int]:
+        """Instructions of the first sample summed by kernel (layer kind)."""
+        totals: dict[str, int] = defaultdict(int)
+        for layer in self.layers:
+            totals[layer.function] += layer.instructions
+        return dict(totals)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "core": self.core.to_dict(),
+            "samples": self.samples,
+            "inputs": self.inputs,
+            "instructions_per_inference": self.instructions_per_inference,
+            "instructions": list(self.instructions),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "return_instructions": self.return_instructions,
+            "by_function": self.by_function(),
+            "resolution_instructions": self.resolution_instructions,
+            "method": (
+                f"measured (instructions, emulated): QEMU {self.core.machine} -icount "
+                f"shift={self.icount_shift}, CMSDK timer 0; outputs equal to the host build"
+            ),
+            "estimated_cycles": self.estimated_cycles,
+            "estimated_ms": self.estimated_ms,
+            "clock_hz": self.clock_hz,
+            "estimate": (
+                f"estimated: instructions x {self.core.cpi} cycles per instruction "
+                f"({self.core.cpi_source}) / the clock of target {self.core.target}"
+            ),
+            "compiler": self.compiler,
+            "qemu": self.qemu,
+        }
+
+
+def _has_newlib() -> bool:
+    gcc = shutil.which(ARM_GCC)
+    if gcc is None:
+        return False
+    done = subprocess.run(
+        [gcc, "-mcpu=cortex-m4", "-mthumb", "-print-file-name=libc.a"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Path(done.stdout.strip()).is_absolute() and Path(done.stdout.strip()).is_file()
+
+
+def has_cortexm_tools() -> bool:
+    """Whether arm-none-eabi-gcc with newlib, qemu-system-arm and the host gcc are installed.
+
+    Example:
+        >>> isinstance(has_cortexm_tools(), bool)
+        True
+    """
+    from edgeopt.export.c import has_compiler
+
+    return shutil.which(QEMU) is not None and has_compiler("gcc") and _has_newlib()
+
+
+def require_cortexm_tools(cores: str | list[str] | tuple[str, ...]) -> tuple[CortexMCore, ...]:
+    """The cores named (a comma list), once the tools to build and emulate them are there.
+
+    Args:
+        cores: core names from :data:`CORES` (``cortex-m4,cortex-m7``).
+
+    Returns:
+        The cores, in the order given.
+
+    Raises:
+        InputError: an unknown core, or a tool missing (the sentence says what to install).
+
+    Example:
+        >>> try:
+        ...     require_cortexm_tools("cortex-m99")
+        ... except InputError as error:
+        ...     print(str(error)[:31])
+        unknown core 'cortex-m99' for -
+    """
+    names = cores.split(",") if isinstance(cores, str) else list(cores)
+    chosen = []
+    for name in (n.strip() for n in names):
+        if name not in CORES:
+            known = ", ".join(CORES)
+            raise InputError(f"unknown core {name!r} for --measure; known: {known}.")
+        chosen.append(CORES[name])
+    if not has_cortexm_tools():
+        raise InputError(INSTALL_HINT)
+    return tuple(chosen)
+
+
+def step_macs(step: Step) -> int | None:
+    """Multiply-accumulates of a convolution or fully connected kernel call, else None."""
+    p = step.params
+    if {"out_channels", "out_height", "out_width", "kernel_height"} <= p.keys():
+        per_output = (p["in_channels"] // max(p.get("groups", 1), 1)) * p["kernel_height"]
+        return int(p["out_channels"] * p["out_height"] * p["out_width"] * per_output) * int(
+            p["kernel_width"]
+        )
+    if {"in_features", "out_features"} <= p.keys():
+        return int(p["in_features"] * p["out_features"])
+    return None
+
+
+def _c_literal(value: Any, *, is_float: bool) -> str:
+    from edgeopt.export.c._emit import c_float
+
+    return c_float(value) if is_float else str(int(value))
+
+
+def _write_samples(path: Path, x: np.ndarray, sample_type: str) -> None:
+    is_float = sample_type == "float"
+    rows = []
+    for sample in x.reshape(len(x), -1):
+        values = [_c_literal(v, is_float=is_float) for v in sample]
+        lines = [", ".join(values[i : i + 8]) for i in range(0, len(values), 8)]
+        rows.append("    {\n        " + ",\n        ".join(lines) + "\n    }")
+    path.write_text(
+        "/* samples baked into the image by edgeopt.measure.cortexm */\n"
+        "#include <stdint.h>\n\n"
+        f"const {sample_type} edgeopt_samples[{len(x)}][{x[0].size}] = {{\n"
+        + ",\n".join(rows)
+        + "\n};\n"
+    )
+
+
+def _linker_script(core: CortexMCore) -> str:
+    return f"""/* edgeopt Cortex-M image for QEMU {core.machine}: code and constants in the first
+ * 4 MiB SSRAM, data, arena and stack in the second. */
+MEMORY
+{{
+    CODE (rx) : ORIGIN = {core.code_origin:#010x}, LENGTH = {_MIB4:#x}
+    RAM (rwx) : ORIGIN = {core.ram_origin:#010x}, LENGTH = {_MIB4:#x}
+}}
+ENTRY(edgeopt_reset)
+SECTIONS
+{{
+    .text :
+    {{
+        LONG(ORIGIN(RAM) + LENGTH(RAM))
+        KEEP(*(.vectors))
+        *(.text*)
+        *(.rodata*)
+        . = ALIGN(4);
+    }} > CODE
+    .ARM.exidx : {{ *(.ARM.exidx*) }} > CODE
+    .data : {{ *(.data*) . = ALIGN(4); }} > RAM
+    .bss (NOLOAD) :
+    {{
+        edgeopt_bss_start = .;
+        *(.bss*)
+        *(COMMON)
+        . = ALIGN(4);
+        edgeopt_bss_end = .;
+    }} > RAM
+}}
+"""
+
+
+def _hook_header(core: CortexMCore) -> str:
+    return (
+        "/* EDGEOPT_LAYER_END for edgeopt.measure.cortexm: the timer's value after each layer */\n"
+        "#include <stdint.h>\n"
+        "extern volatile uint32_t edgeopt_stamps[];\n"
+        "#define EDGEOPT_LAYER_END(step) (edgeopt_stamps[(step) + 1] = "
+        f"*(volatile uint32_t *){core.timer_base + 4:#x}u)\n"
+    )
+
+
+def _run(command: list[str], *, cwd: Path, what: str) -> None:
+    from edgeopt.export.c import CBuildError
+
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
+    if done.returncode != 0:
+        detail = " ".join((done.stderr or done.stdout).split())[:600]
+        raise CBuildError(f"{what} failed on the generated C code: {detail}")
+
+
+def _build_image(
+    export: CExport, core: CortexMCore, x: np.ndarray, scratch: Path, compiler: str
+) -> Path:
+    from edgeopt.export.c import STRICT_FLAGS
+
+    assert export.program is not None
+    p, u = export.prefix, export.prefix.upper()
+    sample_type = f"{export.input_type}_t" if export.has_raw_input else "float"
+    _write_samples(scratch / "edgeopt_samples.c", x, sample_type)
+    (scratch / "edgeopt_cortexm_hook.h").write_text(_hook_header(core))
+    (scratch / "edgeopt.ld").write_text(_linker_script(core))
+    harness = scratch / _HARNESS
+    harness.write_text(resources.files("edgeopt.export.c").joinpath(_HARNESS).read_text())
+    defines = [
+        f"-DEDGEOPT_RUN={p}_run",
+        f"-DEDGEOPT_INPUT_IS_RAW={u}_INPUT_IS_RAW",
+        f"-DEDGEOPT_INPUT_T={p}_input_t",
+        f"-DEDGEOPT_OUTPUT_T={p}_output_t",
+        f"-DEDGEOPT_INPUT_SIZE={u}_INPUT_SIZE",
+        f"-DEDGEOPT_OUTPUT_SIZE={u}_OUTPUT_SIZE",
+        f"-DEDGEOPT_LAYERS={len(export.program.steps)}",
+        f"-DEDGEOPT_SAMPLES={len(x)}",
+        f"-DEDGEOPT_SAMPLE_T={sample_type}",
+        f"-DEDGEOPT_TIMER_BASE={core.timer_base:#x}u",
+        f"-DEDGEOPT_DUALTIMER_BASE={core.dualtimer_base:#x}u",
+    ]
+    if not export.has_raw_input:
+        defines.append(f"-DEDGEOPT_QUANTIZE={p}_quantize_input")
+    out = export.out_dir
+    cc = [compiler, *STRICT_FLAGS, *core.flags, "-I", str(out)]
+    objects = []
+    jobs = [
+        ([str(out / f"{p}.c"), "-include", str(scratch / "edgeopt_cortexm_hook.h")], f"{p}.o"),
+        ([str(out / f"{p}_weights.c")], "weights.o"),
+        ([str(out / "edgeopt_kernels.c")], "kernels.o"),
+        ([str(scratch / "edgeopt_samples.c")], "samples.o"),
+        ([str(harness), "-include", str(out / f"{p}.h"), *defines], "harness.o"),
+    ]
+    for arguments, name in jobs:
+        _run([*cc, "-c", *arguments, "-o", str(scratch / name)], cwd=scratch, what=compiler)
+        objects.append(str(scratch / name))
+    image = scratch / "image.elf"
+    link = [compiler, *core.flags, "-nostartfiles", "--specs=nosys.specs", "-T", "edgeopt.ld"]
+    _run([*link, *objects, "-o", str(image)], cwd=scratch, what=f"{compiler} (link)")
+    return image
+
+
+def _version(tool: str) -> str:
+    done = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
+    return (done.stdout.splitlines() or [Path(tool).name])[0].strip()
+
+
+_LINE = re.compile(r"^([SCLOEF])((?: [0-9a-f]+)*)$")
+
+
+def _parse(text: str, samples: int) -> list[tuple[list[int], list[int], bytes]]:
+    """(coarse counts, timer values, output bytes) per sample from the image's lines."""
+    from edgeopt.export.c import CBuildError
+
+    records: list[tuple[list[int], list[int], bytes]] = []
+    coarse: list[int] = []
+    stamps: list[int] = []
+    is_done = False
+    for raw in text.splitlines():
+        match = _LINE.match(raw.strip())
+        if match is None:
+            continue
+        kind, fields = match.group(1), match.group(2).split()
+        if kind == "F":
+            raise CBuildError("the image faulted on the emulated core (a bug in edgeopt).")
+        if kind == "C":
+            coarse = [int(v) for v in fields]
+        elif kind == "L":
+            stamps = [int(v) for v in fields]
+        elif kind == "O":
+            records.append((coarse, stamps, bytes.fromhex(fields[0] if fields else "")))
+        elif kind == "E":
+            is_done = True
+    if not is_done or len(records) != samples:
+        raise CBuildError(
+            f"the emulated image printed {len(records)} of {samples} samples"
+            + ("" if is_done else " and did not finish")
+            + f": {text[-300:]!r}"
+        )
+    return records
+
+
+def _instructions(ticks: int, core: CortexMCore, shift: int) -> int:
+    return round(ticks * (1e9 / core.timer_hz) / (1 << shift))
+
+
+def measure_cortexm(
+    export: CExport,
+    inputs: np.ndarray,
+    *,
+    core: str = "cortex-m4",
+    inputs_source: str = "given samples",
+    timeout_s: float = 600.0,
+    icount_shift: int = ICOUNT_SHIFT,
+) -> CortexMRun:
+    """Run the exported library on an emulated Cortex-M core and count its instructions.
+
+    Args:
+        export: what :func:`~edgeopt.export.c.export_c` wrote.
+        inputs: samples ``(N, *input_shape)`` (float, or raw values for a raw-input library),
+            baked into the image: keep N small (a few).
+        core: a name from :data:`CORES`.
+        inputs_source: where the samples came from, for the record.
+        timeout_s: QEMU is stopped after this many seconds.
+        icount_shift: QEMU's ``-icount shift``; 7 and up count single instructions.
+
+    Returns:
+        Instructions per inference per sample and per layer, measured on the emulated core;
+        the estimated cycles and time come from the core's cycles per instruction.
+
+    Raises:
+        InputError: an unknown core, a missing tool, or samples of the wrong shape.
+        CBuildError: the image does not build, faults, times out, overflows the timer, or its
+            outputs differ from the host build's (a bug).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from edgeopt.data import load_data
+        >>> from edgeopt.export.c import export_c
+        >>> from edgeopt.stages.quantize import PTQConfig, quantize
+        >>> work = pathlib.Path(tempfile.mkdtemp())
+        >>> q = quantize("zoo:cnn-s", PTQConfig(), data="digits", output=work / "int8.onnx")
+        >>> x = load_data("digits").arrays("test")[0][:2]
+        >>> if has_cortexm_tools():
+        ...     run = measure_cortexm(export_c(work / "int8.onnx", work / "c"), x)
+        ...     layers = sum(layer.instructions for layer in run.layers)
+        ...     assert layers + run.return_instructions == run.instructions[0]
+    """
+    from edgeopt.export.c import CBuildError
+    from edgeopt.export.c.check import c_samples
+    from edgeopt.export.c.check import run_c
+    from edgeopt.target import Target
+
+    (chosen,) = require_cortexm_tools([core])
+    program = export.program
+    if program is None:
+        raise InputError("measure_cortexm needs the CExport that export_c returned.")
+    if not 0 <= icount_shift <= 10:
+        raise InputError(f"icount_shift must be 0 to 10 (QEMU's range), got {icount_shift}.")
+    x = c_samples(export, inputs)
+    host = run_c(export, x)
+    compiler = shutil.which(ARM_GCC)
+    qemu = shutil.which(QEMU)
+    assert compiler is not None and qemu is not None
+    with tempfile.TemporaryDirectory(prefix="edgeopt-cortexm-") as folder:
+        scratch = Path(folder)
+        image = _build_image(export, chosen, x, scratch, compiler)
+        command = [
+            qemu,
+            "-M",
+            chosen.machine,
+            "-nographic",
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+            # semihosting's console to a file: QEMU sends it to stdout or stderr depending
+            # on what they are
+            "-chardev",
+            "file,id=edgeopt,path=semihosting.txt",
+            "-semihosting-config",
+            "enable=on,target=native,chardev=edgeopt",
+            "-icount",
+            f"shift={icount_shift},sleep=off",
+            "-kernel",
+            str(image),
+        ]
+        try:
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                check=False,
+                cwd=scratch,
+                timeout=timeout_s,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise CBuildError(
+                f"QEMU {chosen.machine} did not finish in {timeout_s:g} s; measure fewer samples "
+                "or a smaller model."
+            ) from None
+        console = scratch / "semihosting.txt"
+        text = console.read_text(errors="replace") if console.is_file() else ""
+    if done.returncode != 0 and "F 1" not in text:
+        detail = " ".join((done.stderr or done.stdout).split())[-400:]
+        raise CBuildError(f"QEMU {chosen.machine} failed (exit {done.returncode}): {detail}")
+    records = _parse(text, len(x))
+    dtype = np.dtype(host.dtype)
+    counts: list[int] = []
+    per_layer: list[int] = []
+    tail = 0
+    tick_ns = 1e9 / chosen.timer_hz
+    for index, (coarse, stamps, output) in enumerate(records):
+        got = np.frombuffer(output, dtype=dtype)
+        if got.shape != host[index].shape or got.tobytes() != host[index].tobytes():
+            raise CBuildError(
+                f"the {chosen.name} build's outputs differ from the host build's on sample "
+                f"{index} (a bug in edgeopt or the compiler); please report it."
+            )
+        ticks = [(stamps[i] - stamps[i + 1]) % _WRAP for i in range(len(stamps) - 1)]
+        coarse_ns = ((coarse[0] - coarse[1]) % _WRAP) * _COARSE_DIVIDER * tick_ns
+        if abs(sum(ticks) * tick_ns - coarse_ns) > 2 * _COARSE_DIVIDER * tick_ns:
+            raise CBuildError(
+                f"an interval on {chosen.name} ran past the 32-bit timer's wrap (2^32 ticks); "
+                "the count would be wrong."
+            )
+        steps = [_instructions(t, chosen, icount_shift) for t in ticks]
+        counts.append(sum(steps))
+        if index == 0:
+            per_layer, tail = steps[:-1], steps[-1]
+    from edgeopt.export.c._emit import c_comment
+
+    layers = tuple(
+        LayerInstructions(
+            index=i,
+            node=c_comment(step.node),
+            function=step.function,
+            macs=step_macs(step),
+            instructions=per_layer[i],
+        )
+        for i, step in enumerate(program.steps)
+    )
+    insn_ns = float(1 << icount_shift)
+    resolution = 1 if insn_ns > 2 * tick_ns else math.ceil(tick_ns / insn_ns) + 1
+    clock = Target.from_name(chosen.target).clock_hz if chosen.target else None
+    return CortexMRun(
+        core=chosen,
+        samples=len(x),
+        instructions=tuple(counts),
+        layers=layers,
+        return_instructions=tail,
+        resolution_instructions=resolution,
+        icount_shift=icount_shift,
+        compiler=_version(compiler),
+        qemu=_version(qemu),
+        clock_hz=int(clock) if clock else None,
+        inputs=inputs_source,
+    )
