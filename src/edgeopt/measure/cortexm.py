@@ -36,13 +36,11 @@ beside the library.
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import subprocess
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -50,6 +48,8 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import InputError
+from edgeopt.measure._cortexm_image import build_image
+from edgeopt.measure._cortexm_image import parse_output
 
 if TYPE_CHECKING:
     from edgeopt.export.c import CExport
@@ -58,10 +58,14 @@ if TYPE_CHECKING:
 __all__ = [
     "CORES",
     "INSTALL_HINT",
+    "MEASURE_SAMPLES",
     "CortexMCore",
     "CortexMRun",
     "LayerInstructions",
+    "check_cores",
+    "fixed_inputs",
     "has_cortexm_tools",
+    "measure_cores",
     "measure_cortexm",
     "require_cortexm_tools",
 ]
@@ -69,13 +73,12 @@ __all__ = [
 ARM_GCC = "arm-none-eabi-gcc"
 QEMU = "qemu-system-arm"
 INSTALL_HINT = (
-    "measuring on emulated Cortex-M cores needs arm-none-eabi-gcc with newlib and "
-    "qemu-system-arm (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
-    "qemu-system-arm) and the host gcc (apt-get install gcc)."
+    "measuring on emulated Cortex-M cores needs arm-none-eabi-gcc with newlib, qemu-system-arm "
+    "and gcc (Debian: apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi "
+    "qemu-system-arm gcc)."
 )
 #: 2^7 ns per instruction: more than two timer ticks, so ticks give whole instructions.
 ICOUNT_SHIFT = 7
-_HARNESS = "edgeopt_cortexm.c"
 _WRAP = 1 << 32
 _COARSE_DIVIDER = 256
 
@@ -105,6 +108,7 @@ class CortexMCore:
     code_origin: int  # 4 MiB of SSRAM the image is loaded into
     ram_origin: int  # 4 MiB of SSRAM for data, arena and stack
     cpi: float  # estimated cycles per instruction
+    cpi_basis: str  # the source in a few words
     cpi_source: str
     target: str | None  # the target profile whose clock gives a time, if any
 
@@ -115,12 +119,11 @@ class CortexMCore:
             "flags": list(self.flags),
             "timer_hz": self.timer_hz,
             "cpi": self.cpi,
+            "cpi_basis": self.cpi_basis,
             "cpi_source": self.cpi_source,
             "target": self.target,
         }
 
-
-_MIB4 = 4 << 20
 
 #: The cores measured: Cortex-M4F (mps2-an386), Cortex-M7 (mps2-an500), Cortex-M33 (mps2-an505).
 CORES: dict[str, CortexMCore] = {
@@ -134,6 +137,7 @@ CORES: dict[str, CortexMCore] = {
         code_origin=0x00000000,
         ram_origin=0x20000000,
         cpi=_M4_CPI,
+        cpi_basis="assumed from the Cortex-M4 TRM's cycle timings",
         cpi_source=_M4_CPI_SOURCE,
         target="cortex-m4",
     ),
@@ -147,6 +151,7 @@ CORES: dict[str, CortexMCore] = {
         code_origin=0x00000000,
         ram_origin=0x20000000,
         cpi=round(_M4_CPI * 3.40 / 5.01, 2),
+        cpi_basis="the Cortex-M4 figure x CoreMark/MHz 3.40 / 5.01",
         cpi_source=(
             "the Cortex-M4 figure scaled by published CoreMark/MHz, Cortex-M4 3.40 / Cortex-M7 "
             "5.01 (Arm's Cortex-M figures, as tabulated in D. Ibrahim, 'ARM-Based "
@@ -166,6 +171,7 @@ CORES: dict[str, CortexMCore] = {
         code_origin=0x10000000,
         ram_origin=0x38000000,
         cpi=round(_M4_CPI * 3.40 / 4.02, 2),
+        cpi_basis="the Cortex-M4 figure x CoreMark/MHz 3.40 / 4.02",
         cpi_source=(
             "the Cortex-M4 figure scaled by CoreMark/MHz, Cortex-M4 3.40 / Cortex-M33 4.02 "
             "(Arm's Cortex-M33 product page figure, not re-checked here); assumes the same "
@@ -310,6 +316,19 @@ def require_cortexm_tools(cores: str | list[str] | tuple[str, ...]) -> tuple[Cor
         ...     print(str(error)[:31])
         unknown core 'cortex-m99' for -
     """
+    chosen = check_cores(cores)
+    if not has_cortexm_tools():
+        raise InputError(INSTALL_HINT)
+    return chosen
+
+
+def check_cores(cores: str | list[str] | tuple[str, ...]) -> tuple[CortexMCore, ...]:
+    """The cores named (a comma list), refusing an unknown name; no tool is looked for.
+
+    Example:
+        >>> [core.machine for core in check_cores("cortex-m4,cortex-m33")]
+        ['mps2-an386', 'mps2-an505']
+    """
     names = cores.split(",") if isinstance(cores, str) else list(cores)
     chosen = []
     for name in (n.strip() for n in names):
@@ -317,8 +336,6 @@ def require_cortexm_tools(cores: str | list[str] | tuple[str, ...]) -> tuple[Cor
             known = ", ".join(CORES)
             raise InputError(f"unknown core {name!r} for --measure; known: {known}.")
         chosen.append(CORES[name])
-    if not has_cortexm_tools():
-        raise InputError(INSTALL_HINT)
     return tuple(chosen)
 
 
@@ -335,165 +352,9 @@ def step_macs(step: Step) -> int | None:
     return None
 
 
-def _c_literal(value: Any, *, is_float: bool) -> str:
-    from edgeopt.export.c._emit import c_float
-
-    return c_float(value) if is_float else str(int(value))
-
-
-def _write_samples(path: Path, x: np.ndarray, sample_type: str) -> None:
-    is_float = sample_type == "float"
-    rows = []
-    for sample in x.reshape(len(x), -1):
-        values = [_c_literal(v, is_float=is_float) for v in sample]
-        lines = [", ".join(values[i : i + 8]) for i in range(0, len(values), 8)]
-        rows.append("    {\n        " + ",\n        ".join(lines) + "\n    }")
-    path.write_text(
-        "/* samples baked into the image by edgeopt.measure.cortexm */\n"
-        "#include <stdint.h>\n\n"
-        f"const {sample_type} edgeopt_samples[{len(x)}][{x[0].size}] = {{\n"
-        + ",\n".join(rows)
-        + "\n};\n"
-    )
-
-
-def _linker_script(core: CortexMCore) -> str:
-    return f"""/* edgeopt Cortex-M image for QEMU {core.machine}: code and constants in the first
- * 4 MiB SSRAM, data, arena and stack in the second. */
-MEMORY
-{{
-    CODE (rx) : ORIGIN = {core.code_origin:#010x}, LENGTH = {_MIB4:#x}
-    RAM (rwx) : ORIGIN = {core.ram_origin:#010x}, LENGTH = {_MIB4:#x}
-}}
-ENTRY(edgeopt_reset)
-SECTIONS
-{{
-    .text :
-    {{
-        LONG(ORIGIN(RAM) + LENGTH(RAM))
-        KEEP(*(.vectors))
-        *(.text*)
-        *(.rodata*)
-        . = ALIGN(4);
-    }} > CODE
-    .ARM.exidx : {{ *(.ARM.exidx*) }} > CODE
-    .data : {{ *(.data*) . = ALIGN(4); }} > RAM
-    .bss (NOLOAD) :
-    {{
-        edgeopt_bss_start = .;
-        *(.bss*)
-        *(COMMON)
-        . = ALIGN(4);
-        edgeopt_bss_end = .;
-    }} > RAM
-}}
-"""
-
-
-def _hook_header(core: CortexMCore) -> str:
-    return (
-        "/* EDGEOPT_LAYER_END for edgeopt.measure.cortexm: the timer's value after each layer */\n"
-        "#include <stdint.h>\n"
-        "extern volatile uint32_t edgeopt_stamps[];\n"
-        "#define EDGEOPT_LAYER_END(step) (edgeopt_stamps[(step) + 1] = "
-        f"*(volatile uint32_t *){core.timer_base + 4:#x}u)\n"
-    )
-
-
-def _run(command: list[str], *, cwd: Path, what: str) -> None:
-    from edgeopt.export.c import CBuildError
-
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd)
-    if done.returncode != 0:
-        detail = " ".join((done.stderr or done.stdout).split())[:600]
-        raise CBuildError(f"{what} failed on the generated C code: {detail}")
-
-
-def _build_image(
-    export: CExport, core: CortexMCore, x: np.ndarray, scratch: Path, compiler: str
-) -> Path:
-    from edgeopt.export.c import STRICT_FLAGS
-
-    assert export.program is not None
-    p, u = export.prefix, export.prefix.upper()
-    sample_type = f"{export.input_type}_t" if export.has_raw_input else "float"
-    _write_samples(scratch / "edgeopt_samples.c", x, sample_type)
-    (scratch / "edgeopt_cortexm_hook.h").write_text(_hook_header(core))
-    (scratch / "edgeopt.ld").write_text(_linker_script(core))
-    harness = scratch / _HARNESS
-    harness.write_text(resources.files("edgeopt.export.c").joinpath(_HARNESS).read_text())
-    defines = [
-        f"-DEDGEOPT_RUN={p}_run",
-        f"-DEDGEOPT_INPUT_IS_RAW={u}_INPUT_IS_RAW",
-        f"-DEDGEOPT_INPUT_T={p}_input_t",
-        f"-DEDGEOPT_OUTPUT_T={p}_output_t",
-        f"-DEDGEOPT_INPUT_SIZE={u}_INPUT_SIZE",
-        f"-DEDGEOPT_OUTPUT_SIZE={u}_OUTPUT_SIZE",
-        f"-DEDGEOPT_LAYERS={len(export.program.steps)}",
-        f"-DEDGEOPT_SAMPLES={len(x)}",
-        f"-DEDGEOPT_SAMPLE_T={sample_type}",
-        f"-DEDGEOPT_TIMER_BASE={core.timer_base:#x}u",
-        f"-DEDGEOPT_DUALTIMER_BASE={core.dualtimer_base:#x}u",
-    ]
-    if not export.has_raw_input:
-        defines.append(f"-DEDGEOPT_QUANTIZE={p}_quantize_input")
-    out = export.out_dir
-    cc = [compiler, *STRICT_FLAGS, *core.flags, "-I", str(out)]
-    objects = []
-    jobs = [
-        ([str(out / f"{p}.c"), "-include", str(scratch / "edgeopt_cortexm_hook.h")], f"{p}.o"),
-        ([str(out / f"{p}_weights.c")], "weights.o"),
-        ([str(out / "edgeopt_kernels.c")], "kernels.o"),
-        ([str(scratch / "edgeopt_samples.c")], "samples.o"),
-        ([str(harness), "-include", str(out / f"{p}.h"), *defines], "harness.o"),
-    ]
-    for arguments, name in jobs:
-        _run([*cc, "-c", *arguments, "-o", str(scratch / name)], cwd=scratch, what=compiler)
-        objects.append(str(scratch / name))
-    image = scratch / "image.elf"
-    link = [compiler, *core.flags, "-nostartfiles", "--specs=nosys.specs", "-T", "edgeopt.ld"]
-    _run([*link, *objects, "-o", str(image)], cwd=scratch, what=f"{compiler} (link)")
-    return image
-
-
 def _version(tool: str) -> str:
     done = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False)
     return (done.stdout.splitlines() or [Path(tool).name])[0].strip()
-
-
-_LINE = re.compile(r"^([SCLOEF])((?: [0-9a-f]+)*)$")
-
-
-def _parse(text: str, samples: int) -> list[tuple[list[int], list[int], bytes]]:
-    """(coarse counts, timer values, output bytes) per sample from the image's lines."""
-    from edgeopt.export.c import CBuildError
-
-    records: list[tuple[list[int], list[int], bytes]] = []
-    coarse: list[int] = []
-    stamps: list[int] = []
-    is_done = False
-    for raw in text.splitlines():
-        match = _LINE.match(raw.strip())
-        if match is None:
-            continue
-        kind, fields = match.group(1), match.group(2).split()
-        if kind == "F":
-            raise CBuildError("the image faulted on the emulated core (a bug in edgeopt).")
-        if kind == "C":
-            coarse = [int(v) for v in fields]
-        elif kind == "L":
-            stamps = [int(v) for v in fields]
-        elif kind == "O":
-            records.append((coarse, stamps, bytes.fromhex(fields[0] if fields else "")))
-        elif kind == "E":
-            is_done = True
-    if not is_done or len(records) != samples:
-        raise CBuildError(
-            f"the emulated image printed {len(records)} of {samples} samples"
-            + ("" if is_done else " and did not finish")
-            + f": {text[-300:]!r}"
-        )
-    return records
 
 
 def _instructions(ticks: int, core: CortexMCore, shift: int) -> int:
@@ -560,7 +421,7 @@ def measure_cortexm(
     assert compiler is not None and qemu is not None
     with tempfile.TemporaryDirectory(prefix="edgeopt-cortexm-") as folder:
         scratch = Path(folder)
-        image = _build_image(export, chosen, x, scratch, compiler)
+        image = build_image(export, chosen, x, scratch, compiler)
         command = [
             qemu,
             "-M",
@@ -601,7 +462,7 @@ def measure_cortexm(
     if done.returncode != 0 and "F 1" not in text:
         detail = " ".join((done.stderr or done.stdout).split())[-400:]
         raise CBuildError(f"QEMU {chosen.machine} failed (exit {done.returncode}): {detail}")
-    records = _parse(text, len(x))
+    records = parse_output(text, len(x))
     dtype = np.dtype(host.dtype)
     counts: list[int] = []
     per_layer: list[int] = []
@@ -653,3 +514,69 @@ def measure_cortexm(
         clock_hz=int(clock) if clock else None,
         inputs=inputs_source,
     )
+
+
+#: Test samples baked into an image by :func:`measure_cores`: the count barely depends on them.
+MEASURE_SAMPLES = 4
+
+
+def fixed_inputs(export: CExport, *, samples: int = 2, seed: int = 0) -> np.ndarray:
+    """Seeded random inputs that span the library's input range, where no data is given.
+
+    Quantized values drawn uniformly over the input type, as floats the library quantizes
+    back to the same values (raw values as they are, for a raw-input library).
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> stub = SimpleNamespace(input_shape=(1, 2, 2), input_type="uint8", has_raw_input=False,
+        ...                        input_scale=0.5, input_zero_point=128)
+        >>> fixed_inputs(stub).shape
+        (2, 1, 2, 2)
+    """
+    rng = np.random.default_rng(seed)
+    low, high = (0, 256) if export.input_type == "uint8" else (-128, 128)
+    q = rng.integers(low, high, size=(samples, *export.input_shape))
+    if export.has_raw_input:
+        return q.astype(export.input_type)
+    assert export.input_scale is not None and export.input_zero_point is not None
+    scale = np.float32(export.input_scale)
+    values: np.ndarray = ((q - export.input_zero_point).astype(np.float32) * scale).astype(
+        np.float32
+    )
+    return values
+
+
+def measure_cores(
+    export: CExport,
+    cores: tuple[CortexMCore, ...],
+    *,
+    inputs: np.ndarray | None,
+    data: str | None,
+) -> tuple[CortexMRun, ...]:
+    """Count the library's instructions on each core: on the first :data:`MEASURE_SAMPLES`
+    of ``inputs`` (the test split of ``data``), or on :func:`fixed_inputs` without them.
+
+    Args:
+        export: what :func:`~edgeopt.export.c.export_c` wrote.
+        cores: from :func:`require_cortexm_tools`.
+        inputs: test samples (float, or raw values for a raw-input library), or None.
+        data: the data spec the samples came from, for the record.
+
+    Returns:
+        One run per core, in order.
+
+    Raises:
+        CBuildError: see :func:`measure_cortexm`.
+
+    Example:
+        >>> measure_cores(None, (), inputs=None, data=None)
+        ()
+    """
+    if not cores:
+        return ()
+    if inputs is None:
+        x, source = fixed_inputs(export), "2 seeded random inputs (no --data)"
+    else:
+        x = np.asarray(inputs)[:MEASURE_SAMPLES]
+        source = f"the first {len(x)} test samples of {data}"
+    return tuple(measure_cortexm(export, x, core=core.name, inputs_source=source) for core in cores)
