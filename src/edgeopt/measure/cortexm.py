@@ -41,6 +41,7 @@ import subprocess
 import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
+from dataclasses import field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
@@ -222,6 +223,9 @@ class CortexMRun:
     qemu: str
     clock_hz: int | None  # of ``core.target``, for the time estimate
     inputs: str  # where the samples came from
+    #: The emulated build's outputs, ``(samples, output size)`` in the output type: equal,
+    #: byte for byte, to the host build's.
+    outputs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False, compare=False)
 
     @property
     def instructions_per_inference(self) -> int:
@@ -464,6 +468,7 @@ def measure_cortexm(
         raise CBuildError(f"QEMU {chosen.machine} failed (exit {done.returncode}): {detail}")
     records = parse_output(text, len(x))
     dtype = np.dtype(host.dtype)
+    outputs = []
     counts: list[int] = []
     per_layer: list[int] = []
     tail = 0
@@ -475,6 +480,7 @@ def measure_cortexm(
                 f"the {chosen.name} build's outputs differ from the host build's on sample "
                 f"{index} (a bug in edgeopt or the compiler); please report it."
             )
+        outputs.append(got)
         ticks = [(stamps[i] - stamps[i + 1]) % _WRAP for i in range(len(stamps) - 1)]
         coarse_ns = ((coarse[0] - coarse[1]) % _WRAP) * _COARSE_DIVIDER * tick_ns
         if abs(sum(ticks) * tick_ns - coarse_ns) > 2 * _COARSE_DIVIDER * tick_ns:
@@ -513,6 +519,7 @@ def measure_cortexm(
         qemu=_version(qemu),
         clock_hz=int(clock) if clock else None,
         inputs=inputs_source,
+        outputs=np.stack(outputs),
     )
 
 
