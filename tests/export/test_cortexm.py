@@ -106,8 +106,11 @@ def test_layers_sum_to_the_inference_and_counts_repeat(cnn_s_c: Any, cnn_s_int8:
     again = measure_cortexm(cnn_s_c, x, core="cortex-m4")
     layers = [layer.instructions for layer in first.layers]
     assert len(layers) == cnn_s_c.layers and min(layers) > 0
-    # timer read before the call, after each layer and after the return: the parts sum exactly
-    assert sum(layers) + first.return_instructions == first.instructions[0]
+    # timer read before the call, after each layer and after the return: the parts sum to the
+    # whole within a reading's resolution each
+    readings = len(layers) + 1
+    gap = abs(sum(layers) + first.return_instructions - first.instructions[0])
+    assert gap <= readings * first.resolution_instructions
     assert 0 < first.return_instructions < 50
     assert first.instructions == again.instructions  # -icount: deterministic
     assert layers == [layer.instructions for layer in again.layers]
