@@ -85,6 +85,18 @@ def test_missing_tools_name_the_packages_and_write_nothing(
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_samples_that_are_not_finite_or_too_many_are_refused(
+    cnn_s_c: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cortexm, "has_cortexm_tools", lambda: True)
+    bad = np.full((1, *cnn_s_c.input_shape), np.nan, dtype=np.float32)
+    with pytest.raises(InputError, match="finite"):
+        measure_cortexm(cnn_s_c, bad)
+    many = np.zeros((cortexm.MAX_SAMPLE_BYTES // 256 + 1, *cnn_s_c.input_shape), np.float32)
+    with pytest.raises(InputError, match="fewer samples"):
+        measure_cortexm(cnn_s_c, many)
+
+
 @needs_arm
 @pytest.mark.parametrize("core", sorted(CORES))
 def test_emulated_outputs_equal_the_host_build_bit_for_bit(

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CORES",
     "INSTALL_HINT",
+    "MAX_SAMPLE_BYTES",
     "MEASURE_SAMPLES",
     "CortexMCore",
     "CortexMRun",
@@ -85,6 +86,8 @@ INSTALL_HINT = (
 #: 2^7 ns per instruction: more than two timer ticks, so ticks give whole instructions.
 ICOUNT_SHIFT = 7
 _WRAP = 1 << 32
+#: Samples baked into an image, at most (as float32 or raw bytes).
+MAX_SAMPLE_BYTES = 1 << 20
 _COARSE_DIVIDER = 256
 
 #: Cortex-M4 cycles per instruction for edgeopt's int8 loops (the base of the others).
@@ -395,7 +398,8 @@ def measure_cortexm(
         the estimated cycles and time come from the core's cycles per instruction.
 
     Raises:
-        InputError: an unknown core, a missing tool, or samples of the wrong shape.
+        InputError: an unknown core, a missing tool, samples of the wrong shape, not finite,
+            or over :data:`MAX_SAMPLE_BYTES`.
         CBuildError: the image does not build, faults, times out, overflows the timer, or its
             outputs differ from the host build's (a bug).
 
@@ -425,6 +429,13 @@ def measure_cortexm(
     if not 0 <= icount_shift <= 10:
         raise InputError(f"icount_shift must be 0 to 10 (QEMU's range), got {icount_shift}.")
     x = c_samples(export, inputs)
+    if not np.isfinite(x).all():
+        raise InputError("measure_cortexm: the samples must be finite numbers (no NaN or inf).")
+    if x.nbytes > MAX_SAMPLE_BYTES:
+        raise InputError(
+            f"measure_cortexm: {len(x)} samples take {x.nbytes:,} bytes; the image holds at most "
+            f"{MAX_SAMPLE_BYTES:,} (its 4 MiB also hold the weights): give fewer samples."
+        )
     host = run_c(export, x)
     compiler = shutil.which(ARM_GCC)
     qemu = shutil.which(QEMU)

@@ -638,7 +638,8 @@ def render_cortexm(run: Any, *, console: Console | None = None) -> None:
     out.print(
         f"measured (instructions, emulated): {spread} instructions per inference on "
         f"{run.samples} samples ({run.inputs}); QEMU {core.machine} -icount "
-        f"shift={run.icount_shift}, resolution {run.resolution_instructions} instruction; "
+        f"shift={run.icount_shift}, resolution {run.resolution_instructions} instruction per "
+        "timer reading; "
         "outputs equal to the host build bit for bit.",
         highlight=False,
     )
