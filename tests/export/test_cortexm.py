@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from clitools import run_cli
 from edgeopt.errors import InputError
 from edgeopt.export.artifact import ExportConfig
 from edgeopt.export.artifact import export_model
@@ -72,17 +73,16 @@ def test_unknown_core_and_onnx_format_are_refused() -> None:
         ExportConfig(format="onnx", is_raw_input=True, measure="cortex-m4")
 
 
-def test_missing_tools_name_the_packages_and_write_nothing(
-    cnn_s_int8: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_missing_tools_name_the_packages_exit_2_and_write_nothing(
+    cnn_s_int8: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
     monkeypatch.setattr(cortexm, "has_cortexm_tools", lambda: False)
     out = tmp_path / "c"
-    with pytest.raises(InputError) as error:
-        export_model(cnn_s_int8.onnx_path, ExportConfig(measure="cortex-m4"), output=out)
-    assert "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm" in str(
-        error.value
-    )
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    args = ["export", str(cnn_s_int8.onnx_path), "--format", "c", "-o", str(out)]
+    code, _, err = run_cli([*args, "--measure", "cortex-m4"], capsys, is_err_flat=True)
+    assert code == 2 and "Traceback" not in err
+    assert "apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_samples_that_are_not_finite_or_too_many_are_refused(
@@ -155,3 +155,21 @@ def test_export_measure_prints_counts_without_data(cnn_s_int8: Any, tmp_path: Pa
     assert run.samples == 2 and "seeded random" in run.inputs
     assert done.to_dict()["cortex_m"][0]["instructions_per_inference"] > 0  # type: ignore[union-attr]
     assert np.isfinite(run.outputs.astype(np.float64)).all()
+
+
+@needs_arm
+def test_cli_prints_the_layers_and_totals_measured_and_estimated(
+    cnn_s_int8: Any, tmp_path: Path, capsys: Any
+) -> None:
+    out = tmp_path / "c"
+    args = ["export", str(cnn_s_int8.onnx_path), "--format", "c", "-o", str(out)]
+    code, stdout, _ = run_cli(
+        [*args, "--measure", "cortex-m4", "--data", "digits", "--samples", "20"],
+        capsys,
+        is_out_flat=True,
+    )
+    assert code == 0 and (out / "model.c").exists()
+    assert "cortex-m4 (mps2-an386, emulated)" in stdout and "per inference" in stdout
+    assert "measured (instructions, emulated)" in stdout and "first 4 test samples" in stdout
+    assert "outputs equal to the host build bit for bit" in stdout
+    assert "estimated:" in stdout and "at 120 MHz (target cortex-m4)" in stdout
