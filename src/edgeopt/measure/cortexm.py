@@ -8,8 +8,8 @@ bare-metal image for one of QEMU's MPS2 boards, and run under ``qemu-system-arm 
   and nothing else (``sleep=off``), so a device clocked from it counts instructions
   deterministically (QEMU System Emulation User's Guide, "Invocation", ``-icount``; QEMU docs
   devel/tcg-icount.rst). The CMSDK APB timer 0 of the board counts down at the board's
-  peripheral clock (Arm CoreLink SDK-100 / Cortex-M System Design Kit TRM, Arm DDI 0479C,
-  section 4.4); QEMU models it with ``SYSCLK_FRQ`` 25 MHz on mps2-an386 / an500
+  peripheral clock (Arm Cortex-M System Design Kit TRM, Arm DDI 0479, "APB timer"; QEMU's
+  hw/timer/cmsdk-apb-timer.c); QEMU models it with ``SYSCLK_FRQ`` 25 MHz on mps2-an386 / an500
   (hw/arm/mps2.c; Arm AN386 and AN500 application notes) and 20 MHz on mps2-an505
   (hw/arm/mps2-tz.c; Arm AN505), at 0x40000000 (AN386, AN500) and its Secure alias 0x50000000
   (AN505, where the core starts Secure). At shift 7 one instruction is 128 ns, 3.2 (or 2.56)

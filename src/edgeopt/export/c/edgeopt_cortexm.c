@@ -146,12 +146,14 @@ int main(void);
 
 int main(void)
 {
-    /* CMSDK APB timer (Arm DDI 0479C, section 4.4): count down from 2^32 - 1 and wrap. */
+    /* CMSDK APB timer (Cortex-M System Design Kit TRM, Arm DDI 0479): count down from
+     * 2^32 - 1 and wrap. */
     TIMER_RELOAD = 0xFFFFFFFFu;
     TIMER_VALUE = 0xFFFFFFFFu;
     TIMER_CTRL = 1u;
-    /* CMSDK dual timer 1 (Arm DDI 0479C, section 4.5): free-running, 32-bit, clock / 256: a
-     * coarse count that tells a wrap of timer 0 from a short interval. */
+    /* CMSDK dual timer 1 (Arm DDI 0479; control: bit 7 enable, bits 3:2 prescale, bit 1
+     * 32-bit): free-running, 32-bit, clock / 256: a coarse count that tells a wrap of timer 0
+     * from a short interval. */
     DUAL_LOAD = 0xFFFFFFFFu;
     DUAL_CONTROL = 0x80u | (2u << 2) | 0x02u;
     run_samples();
