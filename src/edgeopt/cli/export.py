@@ -51,6 +51,14 @@ def export(
             "Runtime runs without saturating on x86 without VNNI (--format onnx)",
         ),
     ] = "int8",
+    measure: Annotated[
+        str | None,
+        typer.Option(
+            "--measure",
+            help="count the C library's instructions on emulated cores (QEMU -icount), per "
+            "layer and per inference: cortex-m4, cortex-m7, cortex-m33 (a comma list)",
+        ),
+    ] = None,
 ) -> None:
     """Write an int8 QDQ model as a C99 library for microcontrollers, or (``--format onnx
     --raw-input``) an ONNX file that takes raw uint8 (or, for audio, int16 PCM) input, its
@@ -68,8 +76,9 @@ def export(
         prefix=prefix,
         is_forced=force,
         target=target,
+        measure=measure,
     )
-    with status("writing and measuring" if data else "writing"):
+    with status("writing and measuring" if data or measure else "writing"):
         result = export_model(model, config, output=output, data=data)
     command = f"edgeopt export {model} --format c -o {output}"
     command += f" --prefix {prefix}" if prefix != "model" else ""

@@ -605,6 +605,69 @@ def render_c_export(
         out.print(f"check it against ONNX Runtime: {command} --force --data SPEC")
 
 
+def render_cortexm(run: Any, *, console: Console | None = None) -> None:
+    """Print a :class:`~edgeopt.measure.cortexm.CortexMRun`: instructions per layer and per
+    inference on the emulated core (measured), then cycles and time (estimated)."""
+    from rich.markup import escape
+
+    out = console or STDOUT
+    core = run.core
+    table = _table(f"{core.name} ({core.machine}, emulated): instructions per layer")
+    _columns(
+        table,
+        "#",
+        "layer",
+        "kernel",
+        "MACs",
+        "instructions",
+        "per MAC",
+        numbers=("#", "MACs", "instructions", "per MAC"),
+    )
+    for layer in run.layers:
+        per_mac = f"{layer.instructions / layer.macs:.1f}" if layer.macs else ""
+        table.add_row(
+            str(layer.index),
+            escape(layer.node),  # allow-listed for C, but Rich reads [ ] as markup
+            layer.function.removeprefix("edgeopt_"),
+            f"{layer.macs:,}" if layer.macs else "",
+            f"{layer.instructions:,}",
+            per_mac,
+        )
+    table.add_row("", "return", "", "", f"{run.return_instructions:,}", "")
+    macs = sum(layer.macs or 0 for layer in run.layers)
+    table.add_row(
+        "",
+        "per inference",
+        "",
+        f"{macs:,}" if macs else "",
+        f"{run.instructions[0]:,}",
+        f"{run.instructions[0] / macs:.1f}" if macs else "",
+        style="bold",
+    )
+    out.print(table)
+    counts = sorted(set(run.instructions))
+    spread = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
+    out.print(
+        f"measured (instructions, emulated): {spread} instructions per inference on "
+        f"{run.samples} samples ({run.inputs}); QEMU {core.machine} -icount "
+        f"shift={run.icount_shift}, resolution {run.resolution_instructions} instruction per "
+        "timer reading; "
+        "outputs equal to the host build bit for bit.",
+        highlight=False,
+    )
+    when = (
+        f" = {run.estimated_ms:.3g} ms at {run.clock_hz / 1e6:g} MHz (target {core.target})"
+        if run.estimated_ms is not None
+        else ""
+    )
+    out.print(
+        f"estimated: {run.estimated_cycles:,.0f} cycles{when} at {core.cpi} cycles per "
+        f"instruction ({core.cpi_basis}; unverified on hardware).",
+        style="dim",
+        highlight=False,
+    )
+
+
 def render_export(
     result: Any, *, source: str | Path, command: str, console: Console | None = None
 ) -> None:
@@ -615,6 +678,8 @@ def render_export(
 
     if isinstance(result, CLibraryReport):
         render_c_export(result.export, result.size, result.parity, command=command, console=console)
+        for run in result.cortex_m:
+            render_cortexm(run, console=console)
     elif isinstance(result, FoldResult):
         render_fold(result, source=Path(source), console=console)
     else:
