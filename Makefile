@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: an unpinned torch would pull gigabytes of CUDA packages.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test,tflite]'
+	$(PY) -m pip install --quiet -e '.[test,tflite,vision]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -51,6 +51,5 @@ def require(module: str, *, purpose: str) -> ModuleType:
         hint = f"pip install 'edgeopt[{extra}]'" if extra else f"install {module}"
         detail = " ".join(str(exc).split())[:120]
         raise InputError(
-            f"{purpose} needs {what}, which is not installed or does not load ({detail}): "
-            f"{hint}."
+            f"{purpose} needs {what}, which is not installed or does not load ({detail}): {hint}."
         ) from None

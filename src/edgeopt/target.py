@@ -14,6 +14,9 @@ A profile may also price an audio front end (``frontend``: framing, window, real
 spectrum, mel filters, log, DCT), the work a keyword-spotting device does before the network
 runs. Its cost is counted from the data's ``frontend_ops`` and added to the estimate, which then
 reports the model and the front end apart as well as their sum.
+
+An Ethos-U NPU profile (an ``npu:`` block, :mod:`edgeopt.npu`) has no cycle model of its own: Vela
+compiles the model for it (:func:`edgeopt.measure.vela.estimate_npu`), and ``estimate`` refuses.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import yaml
 
 from edgeopt._io import read_yaml
 from edgeopt.errors import InputError
+from edgeopt.npu import NpuConfig
 
 MAC_KINDS = ("conv", "depthwise", "fc")
 DTYPES = ("int8", "float32")
@@ -89,10 +93,14 @@ class Estimate:
     frontend_energy_uj: float | None = None
     frontend_cycles: Mapping[str, float] = field(default_factory=dict)
     uncounted_ops: tuple[str, ...] = ()  # layers of unknown cost: the totals are lower bounds
+    source: str = ""  # who made it where not the cycle model ("Vela 5.2.0 estimate")
+    detail: Mapping[str, Any] = field(default_factory=dict)  # Vela's memory and CPU operators
 
     @property
     def method(self) -> str:
         """How the numbers were obtained, in words, ``lower bound`` where layers were left out."""
+        if self.source:
+            return self.source
         n = len(self.uncounted_ops)
         return f"estimated (a lower bound: {n} operator(s) of unknown cost)" if n else "estimated"
 
@@ -118,6 +126,7 @@ class Estimate:
             "frontend_cycles": dict(self.frontend_cycles),
             "method": self.method,
             "uncounted_ops": list(self.uncounted_ops),
+            **({"detail": dict(self.detail)} if self.detail else {}),
         }
 
 
@@ -140,6 +149,7 @@ class Target:
     sources: Mapping[str, str] = field(default_factory=dict)
     is_measured: bool = False
     frontend: Mapping[str, float] = field(default_factory=dict)
+    npu: NpuConfig | None = None  # an Ethos-U NPU: Vela gives latency and memory
 
     def __post_init__(self) -> None:  # noqa: C901  (one validation per field of a device profile, each naming the field)
         where = f"target {self.name!r}"
@@ -180,6 +190,10 @@ class Target:
             from edgeopt.measure.host import measure_host
 
             raw = measure_host(dict(raw))
+        if raw.get("npu") is not None:  # Ethos-U: checked; CPU fallback priced by its host core
+            from edgeopt.npu import with_host_costs
+
+            raw = with_host_costs(raw, origin, load=cls.from_name, names=list_targets())
         required = (
             "name",
             "clock_hz",
@@ -226,6 +240,7 @@ class Target:
                 sources={str(k): str(v) for k, v in (raw.get("sources") or {}).items()},
                 is_measured=bool(raw.get("is_measured", False)),
                 frontend={str(k): float(v) for k, v in (raw.get("frontend") or {}).items()},
+                npu=raw.get("npu"),
             )
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, InputError):
@@ -324,6 +339,8 @@ class Target:
         With ``frontend_ops`` (an audio dataset's front-end counts) the front end's cycles are
         added to the total and reported apart (``frontend_latency_ms``, ``frontend_cycles``).
         """
+        if self.npu is not None:
+            raise InputError(f"target {self.name!r} is an Ethos-U NPU: Vela prices a model file.")
         layers = list(layers)
         per_layer = [self.layer_cycles(layer) for layer in layers]
         model_cycles = float(sum(per_layer))
@@ -363,6 +380,7 @@ class Target:
             "sources": dict(self.sources),
             "is_measured": self.is_measured,
             **({"frontend": dict(self.frontend)} if self.frontend else {}),
+            **({"npu": self.npu.to_dict()} if self.npu else {}),
         }
 
 

@@ -1,4 +1,5 @@
-"""The corpus matrix (issue 14, item 1): every command on twelve user-style models.
+"""The corpus matrix (issue 14, items 1 and 1b): every command on twelve user-style models and
+seven torchvision / timm architectures.
 
 Each cell runs one ``edgeopt`` command as a user would, in a fresh working folder, and must end
 in one of two ways: it succeeds, or it refuses in one sentence (exit 2) that names what it
@@ -23,6 +24,7 @@ import pytest
 
 from clitools import run_cli
 from corpus.usermodels import INPUTS
+from corpus.usermodels import LIBRARY_SPECS
 
 pytestmark = pytest.mark.corpus
 
@@ -49,6 +51,32 @@ def sequences(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("corpus-data") / "digit-rows.npz"
     np.savez(path, x=bunch.images.astype(np.uint8).transpose(0, 2, 1), y=bunch.target)
     return f"npz:{path}"
+
+
+@pytest.fixture(scope="module")
+def digits32(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """scikit-learn's digits at 1x32x32 (each pixel a 4x4 block), uint8 0-16: the smallest
+    images torchvision's and timm's ImageNet architectures take."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    path = tmp_path_factory.mktemp("corpus-data") / "digits32.npz"
+    x = np.kron(bunch.images, np.ones((4, 4))).astype(np.uint8)[:, None]
+    np.savez(path, x=x, y=bunch.target)
+    return f"npz:{path}"
+
+
+def _vision_missing() -> str | None:
+    """Why the torchvision / timm rows cannot run here, or None."""
+    from edgeopt.errors import InputError
+    from edgeopt.models.hub import _import_torchvision
+
+    try:
+        _import_torchvision()
+        import timm  # noqa: F401
+    except (InputError, ImportError) as exc:
+        return f"the vision extra (torchvision, timm) is not installed: {exc}"
+    return None
 
 
 def _one_error_line(err: str) -> bool:
@@ -79,17 +107,23 @@ def _cell(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(INPUTS))
+@pytest.mark.parametrize("name", sorted(INPUTS) + sorted(LIBRARY_SPECS))
 def test_every_command_succeeds_or_refuses_in_one_sentence(
     name: str,
-    sequences: str,
+    request: pytest.FixtureRequest,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    shape = INPUTS[name]
-    data = "digits" if len(shape) == 3 else sequences
-    spec = f"corpus.usermodels:{name}"
+    if name in LIBRARY_SPECS:
+        missing = _vision_missing()
+        if missing:
+            pytest.skip(missing)
+        spec, data = LIBRARY_SPECS[name], request.getfixturevalue("digits32")
+    else:
+        shape = INPUTS[name]
+        data = "digits" if len(shape) == 3 else request.getfixturevalue("sequences")
+        spec = f"corpus.usermodels:{name}"
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -193,5 +227,6 @@ def test_every_command_succeeds_or_refuses_in_one_sentence(
     if os.environ.get("EDGEOPT_CORPUS_OUT"):
         folder = Path(os.environ["EDGEOPT_CORPUS_OUT"])
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.json").write_text(json.dumps({"model": name, "cells": row}, indent=1))
+        record = {"model": name, "spec": spec, "commands": COMMANDS, "cells": row}
+        (folder / f"{name}.json").write_text(json.dumps(record, indent=1))
     assert set(row) == set(COMMANDS)

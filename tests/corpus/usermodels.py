@@ -284,3 +284,19 @@ class _ConstantReshape(nn.Module):
 def constant_reshape() -> nn.Module:
     """A tensor-valued constant (a buffer) added after a reshape and a permute."""
     return _ConstantReshape()
+
+
+#: The architectures users take from torchvision and timm (issue 14, item 1b): the library's own
+#: code (the ``vision`` extra), fresh weights, as ``torchvision:`` / ``timm:`` specs. Inputs are
+#: digits at 1x32x32 (each pixel a 4x4 block), the smallest size their five stride-2 stages take;
+#: the widths are the libraries' own edge settings.
+LIBRARY_SPECS: dict[str, str] = {
+    "tv_mobilenet_v2": "torchvision:mobilenet_v2?width_mult=0.35",
+    "tv_mobilenet_v3_small": "torchvision:mobilenet_v3_small",
+    "tv_shufflenet_v2_x0_5": "torchvision:shufflenet_v2_x0_5",
+    "tv_squeezenet1_1": "torchvision:squeezenet1_1",
+    "tv_mnasnet0_5": "torchvision:mnasnet0_5",
+    "tv_resnet18": "torchvision:resnet18",
+    "timm_mobilenetv3_small_050": "timm:mobilenetv3_small_050",
+}
+LIBRARY_INPUT = (1, 32, 32)

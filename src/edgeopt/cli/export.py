@@ -61,6 +61,14 @@ def export(
             "Runtime runs without saturating on x86 without VNNI (--format onnx)",
         ),
     ] = "int8",
+    measure: Annotated[
+        str | None,
+        typer.Option(
+            "--measure",
+            help="count the C library's instructions on emulated cores (QEMU -icount), per "
+            "layer and per inference: cortex-m4, cortex-m7, cortex-m33 (a comma list)",
+        ),
+    ] = None,
 ) -> None:
     """Write an int8 QDQ model as a C99 library for microcontrollers, a ``.tflite`` file for
     TensorFlow Lite Micro (``--format tflite``: full int8 with the file's own scales), or
@@ -80,8 +88,9 @@ def export(
         prefix=prefix,
         is_forced=force,
         target=target,
+        measure=measure,
     )
-    with status("writing and measuring" if data else "writing"):
+    with status("writing and measuring" if data or measure else "writing"):
         result = export_model(model, config, output=output, data=data)
     command = f"edgeopt export {model} --format {export_format} -o {output}"
     command += f" --prefix {prefix}" if prefix != "model" else ""

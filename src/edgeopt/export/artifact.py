@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from edgeopt.export.tflite import TFLiteExport
     from edgeopt.export.tflite import TFLiteParity
     from edgeopt.export.uint8 import Uint8Result
+    from edgeopt.measure.cortexm import CortexMRun
 
 __all__ = [
     "FORMATS",
@@ -61,7 +62,8 @@ class ExportConfig(Config):
     float32 from a float one), measured beside the C library of the same model;
     ``format="onnx"`` with ``is_raw_input`` folds the data's normalization into the first layer,
     or with ``weight_type="uint8"`` stores the int8 weights as uint8. ``samples`` test samples
-    run the parity check where data is given.
+    run the parity check where data is given. ``measure`` (a comma list of cores, C only) counts
+    the library's instructions on emulated Cortex-M cores (:mod:`edgeopt.measure.cortexm`).
     """
 
     kind: ClassVar[str] = "export"
@@ -72,6 +74,7 @@ class ExportConfig(Config):
     prefix: str = "model"
     is_forced: bool = False
     target: str | None = None
+    measure: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -88,22 +91,30 @@ class ExportConfig(Config):
                 )
         elif (self.format == "onnx") != self.is_raw_input:
             raise InputError(_RAW_INPUT_NEEDS)
+        if self.measure is not None:
+            from edgeopt.measure.cortexm import check_cores
+
+            if self.format != "c":
+                raise InputError("--measure counts the C library's instructions: --format c.")
+            check_cores(self.measure)
 
 
 @dataclass(frozen=True)
 class CLibraryReport:
-    """The C library written, its build sizes (None without a compiler) and, with data, its
-    parity with ONNX Runtime."""
+    """The C library written, its build sizes (None without a compiler), with data its
+    parity with ONNX Runtime, and with ``measure`` its instructions on emulated cores."""
 
     export: CExport
     size: CBuildSize | None
     parity: CParity | None
+    cortex_m: tuple[CortexMRun, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "export": self.export.to_dict(),
             "size": self.size.to_dict() if self.size is not None else None,
             "parity": self.parity.to_dict() if self.parity is not None else None,
+            "cortex_m": [run.to_dict() for run in self.cortex_m],
         }
 
 
@@ -183,11 +194,17 @@ def export_model(
     from edgeopt.export.c import has_compiler
     from edgeopt.export.c import measure_c
 
+    cores = ()
+    if config.measure is not None:  # before anything is written: the tools are there
+        from edgeopt.measure.cortexm import require_cortexm_tools
+
+        cores = require_cortexm_tools(config.measure)
     library = export_c(
         model, output, target=config.target, prefix=config.prefix, is_forced=config.is_forced
     )
     size = measure_c(library) if has_compiler() else None
     parity = None
+    x = None
     if data is not None:
         from edgeopt.models import bind_data
         from edgeopt.models import load_model
@@ -196,7 +213,13 @@ def export_model(
         dataset = bind_data(load_model(str(model)), load_data(data))
         x = dataset.raw["test"] if library.has_raw_input else dataset.arrays("test")[0]
         parity = check_c(library, x[: config.samples])
-    return CLibraryReport(library, size, parity)
+    runs = ()
+    if cores:
+        from edgeopt.measure.cortexm import measure_cores
+
+        spec = None if data is None else data if isinstance(data, str) else data.spec
+        runs = measure_cores(library, cores, inputs=x, data=spec)
+    return CLibraryReport(library, size, parity, runs)
 
 
 def _export_tflite(

@@ -154,13 +154,19 @@ def _time_file(
     return latency, note
 
 
-def estimate_on_target(target: Target, layers: list[Any], data: Dataset | None) -> tuple[Any, str]:
+def estimate_on_target(
+    target: Target, layers: list[Any], data: Dataset | None, *, model: Path | None = None
+) -> tuple[Any, str]:
     """The target's estimate of one inference (latency, energy) and how it was made: the one
     place it is computed, for ``profile``, the search and ``bench``.
 
     An audio model's input is made on the device by a front end: it is priced too where the
-    profile can (and reported apart), and the sentence says so either way.
+    profile can (and reported apart), and the sentence says so either way. An Ethos-U profile
+    has Vela compile ``model`` (a ``.tflite``, or an int8 ONNX file written as one) instead of
+    pricing ``layers``: :func:`edgeopt.measure.vela.estimate_npu`.
     """
+    if target.npu is not None:
+        return _estimate_on_npu(target, layers, model)
     frontend = data.frontend if data is not None else {}
     ops = frontend.get("frontend_ops")
     priced_ops = ops if isinstance(ops, dict) and target.frontend else None
@@ -179,6 +185,44 @@ def estimate_on_target(target: Target, layers: list[Any], data: Dataset | None) 
     return estimate, how
 
 
+def _estimate_on_npu(target: Target, layers: list[Any], model: Path | None) -> tuple[Any, str]:
+    """Vela's estimate on an Ethos-U profile, and the sentence that says how it was made.
+
+    An ONNX model without int8 layers (the float baseline of a search, a pruned float trial)
+    has nothing the NPU runs (Ethos-U: int8 and int16 only): it is priced whole on the host
+    core's profile, and the sentence says so.
+    """
+    from dataclasses import replace
+
+    from edgeopt.measure.vela import estimate_npu
+    from edgeopt.target import Target
+
+    assert target.npu is not None
+    is_onnx = model is not None and model.suffix.lower() != ".tflite"
+    if is_onnx and layers and not any(getattr(layer, "dtype", "") == "int8" for layer in layers):
+        host = Target.from_name(target.npu.host_target)
+        how = (
+            f"estimated on the {host.name} host core profile (cycles model): the model has no "
+            f"int8 layers, and the {target.npu.accelerator} NPU runs int8 and int16 only"
+        )
+        return replace(host.estimate(layers), target=target.name, source=how.split(":")[0]), how
+    if model is None:
+        raise InputError(f"target {target.name!r} is an Ethos-U NPU: Vela needs the model file.")
+    estimate, result = estimate_npu(model, target)
+    cpu = ", ".join(f"{op.count} {op.op_type}" for op in result.cpu_operators)
+    on_cpu = (
+        f"; left on the CPU and priced on the {result.host_target} profile: {cpu}"
+        if cpu
+        else "; every operator on the NPU"
+    )
+    how = (
+        f"{result.label} ({result.accelerator}, {result.system_config}, {result.memory_mode}): "
+        f"NPU cycles at {result.clock_hz / 1e6:g} MHz, SRAM and {result.offchip_memory} "
+        f"from Vela{on_cpu}; energy {estimate.detail['energy']}"
+    )
+    return estimate, how
+
+
 def profile_onnx(  # noqa: C901  (one measurement per branch: counts, latency, accuracy, target; each is a few lines)
     path: Path,
     *,
@@ -186,8 +230,10 @@ def profile_onnx(  # noqa: C901  (one measurement per branch: counts, latency, a
     target: Target | None = None,
     threads: int = 1,
     is_latency_measured: bool = True,
+    npu_model: Path | None = None,
 ) -> Metrics:
-    """Measure one ONNX file: see :func:`profile`."""
+    """Measure one ONNX file: see :func:`profile`. ``npu_model``: the file an Ethos-U target's
+    Vela compiles when it is not ``path`` itself (the ``.tflite`` an ONNX file was read from)."""
     import onnxruntime
 
     from edgeopt.models.upgrade import upgrade_onnx
@@ -249,12 +295,23 @@ def profile_onnx(  # noqa: C901  (one measurement per branch: counts, latency, a
         provenance["notes"] = "; ".join(notes)
     estimate = fits = None
     if target is not None:
-        estimate, provenance["estimate"] = estimate_on_target(target, layers, data)
+        estimate, provenance["estimate"] = estimate_on_target(
+            target, layers, data, model=npu_model or path
+        )
         fits = {
             "flash": size_bytes <= target.flash_bytes,
             "ram": plan.peak_bytes <= target.ram_bytes,
         }
         provenance["fits"] = "size_bytes vs flash_bytes, peak_ram_bytes vs ram_bytes of the target"
+        if "offchip_bytes" in estimate.detail:  # Vela placed it: model off chip, arena in SRAM
+            fits = {
+                "flash": estimate.detail["offchip_bytes"] <= target.flash_bytes,
+                "ram": estimate.detail["sram_bytes"] <= target.ram_bytes,
+            }
+            provenance["fits"] = (
+                f"Vela's {estimate.detail['offchip_memory']} used vs flash_bytes, its SRAM used "
+                "vs ram_bytes of the target"
+            )
     return Metrics(
         model=str(path),
         params=sum(layer.params for layer in layers),
@@ -341,7 +398,11 @@ def profile(
         "is_latency_measured": is_latency_measured,
     }
     if handle.onnx_path is not None:
-        return profile_onnx(handle.onnx_path, **kwargs)  # type: ignore[arg-type]
+        # Hook for .tflite specs: an Ethos-U target compiles the user's own file with Vela,
+        # not one written back from the ONNX it was read as.
+        is_tflite = isinstance(model, str) and model.lower().endswith(".tflite")
+        npu_model = Path(model) if is_tflite and resolved is not None and resolved.npu else None
+        return profile_onnx(handle.onnx_path, npu_model=npu_model, **kwargs)  # type: ignore[arg-type]
     from edgeopt.export.onnx import export_onnx
 
     if dataset is not None:

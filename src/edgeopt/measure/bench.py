@@ -306,7 +306,7 @@ def _estimate_uj(
 
     resolved = Target.from_name(target)
     _, layers = analyse(read_onnx(path), data.input_shape if data is not None else None)
-    estimate, how = estimate_on_target(resolved, layers, data)
+    estimate, how = estimate_on_target(resolved, layers, data, model=path)
     with_frontend = ", audio front end included" if "includes the" in how else ""
     return estimate.energy_uj, f"estimated ({resolved.name}{with_frontend})"
 

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from edgeopt.errors import InputError
 from edgeopt.graph import GraphEditor
 
 CACHE_FORMAT = 1
@@ -72,8 +73,14 @@ def measure_host(raw: Mapping[str, Any]) -> dict[str, Any]:
         True
     """
     profile = copy.deepcopy(dict(raw))
+    given = profile.get("sources") or {}
+    if not isinstance(given, Mapping):
+        raise InputError(
+            f"target {str(raw.get('name', 'host'))[:40]!r}: sources must be a mapping of field to "
+            f"source, not a {type(given).__name__}."
+        )
     measured = _measure(str(raw.get("name", "host")))
-    sources = {str(k): str(v) for k, v in (profile.get("sources") or {}).items()}
+    sources = {str(k): str(v) for k, v in given.items()}
     power = sources.get("active_power_mw", "assumption (no source given)")
     sources.update(measured["sources"])
     sources["active_power_mw"] = f"{power}; {measured['rapl']}"

@@ -1,8 +1,8 @@
 """Load a model from a spec into a :class:`ModelHandle`, the one type every command takes.
 
 Specs: an ``.onnx`` file (external data beside it is found), a saved ``torch.export`` program
-(``.pt2``), ``package.module:factory`` plus a state-dict file, or
-``zoo:NAME?width=&classes=&input=``.
+(``.pt2``), ``package.module:factory`` plus a state-dict file,
+``zoo:NAME?width=&classes=&input=``, or ``torchvision:NAME`` / ``timm:NAME`` (:mod:`.hub`).
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def _load_state_dict(
             pass
     try:
         module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:  # a module's _load_from_state_dict raises either
         detail = " ".join(str(exc).split())[:200]
         raise InputError(f"{weights}: does not match {spec} ({detail}).") from None
 
@@ -337,6 +337,22 @@ def _load_zoo(spec: str, weights: Path | None, data: Dataset | None) -> ModelHan
     )
 
 
+def _load_hub(spec: str, weights: Path | None, data: Dataset | None) -> ModelHandle:
+    from edgeopt.models.hub import build_hub
+
+    built = build_hub(spec, data)
+    if weights is not None:
+        _load_state_dict(built.module, weights, spec, built.input_shape)
+    return ModelHandle(
+        name=built.name,
+        spec=spec,
+        input_shape=built.input_shape,
+        module=built.module.eval(),
+        num_classes=built.num_classes,
+        history=(spec,) + ((f"weights:{weights.name}",) if weights else ()),
+    )
+
+
 def load_model(
     spec: str | Path | ModelHandle,
     *,
@@ -387,12 +403,14 @@ def _load(
         handle = _load_program(spec, Path(spec))
     elif spec.startswith("zoo:"):
         return _load_zoo(spec, weights_path, data)
+    elif spec.partition(":")[0] in ("torchvision", "timm"):
+        return _load_hub(spec, weights_path, data)
     elif ":" in spec:
         handle = _load_factory(spec, weights_path)
     else:
         raise InputError(
-            f"{spec!r} is not a model spec: give a .onnx or .pt2 file, zoo:NAME, or "
-            "package.module:factory."
+            f"{spec!r} is not a model spec: give a .onnx or .pt2 file, zoo:NAME, "
+            "torchvision:NAME, timm:NAME, or package.module:factory."
         )
     if data is not None and handle.input_shape is None:
         handle = replace(handle, input_shape=data.input_shape)

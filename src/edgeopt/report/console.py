@@ -192,11 +192,23 @@ def render_metrics(metrics: Any, *, max_layers: int = 40, console: Console | Non
                 f"{est.frontend_latency_ms:,.4g} ms, {est.frontend_energy_uj or 0.0:,.1f} uJ",
                 "estimated (FFT, mel, log, DCT)",
             )
-        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", how)
-        summary.add_row(f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", how)
+        npu = est.detail if "sram_bytes" in est.detail else {}  # Ethos-U: Vela's figures
+        summary.add_row(f"latency on {est.target}", f"{est.latency_ms:,.4g} ms", est.source or how)
+        summary.add_row(
+            f"energy on {est.target}", f"{est.energy_uj:,.1f} uJ", npu.get("energy_how", how)
+        )
+        if npu:
+            summary.add_row("SRAM (Vela)", format_bytes(npu["sram_bytes"]), est.source)
+            offchip = f"{format_bytes(npu['offchip_bytes'])} {npu['offchip_memory']}"
+            summary.add_row("off-chip (Vela)", offchip, est.source)
+            cpu = ", ".join(f"{op['count']} {op['op_type']}" for op in npu["cpu_operators"])
+            summary.add_row("CPU operators", Text(cpu or "none"), "Vela; host core")
     if metrics.fits is not None:
         verdict = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in metrics.fits.items())
-        summary.add_row(f"fits {metrics.target}", verdict, "flash: size, RAM: peak")
+        basis = "flash: size, RAM: peak"
+        if metrics.estimate is not None and "sram_bytes" in metrics.estimate.detail:
+            basis = "Vela: off-chip, SRAM"
+        summary.add_row(f"fits {metrics.target}", verdict, basis)
     out.print(summary)
     if metrics.accuracy is not None and "accuracy" in metrics.provenance:
         out.print(f"accuracy {metrics.provenance['accuracy']}", style="dim", highlight=False)
@@ -662,6 +674,69 @@ def render_tflite(report: Any, *, command: str, console: Console | None = None) 
         )
 
 
+def render_cortexm(run: Any, *, console: Console | None = None) -> None:
+    """Print a :class:`~edgeopt.measure.cortexm.CortexMRun`: instructions per layer and per
+    inference on the emulated core (measured), then cycles and time (estimated)."""
+    from rich.markup import escape
+
+    out = console or STDOUT
+    core = run.core
+    table = _table(f"{core.name} ({core.machine}, emulated): instructions per layer")
+    _columns(
+        table,
+        "#",
+        "layer",
+        "kernel",
+        "MACs",
+        "instructions",
+        "per MAC",
+        numbers=("#", "MACs", "instructions", "per MAC"),
+    )
+    for layer in run.layers:
+        per_mac = f"{layer.instructions / layer.macs:.1f}" if layer.macs else ""
+        table.add_row(
+            str(layer.index),
+            escape(layer.node),  # allow-listed for C, but Rich reads [ ] as markup
+            layer.function.removeprefix("edgeopt_"),
+            f"{layer.macs:,}" if layer.macs else "",
+            f"{layer.instructions:,}",
+            per_mac,
+        )
+    table.add_row("", "return", "", "", f"{run.return_instructions:,}", "")
+    macs = sum(layer.macs or 0 for layer in run.layers)
+    table.add_row(
+        "",
+        "per inference",
+        "",
+        f"{macs:,}" if macs else "",
+        f"{run.instructions[0]:,}",
+        f"{run.instructions[0] / macs:.1f}" if macs else "",
+        style="bold",
+    )
+    out.print(table)
+    counts = sorted(set(run.instructions))
+    spread = f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,}"
+    out.print(
+        f"measured (instructions, emulated): {spread} instructions per inference on "
+        f"{run.samples} samples ({run.inputs}); QEMU {core.machine} -icount "
+        f"shift={run.icount_shift}, resolution {run.resolution_instructions} instruction per "
+        "timer reading; "
+        "outputs equal to the host build bit for bit.",
+        highlight=False,
+    )
+    when = (
+        f" = {run.estimated_ms:.3g} ms at {run.clock_hz / 1e6:g} MHz (target {core.target})"
+        if run.estimated_ms is not None
+        else ""
+    )
+    out.print(
+        f"estimated: {run.estimated_cycles:,.0f} cycles{when} at {core.cpi} cycles per "
+        f"instruction ({core.cpi_basis}; unverified on hardware).",
+        style="dim",
+        highlight=False,
+    )
+
+
 def render_export(
     result: Any, *, source: str | Path, command: str, console: Console | None = None
 ) -> None:
@@ -674,6 +749,8 @@ def render_export(
 
     if isinstance(result, CLibraryReport):
         render_c_export(result.export, result.size, result.parity, command=command, console=console)
+        for run in result.cortex_m:
+            render_cortexm(run, console=console)
     elif isinstance(result, TFLiteReport):
         render_tflite(result, command=command, console=console)
     elif isinstance(result, FoldResult):

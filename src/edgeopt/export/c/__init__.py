@@ -1,7 +1,8 @@
 """C99 for microcontrollers: an int8 QDQ ONNX model as a library with a static arena.
 
 ``export_c`` writes the library; ``measure_c`` compiles it and reads the section sizes;
-``check_c`` compiles it with a harness and compares it with ONNX Runtime.
+``check_c`` compiles it with a harness and compares it with ONNX Runtime; ``run_c`` returns
+the host build's outputs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from edgeopt.export.c.check import check_c
 from edgeopt.export.c.check import has_compiler
 from edgeopt.export.c.check import measure_c
 from edgeopt.export.c.check import require_exact
+from edgeopt.export.c.check import run_c
 from edgeopt.export.c.generate import CExport
 from edgeopt.export.c.generate import export_c
 
@@ -30,4 +32,5 @@ __all__ = [
     "has_compiler",
     "measure_c",
     "require_exact",
+    "run_c",
 ]

@@ -245,6 +245,12 @@ class _Writer:
             f"#define {u}_TRACE(step, data, bytes) ((void)0)",
             "#endif",
             "",
+            "/* A build may define EDGEOPT_LAYER_END(step) (-D or -include) to run after each",
+            " * layer, e.g. to read a timer; by default it is nothing. */",
+            "#ifndef EDGEOPT_LAYER_END",
+            "#define EDGEOPT_LAYER_END(step) ((void)0)",
+            "#endif",
+            "",
         ]
         for array in self.program.arrays:
             lines.append(
@@ -298,6 +304,7 @@ class _Writer:
                 call = f"    {step.function}(\n        " + ",\n        ".join(args) + ");"
             lines.append(call)
             lines.append(f"    {u}_TRACE({index}, {self.traced(step)});")
+            lines.append(f"    EDGEOPT_LAYER_END({index});")
         lines += ["    return 0;", "}", ""]
         return "\n".join(lines)
 

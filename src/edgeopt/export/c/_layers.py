@@ -55,10 +55,7 @@ class LayerLowering(GraphReader):
             kernel, strides, dilations = [1, *kernel], [1, *strides], [1, *dilations]
             pads = [0, pads[0], 0, pads[1]]
         groups = int(attrs.get("group", 1))
-        channel_scale = np.broadcast_to(w_scale.ravel(), (out_c,))
-        acc_scale = np.array([f32(x.scale) * s for s in channel_scale], dtype=np.float32)
-        multipliers = [fixed_point(float(a / f32(y.scale))) for a in acc_scale]
-        bias = self.bias(node, 2, acc_scale, out_c)
+        bias, multipliers = self._requantization(node, x, y, w_scale, out_c)
         weights = q.reshape(out_c, -1)
         is_pointwise = groups == 1 and kernel == [1, 1] and strides == [1, 1] and not any(pads)
         if is_pointwise:
@@ -68,38 +65,13 @@ class LayerLowering(GraphReader):
             function, kind = "edgeopt_depthwise_conv2d", "depthwise"
         else:
             function, kind = "edgeopt_conv2d", "conv"
-        index = len(self.steps)
-        arrays = (
-            self.array(index, "weights", "int8_t", weights),
-            self.array(index, "bias", "int32_t", bias),
-            self.array(index, "multiplier", "int32_t", [m for m, _ in multipliers]),
-            self.array(index, "shift", "int32_t", [s for _, s in multipliers]),
+        arrays = self._window_arrays(weights, bias, multipliers)
+        params = self._window_params(
+            arrays,
+            (x, y, low, high),
+            (in_c, in_h, in_w, out_c, out_h, out_w),
+            (kernel, strides, pads, dilations, groups),
         )
-        params = {
-            "in_channels": in_c,
-            "in_height": in_h,
-            "in_width": in_w,
-            "out_channels": out_c,
-            "out_height": out_h,
-            "out_width": out_w,
-            "kernel_height": kernel[0],
-            "kernel_width": kernel[1],
-            "stride_height": strides[0],
-            "stride_width": strides[1],
-            "pad_top": pads[0],
-            "pad_left": pads[1],
-            "dilation_height": dilations[0],
-            "dilation_width": dilations[1],
-            "groups": groups,
-            "in_zero_point": x.zero_point,
-            "out_zero_point": y.zero_point,
-            "act_min": low,
-            "act_max": high,
-            "weights": Ref(arrays[0].name),
-            "bias": Ref(arrays[1].name),
-            "multiplier": Ref(arrays[2].name),
-            "shift": Ref(arrays[3].name),
-        }
         shape = "x".join(map(str, kernel))
         self.add_step(
             Step(
@@ -159,42 +131,14 @@ class LayerLowering(GraphReader):
         pads = list(attrs.get("pads", [0] * 2 * rank))
         if rank == 1:
             kernel, strides, pads = [1, *kernel], [1, *strides], [0, pads[0]]
-        channel_scale = np.broadcast_to(w_scale.ravel(), (out_c,))
-        acc_scale = np.array([f32(x.scale) * s for s in channel_scale], dtype=np.float32)
-        multipliers = [fixed_point(float(a / f32(y.scale))) for a in acc_scale]
-        bias = self.bias(node, 2, acc_scale, out_c)
-        index = len(self.steps)
-        arrays = (
-            self.array(index, "weights", "int8_t", q.reshape(in_c, out_c, -1)),
-            self.array(index, "bias", "int32_t", bias),
-            self.array(index, "multiplier", "int32_t", [m for m, _ in multipliers]),
-            self.array(index, "shift", "int32_t", [s for _, s in multipliers]),
+        bias, multipliers = self._requantization(node, x, y, w_scale, out_c)
+        arrays = self._window_arrays(q.reshape(in_c, out_c, -1), bias, multipliers)
+        params = self._window_params(
+            arrays,
+            (x, y, low, high),
+            (in_c, in_h, in_w, out_c, out_h, out_w),
+            (kernel, strides, pads, [1, 1], 1),
         )
-        params = {
-            "in_channels": in_c,
-            "in_height": in_h,
-            "in_width": in_w,
-            "out_channels": out_c,
-            "out_height": out_h,
-            "out_width": out_w,
-            "kernel_height": kernel[0],
-            "kernel_width": kernel[1],
-            "stride_height": strides[0],
-            "stride_width": strides[1],
-            "pad_top": pads[0],
-            "pad_left": pads[1],
-            "dilation_height": 1,
-            "dilation_width": 1,
-            "groups": 1,
-            "in_zero_point": x.zero_point,
-            "out_zero_point": y.zero_point,
-            "act_min": low,
-            "act_max": high,
-            "weights": Ref(arrays[0].name),
-            "bias": Ref(arrays[1].name),
-            "multiplier": Ref(arrays[2].name),
-            "shift": Ref(arrays[3].name),
-        }
         self.add_step(
             Step(
                 "edgeopt_conv_transpose2d",
@@ -208,6 +152,62 @@ class LayerLowering(GraphReader):
                 f"{in_c}x{in_h}x{in_w} -> {out_c}x{out_h}x{out_w}",
             )
         )
+
+    def _requantization(
+        self, node: Any, x: Buffer, y: Buffer, w_scale: np.ndarray, out_c: int
+    ) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """The int32 bias in the accumulator's scale and each output channel's fixed-point
+        multiplier and shift, ``x_scale * w_scale[c] / y_scale`` (float32, as the reference)."""
+        channel_scale = np.broadcast_to(w_scale.ravel(), (out_c,))
+        acc_scale = np.array([f32(x.scale) * s for s in channel_scale], dtype=np.float32)
+        multipliers = [fixed_point(float(a / f32(y.scale))) for a in acc_scale]
+        return self.bias(node, 2, acc_scale, out_c), multipliers
+
+    def _window_arrays(
+        self, weights: np.ndarray, bias: np.ndarray, multipliers: list[tuple[int, int]]
+    ) -> tuple[Any, ...]:
+        """The four constant arrays of a (transposed) convolution step."""
+        index = len(self.steps)
+        return (
+            self.array(index, "weights", "int8_t", weights),
+            self.array(index, "bias", "int32_t", bias),
+            self.array(index, "multiplier", "int32_t", [m for m, _ in multipliers]),
+            self.array(index, "shift", "int32_t", [s for _, s in multipliers]),
+        )
+
+    @staticmethod
+    def _window_params(
+        arrays: tuple[Any, ...],
+        quant: tuple[Buffer, Buffer, int, int],
+        sizes: tuple[int, int, int, int, int, int],
+        window: tuple[list[int], list[int], list[int], list[int], int],
+    ) -> dict[str, Any]:
+        """``edgeopt_conv_params`` of a (transposed) convolution: the input and output buffers
+        with the activation range, C x H x W in and out, and kernel, strides, begin pads,
+        dilations and groups."""
+        x, y, low, high = quant
+        kernel, strides, pads, dilations, groups = window
+        names = ("in_channels", "in_height", "in_width", "out_channels", "out_height", "out_width")
+        return {
+            **dict(zip(names, sizes, strict=True)),
+            "kernel_height": kernel[0],
+            "kernel_width": kernel[1],
+            "stride_height": strides[0],
+            "stride_width": strides[1],
+            "pad_top": pads[0],
+            "pad_left": pads[1],
+            "dilation_height": dilations[0],
+            "dilation_width": dilations[1],
+            "groups": groups,
+            "in_zero_point": x.zero_point,
+            "out_zero_point": y.zero_point,
+            "act_min": low,
+            "act_max": high,
+            "weights": Ref(arrays[0].name),
+            "bias": Ref(arrays[1].name),
+            "multiplier": Ref(arrays[2].name),
+            "shift": Ref(arrays[3].name),
+        }
 
     def pads(
         self,

@@ -45,27 +45,9 @@ class MovementLowering(GraphReader):
         out_inner = math.prod(y.shape[axis:])
         offset = 0
         for position, x in enumerate(parts):
-            arrays, table = self.rescale_table(x, y)
             in_inner = math.prod(x.shape[axis:])
-            params = {
-                "outer": outer,
-                "in_inner": in_inner,
-                "out_inner": out_inner,
-                "offset": offset,
-                "table": table,
-            }
-            self.add_step(
-                Step(
-                    "edgeopt_concat",
-                    node_label(node),
-                    (x.tensor,),
-                    name,
-                    struct="edgeopt_concat_params",
-                    params=params,
-                    arrays=arrays,
-                    summary=f"concat input {position}",
-                )
-            )
+            sizes = (outer, in_inner, out_inner, offset)
+            self._slice_step(node, "edgeopt_concat", x, name, sizes, f"concat input {position}")
             offset += in_inner
 
     def lower_Split(self, node: Any) -> None:
@@ -90,29 +72,37 @@ class MovementLowering(GraphReader):
                     raise self.fail(f"tensor {out!r} is quantized twice with different scales.")
                 self.views[extra.output[0]] = name
                 self.buffers[extra.output[0]] = self.buffers[name]
-            y = self.buffers[name]
-            arrays, table = self.rescale_table(x, y)
-            out_inner = math.prod(y.shape[axis:])
-            params = {
-                "outer": outer,
-                "in_inner": in_inner,
-                "out_inner": out_inner,
-                "offset": offset,
-                "table": table,
-            }
-            self.add_step(
-                Step(
-                    "edgeopt_split",
-                    node_label(node),
-                    (x.tensor,),
-                    name,
-                    struct="edgeopt_concat_params",
-                    params=params,
-                    arrays=arrays,
-                    summary=f"split output {position}",
-                )
-            )
+            out_inner = math.prod(self.buffers[name].shape[axis:])
+            sizes = (outer, in_inner, out_inner, offset)
+            self._slice_step(node, "edgeopt_split", x, name, sizes, f"split output {position}")
             offset += out_inner
+
+    def _slice_step(
+        self,
+        node: Any,
+        function: str,
+        x: Any,
+        name: str,
+        sizes: tuple[int, int, int, int],
+        summary: str,
+    ) -> None:
+        """One input of a Concat copied into its slice of the output, or one output of a Split
+        copied out of its slice of the input (``outer`` rows of ``in_inner`` / ``out_inner``
+        values, the slice at ``offset``), rescaled by a table where the scales differ."""
+        arrays, table = self.rescale_table(x, self.buffers[name])
+        keys = ("outer", "in_inner", "out_inner", "offset")
+        self.add_step(
+            Step(
+                function,
+                node_label(node),
+                (x.tensor,),
+                name,
+                struct="edgeopt_concat_params",
+                params={**dict(zip(keys, sizes, strict=True)), "table": table},
+                arrays=arrays,
+                summary=summary,
+            )
+        )
 
     def lower_Transpose(self, node: Any) -> None:
         x = self.input(node, 0)

@@ -42,6 +42,7 @@ __all__ = [
     "has_compiler",
     "measure_c",
     "require_exact",
+    "run_c",
 ]
 
 #: The flags every generated file must compile cleanly with.
@@ -260,6 +261,73 @@ def _build_harness(export: CExport, scratch: Path, compiler: str) -> Path:
     return binary
 
 
+def _run_harness(
+    export: CExport, x: np.ndarray, scratch: Path, compiler: str, *, is_traced: bool
+) -> np.ndarray:
+    """Build the host harness in ``scratch``, run it on the samples ``x`` (float32, or the raw
+    values in the input type) and return the outputs as the library wrote them."""
+    binary = _build_harness(export, scratch, compiler)
+    (scratch / "inputs.bin").write_bytes(x.astype(x.dtype.newbyteorder("<")).tobytes())
+    done = subprocess.run(
+        [str(binary), "inputs.bin", "outputs.bin", *(["trace.bin"] if is_traced else [])],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=scratch,
+    )
+    if done.returncode != 0:
+        raise CBuildError(f"the C harness failed (exit {done.returncode}): {done.stderr[:300]}")
+    return np.frombuffer((scratch / "outputs.bin").read_bytes(), dtype=output_dtype(export))
+
+
+def output_dtype(export: CExport) -> str:
+    """The numpy dtype (little-endian) of the library's output values."""
+    return {"float32": "<f4", "uint8": "u1", "int8": "i1"}[export.output_type]
+
+
+def run_c(export: CExport, inputs: np.ndarray, *, compiler: str = "gcc") -> np.ndarray:
+    """Compile the library with the host harness and return its outputs on ``inputs``.
+
+    Args:
+        export: what :func:`export_c` wrote.
+        inputs: samples ``(N, *input_shape)``: float, or raw values for a raw-input library.
+        compiler: the host C compiler.
+
+    Returns:
+        The outputs as the library wrote them, shape ``(N, output size)``, in the output type.
+
+    Raises:
+        InputError: samples of the wrong shape, or no compiler.
+        CBuildError: the code does not compile or the harness fails (a bug).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from edgeopt.data import load_data
+        >>> from edgeopt.export.c.generate import export_c
+        >>> from edgeopt.stages.quantize import PTQConfig, quantize
+        >>> work = pathlib.Path(tempfile.mkdtemp())
+        >>> q = quantize("zoo:cnn-s", PTQConfig(), data="digits", output=work / "int8.onnx")
+        >>> x = load_data("digits").arrays("test")[0][:3]
+        >>> run_c(export_c(work / "int8.onnx", work / "c"), x).shape
+        (3, 10)
+    """
+    x = c_samples(export, inputs)
+    with tempfile.TemporaryDirectory(prefix="edgeopt-run-") as folder:
+        got = _run_harness(export, x, Path(folder), compiler, is_traced=False)
+    return got.reshape(len(x), -1).copy()
+
+
+def c_samples(export: CExport, inputs: np.ndarray) -> np.ndarray:
+    """``inputs`` as the harnesses take them: float32, or the raw input type (checked)."""
+    x = np.asarray(inputs, dtype=np.float32)
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(export.input_shape):
+        expected = "x".join(map(str, export.input_shape))
+        raise InputError(f"samples of shape {expected} expected, got {x.shape}.")
+    if export.has_raw_input:
+        x = _raw_samples(np.asarray(inputs), export.input_type)
+    return x
+
+
 def _read_trace(path: Path, samples: int) -> dict[int, list[bytes]]:
     blob = path.read_bytes()
     records: dict[int, list[bytes]] = {}
@@ -365,19 +433,7 @@ def check_c(
             writers[step.output] = index
     with tempfile.TemporaryDirectory(prefix="edgeopt-check-") as folder:
         scratch = Path(folder)
-        binary = _build_harness(export, scratch, compiler)
-        (scratch / "inputs.bin").write_bytes(x.astype(x.dtype.newbyteorder("<")).tobytes())
-        done = subprocess.run(
-            [str(binary), "inputs.bin", "outputs.bin", "trace.bin"],
-            capture_output=True,
-            text=True,
-            check=False,
-            cwd=scratch,
-        )
-        if done.returncode != 0:
-            raise CBuildError(f"the C harness failed (exit {done.returncode}): {done.stderr[:300]}")
-        out_dtype = {"float32": "<f4", "uint8": "u1", "int8": "i1"}[export.output_type]
-        got = np.frombuffer((scratch / "outputs.bin").read_bytes(), dtype=out_dtype)
+        got = _run_harness(export, x, scratch, compiler, is_traced=True)
         trace = _read_trace(scratch / "trace.bin", samples)
     got = got.reshape(samples, -1).astype(np.float64)
     step_size: np.ndarray | float | None = None
