@@ -1,7 +1,7 @@
 """Load a model from a spec into a :class:`ModelHandle`, the one type every command takes.
 
-Specs: an ``.onnx`` file (external data beside it is found), a saved ``torch.export`` program
-(``.pt2``), ``package.module:factory`` plus a state-dict file, or
+Specs: an ``.onnx`` file (external data beside it is found), a ``.tflite`` file (imported as
+ONNX: :mod:`edgeopt.models.tflite`), a saved ``torch.export`` program (``.pt2``), ``package.module:factory`` plus a state-dict file, or
 ``zoo:NAME?width=&classes=&input=``.
 """
 
@@ -347,7 +347,7 @@ def load_model(
     """Load a model from any supported spec.
 
     Args:
-        spec: ``path.onnx``, ``path.pt2``, ``package.module:factory[?input=CxHxW]`` or
+        spec: ``path.onnx``, ``path.tflite``, ``path.pt2``, ``package.module:factory[?input=CxHxW]`` or
             ``zoo:NAME[?width=W&classes=K&input=CxHxW&seed=S]`` (``seed`` picks the initial
             weights); a handle is returned unchanged.
         weights: a PyTorch state dict for a factory or zoo model, loaded with
@@ -379,19 +379,23 @@ def _load(
 ) -> ModelHandle:
     weights_path = Path(weights) if weights is not None else None
     lowered = spec.lower().split("?")[0]
-    if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep")):
+    if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep", ".tflite")):
         raise InputError(f"{spec}: --weights applies to zoo and module:factory models only.")
     if lowered.endswith(".onnx"):
         handle = _load_onnx(spec, Path(spec), is_one_input_required=is_one_input_required)
     elif lowered.endswith((".pt2", ".ep")):
         handle = _load_program(spec, Path(spec))
+    elif lowered.endswith(".tflite"):
+        from edgeopt.models.tflite import load_tflite
+
+        handle = load_tflite(spec, Path(spec))
     elif spec.startswith("zoo:"):
         return _load_zoo(spec, weights_path, data)
     elif ":" in spec:
         handle = _load_factory(spec, weights_path)
     else:
         raise InputError(
-            f"{spec!r} is not a model spec: give a .onnx or .pt2 file, zoo:NAME, or "
+            f"{spec!r} is not a model spec: give a .onnx, .tflite or .pt2 file, zoo:NAME, or "
             "package.module:factory."
         )
     if data is not None and handle.input_shape is None:
