@@ -124,8 +124,8 @@ def kitchen(ranges: dict[str, tuple[float, float]] | None = None) -> bytes:
     """A float model (``ranges`` None) or its full-int8 version (``ranges``: each activation's
     min and max): CONV_2D (SAME, stride 2, RELU6), DEPTHWISE_CONV_2D (multiplier 2, VALID,
     RELU), MAX_POOL_2D, AVERAGE_POOL_2D, ADD of a per-channel constant, MUL, LOGISTIC,
-    HARD_SWISH, QUANTIZE (int8 to int8), CONCATENATION on channels, PAD, MEAN over H and W, RESHAPE, FULLY_CONNECTED,
-    SOFTMAX with beta."""
+    HARD_SWISH, QUANTIZE (int8 to int8), CONCATENATION on channels, PAD, MEAN over H and W,
+    RESHAPE, FULLY_CONNECTED, SOFTMAX with beta."""
     rng = np.random.default_rng(3)
     net = Net()
     is_int8 = ranges is not None
@@ -168,17 +168,60 @@ def kitchen(ranges: dict[str, tuple[float, float]] | None = None) -> bytes:
     w, ws = weight("conv_w", rng.normal(0, 0.4, (4, 3, 3, 3)), 0, x)
     b = bias("conv_b", rng.normal(0, 0.1, 4), x, ws)
     c1 = act("conv", (1, 4, 4, 4))
-    net.op("CONV_2D", [x, w, b], [c1], net.options("Conv2DOptions", padding=0, strideH=2, strideW=2, dilationHFactor=1, dilationWFactor=1, fusedActivationFunction=3))  # noqa: E501
+    net.op(
+        "CONV_2D",
+        [x, w, b],
+        [c1],
+        net.options(
+            "Conv2DOptions",
+            padding=0,
+            strideH=2,
+            strideW=2,
+            dilationHFactor=1,
+            dilationWFactor=1,
+            fusedActivationFunction=3,
+        ),
+    )  # noqa: E501
     w, ws = weight("dw_w", rng.normal(0, 0.4, (1, 2, 2, 8)), 3, c1)
     b = bias("dw_b", rng.normal(0, 0.1, 8), c1, ws)
     d1 = act("depthwise", (1, 3, 3, 8))
-    net.op("DEPTHWISE_CONV_2D", [c1, w, b], [d1], net.options("DepthwiseConv2DOptions", padding=1, strideH=1, strideW=1, depthMultiplier=2, dilationHFactor=1, dilationWFactor=1, fusedActivationFunction=1))  # noqa: E501
+    net.op(
+        "DEPTHWISE_CONV_2D",
+        [c1, w, b],
+        [d1],
+        net.options(
+            "DepthwiseConv2DOptions",
+            padding=1,
+            strideH=1,
+            strideW=1,
+            depthMultiplier=2,
+            dilationHFactor=1,
+            dilationWFactor=1,
+            fusedActivationFunction=1,
+        ),
+    )  # noqa: E501
     m1 = act("maxpool", (1, 2, 2, 8), "MAX_POOL_2D", d1)
-    net.op("MAX_POOL_2D", [d1], [m1], net.options("Pool2DOptions", padding=0, strideH=2, strideW=2, filterHeight=2, filterWidth=2))  # noqa: E501
+    net.op(
+        "MAX_POOL_2D",
+        [d1],
+        [m1],
+        net.options(
+            "Pool2DOptions", padding=0, strideH=2, strideW=2, filterHeight=2, filterWidth=2
+        ),
+    )  # noqa: E501
     a1 = act("avgpool", (1, 2, 2, 8), "AVERAGE_POOL_2D", d1)
-    net.op("AVERAGE_POOL_2D", [d1], [a1], net.options("Pool2DOptions", padding=0, strideH=2, strideW=2, filterHeight=3, filterWidth=3))  # noqa: E501
+    net.op(
+        "AVERAGE_POOL_2D",
+        [d1],
+        [a1],
+        net.options(
+            "Pool2DOptions", padding=0, strideH=2, strideW=2, filterHeight=3, filterWidth=3
+        ),
+    )  # noqa: E501
     if is_int8:
-        offset = net.tensor("offset", (8,), np.arange(-4, 4).astype(np.int8), kind="INT8", scale=0.05, zero=0)  # noqa: E501
+        offset = net.tensor(
+            "offset", (8,), np.arange(-4, 4).astype(np.int8), kind="INT8", scale=0.05, zero=0
+        )  # noqa: E501
     else:
         offset = net.tensor("offset", (8,), (np.arange(-4, 4) * 0.05).astype(np.float32))
     s1 = act("add", (1, 2, 2, 8))
@@ -195,7 +238,9 @@ def kitchen(ranges: dict[str, tuple[float, float]] | None = None) -> bytes:
         net.op("QUANTIZE", [g1], [g2])
     k1 = act("concat", (1, 2, 2, 16), "CONCATENATION", h1)
     net.op("CONCATENATION", [g2, h1], [k1], net.options("ConcatenationOptions", axis=3))
-    pads = net.tensor("paddings", (4, 2), np.array([[0, 0], [1, 0], [0, 1], [0, 0]], np.int32), kind="INT32")  # noqa: E501
+    pads = net.tensor(
+        "paddings", (4, 2), np.array([[0, 0], [1, 0], [0, 1], [0, 0]], np.int32), kind="INT32"
+    )  # noqa: E501
     q1 = act("pad", (1, 3, 3, 16), "PAD", k1)
     net.op("PAD", [k1, pads], [q1], net.options("PadOptions"))
     axes = net.tensor("axes", (2,), np.array([1, 2], np.int32), kind="INT32")
@@ -216,9 +261,9 @@ def kitchen(ranges: dict[str, tuple[float, float]] | None = None) -> bytes:
 def calibrated_kitchen(samples: np.ndarray) -> tuple[bytes, bytes]:
     """The float kitchen model and its int8 version, each activation's range taken from
     LiteRT's float run on ``samples``."""
-    from ai_edge_litert.interpreter import Interpreter
-
     import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
 
     float_model = kitchen()
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is, here

@@ -35,7 +35,6 @@ from edgeopt.testing import shared_data_dir
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 
 import tflite_build  # noqa: E402  (tests/ is on the path: pyproject pythonpath)
-
 from edgeopt.measure.int8 import make_exact_session  # noqa: E402
 from edgeopt.models import load_model  # noqa: E402
 from edgeopt.models.tflite import tflite_to_onnx  # noqa: E402
@@ -57,7 +56,9 @@ def _tflm(path: Path) -> object:
 
 def _litert(content: bytes, *, is_reference: bool = False) -> object:
     interpreter = pytest.importorskip("ai_edge_litert.interpreter")
-    kind = interpreter.OpResolverType.BUILTIN_REF if is_reference else interpreter.OpResolverType.AUTO
+    kind = (
+        interpreter.OpResolverType.BUILTIN_REF if is_reference else interpreter.OpResolverType.AUTO
+    )
     model = interpreter.Interpreter(model_content=content, experimental_op_resolver_type=kind)
     model.allocate_tensors()
     return model
@@ -225,7 +226,9 @@ def test_synthetic_int8_operators_match_litert_within_one_step(tmp_path: Path) -
         ("audio_preprocessor_int8", "custom operator 'SignalWindow'"),
     ],
 )
-def test_unsupported_example_models_are_refused_naming_the_operator(name: str, operator: str) -> None:
+def test_unsupported_example_models_are_refused_naming_the_operator(
+    name: str, operator: str
+) -> None:
     with pytest.raises(InputError, match=operator) as caught:
         tflite_to_onnx(DATA / f"{name}.tflite")
     assert "\n" not in str(caught.value)
@@ -235,10 +238,20 @@ def _one_conv(**changes: object) -> bytes:
     """A valid one-layer int8 model, with ``changes`` applied to make it bad."""
     net = tflite_build.Net()
     x = net.tensor("x", (1, 4, 4, 1), kind="INT8", scale=0.1, zero=0)
-    w = net.tensor("w", (2, 1, 1, 1), np.ones((2, 1, 1, 1), np.int8), kind="INT8", scale=[0.1, 0.2], zero=0)  # noqa: E501
+    w = net.tensor(
+        "w", (2, 1, 1, 1), np.ones((2, 1, 1, 1), np.int8), kind="INT8", scale=[0.1, 0.2], zero=0
+    )  # noqa: E501
     y = net.tensor("y", (1, 4, 4, 2), kind="INT8", scale=changes.get("scale", 0.1), zero=0)
-    options = net.options("Conv2DOptions", padding=1, strideH=1, strideW=1, dilationHFactor=1, dilationWFactor=1)  # noqa: E501
-    net.op(str(changes.get("op", "CONV_2D")), [x, w], [y], options, custom=str(changes.get("custom", "")))
+    options = net.options(
+        "Conv2DOptions", padding=1, strideH=1, strideW=1, dilationHFactor=1, dilationWFactor=1
+    )  # noqa: E501
+    net.op(
+        str(changes.get("op", "CONV_2D")),
+        [x, w],
+        [y],
+        options,
+        custom=str(changes.get("custom", "")),
+    )
     return net.finish([x], [y], subgraphs=int(changes.get("subgraphs", 1)))
 
 
@@ -314,3 +327,23 @@ def test_the_private_folder_is_removed_at_exit(tmp_path: Path) -> None:
     )
     written = Path(done.stdout.strip())
     assert written.suffix == ".onnx" and not written.exists() and not written.parent.exists()
+
+
+@needs_data
+@pytest.mark.parametrize("name", ["hello_world_int8", "micro_speech_quantized"])
+def test_imported_int8_examples_export_to_c_bit_exact(tmp_path: Path, name: str) -> None:
+    """The C library of the import computes the exact int8 session's integers (person_detect
+    exports too, but its C library and ONNX Runtime differ by up to 4 LSB inside: reported)."""
+    from edgeopt.export.c import check_c
+    from edgeopt.export.c import export_c
+    from edgeopt.export.c import has_compiler
+
+    if not has_compiler():
+        pytest.skip("no gcc on this machine")
+    handle = load_model(str(DATA / f"{name}.tflite"))
+    library = export_c(handle.onnx_path, tmp_path / "c")
+    tflm = _tflm(DATA / f"{name}.tflite")
+    scale, zero = _scale(tflm.get_input_details(0)["quantization_parameters"])
+    q = np.stack([x[0] for x in _inputs(name)[:16]]).astype(np.float32)
+    parity = check_c(library, (q - zero) * np.float32(scale))
+    assert parity.is_exact, parity.tensor_lsb

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import tempfile
@@ -341,7 +342,11 @@ def profile(
         "is_latency_measured": is_latency_measured,
     }
     if handle.onnx_path is not None:
-        return profile_onnx(handle.onnx_path, **kwargs)  # type: ignore[arg-type]
+        metrics = profile_onnx(handle.onnx_path, **kwargs)  # type: ignore[arg-type]
+        if handle.history and handle.history[0].startswith("tflite:"):
+            # an imported .tflite is profiled through its private ONNX: name the user's file
+            metrics = dataclasses.replace(metrics, model=handle.spec)
+        return metrics
     from edgeopt.export.onnx import export_onnx
 
     if dataset is not None:

@@ -1,8 +1,8 @@
 """Load a model from a spec into a :class:`ModelHandle`, the one type every command takes.
 
 Specs: an ``.onnx`` file (external data beside it is found), a ``.tflite`` file (imported as
-ONNX: :mod:`edgeopt.models.tflite`), a saved ``torch.export`` program (``.pt2``), ``package.module:factory`` plus a state-dict file, or
-``zoo:NAME?width=&classes=&input=``.
+ONNX: :mod:`edgeopt.models.tflite`), a saved ``torch.export`` program (``.pt2``),
+``package.module:factory`` plus a state-dict file, or ``zoo:NAME?width=&classes=&input=``.
 """
 
 from __future__ import annotations
@@ -187,6 +187,22 @@ def _load_onnx(spec: str, path: Path, *, is_one_input_required: bool) -> ModelHa
     )
 
 
+def _load_tflite(spec: str, path: Path) -> ModelHandle:
+    """A ``.tflite`` file through its ONNX import (a private temporary file, removed at exit)."""
+    from edgeopt.models.tflite import import_tflite
+
+    model, onnx_path = import_tflite(path)
+    return ModelHandle(
+        name=path.stem,
+        spec=spec,
+        input_shape=onnx_input_shape(model),
+        onnx_path=onnx_path,
+        num_classes=_onnx_num_classes(model),
+        history=(f"tflite:{path.name}",),
+        metadata={p.key: p.value for p in model.metadata_props},
+    )
+
+
 def _load_program(spec: str, path: Path) -> ModelHandle:
     import torch
 
@@ -347,7 +363,8 @@ def load_model(
     """Load a model from any supported spec.
 
     Args:
-        spec: ``path.onnx``, ``path.tflite``, ``path.pt2``, ``package.module:factory[?input=CxHxW]`` or
+        spec: ``path.onnx``, ``path.tflite``, ``path.pt2``,
+            ``package.module:factory[?input=CxHxW]`` or
             ``zoo:NAME[?width=W&classes=K&input=CxHxW&seed=S]`` (``seed`` picks the initial
             weights); a handle is returned unchanged.
         weights: a PyTorch state dict for a factory or zoo model, loaded with
@@ -386,9 +403,7 @@ def _load(
     elif lowered.endswith((".pt2", ".ep")):
         handle = _load_program(spec, Path(spec))
     elif lowered.endswith(".tflite"):
-        from edgeopt.models.tflite import load_tflite
-
-        handle = load_tflite(spec, Path(spec))
+        handle = _load_tflite(spec, Path(spec))
     elif spec.startswith("zoo:"):
         return _load_zoo(spec, weights_path, data)
     elif ":" in spec:

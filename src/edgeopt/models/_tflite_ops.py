@@ -9,10 +9,9 @@ file's NHWC otherwise), emits float ONNX operators, and hands the result to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
-
-import re
 
 import numpy as np
 
@@ -33,7 +32,8 @@ def operator_name(imp: Any, position: int, operator: Any) -> str:
     operator, one the import does not cover, an opcode outside the file)."""
     if not 0 <= operator.opcodeIndex < len(imp.codes):
         raise imp.fail(
-            f"operator {position} names opcode {operator.opcodeIndex}, but the file has {len(imp.codes)}."
+            f"operator {position} names opcode {operator.opcodeIndex}, but the file has "
+            f"{len(imp.codes)}."
         )
     code = imp.codes[operator.opcodeIndex]
     # old files (person_detect) keep the code in deprecated_builtin_code only (schema.fbs)
@@ -125,7 +125,8 @@ class _Op:
             )
         if np.any(quant.zero != 0):
             raise self.imp.fail(
-                f"{self.where} has int8 weights with non-zero zero points; the quantization spec makes them symmetric."
+                f"{self.where} has int8 weights with non-zero zero points; the quantization spec "
+                "makes them symmetric."
             )
         return self.imp.dequantized_constant(moved, quant, perm.index(quant.axis), name), moved
 
@@ -137,7 +138,8 @@ class _Op:
         values = self.imp.constant(index)
         if values is None or values.size != channels:
             raise self.imp.fail(
-                f"{self.where} has a bias {self.imp.label(index)} that is not a constant of {channels} values."
+                f"{self.where} has a bias {self.imp.label(index)} that is not a constant of "
+                f"{channels} values."
             )
         name = safe_name(self.imp.tensors[index].name)
         if values.dtype == np.float32:
@@ -192,7 +194,8 @@ def _window(
     padding = int(op.option("padding", 0))
     if padding not in (0, 1) or min(*strides, *dilations) < 1 or min(kernel) < 1:
         raise op.imp.fail(
-            f"{op.where} has padding {padding}, strides {strides} or dilations {dilations} outside the schema."
+            f"{op.where} has padding {padding}, strides {strides} or dilations {dilations} "
+            "outside the schema."
         )
     outs, begins, ends = [], [], []
     for axis in range(2):
@@ -212,7 +215,8 @@ def _conv(op: _Op) -> None:
     w_shape = op.shape(w_index)
     if len(x_shape) != 4 or len(w_shape) != 4:
         raise op.imp.fail(
-            f"{op.where} convolves a {len(x_shape)}-D input with a {len(w_shape)}-D filter; 4-D expected."
+            f"{op.where} convolves a {len(x_shape)}-D input with a {len(w_shape)}-D filter; 4-D "
+            "expected."
         )
     if op.op == "CONV_2D":  # filter OHWI -> OIHW; grouped when the input has more channels
         out_c, kh, kw, w_in = w_shape
@@ -232,7 +236,8 @@ def _conv(op: _Op) -> None:
             or (multiplier and out_c != group * multiplier)
         ):
             raise op.imp.fail(
-                f"{op.where} has a filter {list(w_shape)} for {group} channels and depth multiplier {multiplier}."
+                f"{op.where} has a filter {list(w_shape)} for {group} channels and depth "
+                f"multiplier {multiplier}."
             )
     attrs = _window(op, x_shape, (kh, kw), out_c)
     x = op.read(0, is_nchw=True)

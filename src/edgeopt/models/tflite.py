@@ -59,9 +59,7 @@ from edgeopt.models._tflite_ops import safe_name as _safe_name
 if TYPE_CHECKING:
     import onnx
 
-    from edgeopt.models import ModelHandle
-
-__all__ = ["SUPPORTED_OPERATORS", "load_tflite", "tflite_to_onnx"]
+__all__ = ["SUPPORTED_OPERATORS", "import_tflite", "tflite_to_onnx"]
 
 #: The TFLite builtin operators the import converts (schema.fbs ``BuiltinOperator``).
 SUPPORTED_OPERATORS = tuple(sorted(OPERATORS))
@@ -275,7 +273,8 @@ class _Importer:
             zero = np.zeros(scale.size, np.int64) + zero[0]
         if zero.size != scale.size or np.any(zero < -128) or np.any(zero > 127):
             raise self.fail(
-                f"int8 tensor {self.label(index)} has zero points that do not fit its scales or int8."
+                f"int8 tensor {self.label(index)} has zero points that do not fit its scales or "
+                "int8."
             )
         axis = int(q.quantizedDimension or 0)
         shape = self.shapes[index]
@@ -304,7 +303,8 @@ class _Importer:
             end = int(buffer.offset) + int(buffer.size)
             if buffer.size < 0 or end > len(self.data):
                 raise self.fail(
-                    f"tensor {self.label(index)} points outside the file (bytes {buffer.offset}..{end})."
+                    f"tensor {self.label(index)} points outside the file (bytes "
+                    f"{buffer.offset}..{end})."
                 )
             raw = self.data[int(buffer.offset) : end]
         if raw is None:
@@ -313,13 +313,15 @@ class _Importer:
         if dtype is None:
             kind = self.type_names.get(int(tensor.type), str(tensor.type))
             raise self.fail(
-                f"constant tensor {self.label(index)} has type {kind}; edgeopt reads float32, float16, int8, int32 and int64 constants."
+                f"constant tensor {self.label(index)} has type {kind}; edgeopt reads float32, "
+                "float16, int8, int32 and int64 constants."
             )
         shape = self.shapes[index]
         expected = math.prod(shape) * np.dtype(dtype).itemsize
         if len(raw) != expected:
             raise self.fail(
-                f"tensor {self.label(index)} holds {len(raw):,} bytes, not the {expected:,} its shape {list(shape)} needs."
+                f"tensor {self.label(index)} holds {len(raw):,} bytes, not the {expected:,} its "
+                f"shape {list(shape)} needs."
             )
         return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape)
 
@@ -338,9 +340,9 @@ class _Importer:
         from onnx import helper
 
         out = self.fresh(base)
-        self.nodes.append(
-            helper.make_node(op, inputs, [out], name=self.fresh(f"{op}_{base}"), **attrs)
-        )
+        # node names are what profiles list: the last two parts of the tensor's path
+        short = "/".join(_safe_name(base).split("/")[-2:])[-40:]
+        self.nodes.append(helper.make_node(op, inputs, [out], name=self.fresh(short), **attrs))
         return out
 
     def init(self, values: np.ndarray, base: str) -> str:
@@ -418,7 +420,8 @@ class _Importer:
             return self.dequantized_constant(values, quant, axis, base)
         if values.dtype != np.float32:
             raise self.fail(
-                f"tensor {self.label(index)} is a {values.dtype} constant where a float or int8 operand is expected."
+                f"tensor {self.label(index)} is a {values.dtype} constant where a float or int8 "
+                "operand is expected."
             )
         return self.init(values, base)
 
@@ -442,13 +445,15 @@ class _Importer:
         if quant is not None:
             if not quant.is_per_tensor:
                 raise self.fail(
-                    f"activation {self.label(index)} is quantized per channel; TFLite Micro quantizes activations per tensor."
+                    f"activation {self.label(index)} is quantized per channel; TFLite Micro "
+                    "quantizes activations per tensor."
                 )
             result = self.qdq(result, quant, base)
         elif tensor_type != _FLOAT32:
             kind = self.type_names.get(int(tensor_type), str(tensor_type))
             raise self.fail(
-                f"{op} writes tensor {self.label(index)} of type {kind}; edgeopt imports float32 and int8 models."
+                f"{op} writes tensor {self.label(index)} of type {kind}; edgeopt imports float32 "
+                "and int8 models."
             )
         layout_shape = (
             tuple(shape[p] for p in _NHWC_TO_NCHW) if is_nchw and len(shape) == 4 else shape
@@ -471,7 +476,8 @@ class _Importer:
             if kind == 4 and quant is None:
                 return self.node("Tanh", [result], f"{base}_tanh")
             raise self.fail(
-                f"{op} has the fused activation {name} on an int8 output, which TFLite Micro does not compute."
+                f"{op} has the fused activation {name} on an int8 output, which TFLite Micro does "
+                "not compute."
             )
         low, high = bounds[kind]
         if quant is None:
@@ -518,7 +524,8 @@ class _Importer:
         if in_type not in (_FLOAT32, _INT8):
             kind = self.type_names.get(int(in_type), str(in_type))
             raise self.fail(
-                f"the input {self.label(in_index)} has type {kind}; edgeopt imports float32 and int8 inputs."
+                f"the input {self.label(in_index)} has type {kind}; edgeopt imports float32 and "
+                "int8 inputs."
             )
         quant = self.quant(in_index)
         first = in_name
@@ -601,36 +608,24 @@ def _private_folder() -> Path:
     return _FOLDER[0]
 
 
-def load_tflite(spec: str, path: Path) -> ModelHandle:
-    """A model handle for a ``.tflite`` file: its ONNX import, written in a private temporary
-    folder that is removed when the process exits.
+def import_tflite(path: Path) -> tuple[onnx.ModelProto, Path]:
+    """Import a ``.tflite`` file and write the ONNX in a private temporary folder that is
+    removed when the process exits: a model handle needs a file, and none may be written
+    beside the user's.
 
     Args:
-        spec: the spec as the user gave it.
-        path: the file.
+        path: the ``.tflite`` file.
 
     Returns:
-        The handle, named after the file, with history ``tflite:NAME``.
+        The ONNX model and the file it was written to.
 
     Raises:
         InputError: see :func:`tflite_to_onnx`.
     """
     import onnx
 
-    from edgeopt.models import ModelHandle
-    from edgeopt.models import _onnx_num_classes
-    from edgeopt.models import onnx_input_shape
-
     model = tflite_to_onnx(path)
     folder = Path(tempfile.mkdtemp(dir=_private_folder()))
-    onnx_path = folder / f"{_safe_name(path.stem, limit=80)}.onnx"
+    onnx_path = folder / f"{_safe_name(path.stem, limit=80).replace('/', '_')}.onnx"
     onnx.save(model, str(onnx_path))
-    return ModelHandle(
-        name=path.stem,
-        spec=spec,
-        input_shape=onnx_input_shape(model),
-        onnx_path=onnx_path,
-        num_classes=_onnx_num_classes(model),
-        history=(f"tflite:{path.name}",),
-        metadata={p.key: p.value for p in model.metadata_props},
-    )
+    return model, onnx_path
