@@ -535,7 +535,14 @@ class _Importer:
             first = self.qdq(in_name, quant, f"{in_name}_int8")
         self.values[in_index] = {False: _Value(first, self.shapes[in_index], False)}
         for position, operator in enumerate(graph.operators or []):
-            convert_operator(self, position, operator)
+            try:
+                convert_operator(self, position, operator)
+            except (ValueError, IndexError, TypeError, KeyError, AttributeError) as exc:
+                if isinstance(exc, InputError):
+                    raise
+                # a damaged file whose shapes do not fit together (numpy says where)
+                detail = " ".join(str(exc).split())[:120]
+                raise self.fail(f"operator {position} has inputs that do not fit ({detail}).")
         final = self.read(out_index, is_nchw=False, where="the graph output")
         if self.constant(out_index) is not None:
             raise self.fail("the graph output is a constant.")
@@ -562,7 +569,11 @@ class _Importer:
                 "edgeopt.tflite_description": _safe_name(self.model.description, limit=120),
             },
         )
-        onnx.checker.check_model(model)
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as exc:
+            detail = " ".join(str(exc).split())[:160]
+            raise self.fail(f"the import is not a valid ONNX model ({detail}).") from None
         return model
 
     def rename(self, old: str, new: str) -> None:
