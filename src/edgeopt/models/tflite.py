@@ -51,9 +51,13 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import InputError
+from edgeopt.models._tflite_file import FLOAT32
+from edgeopt.models._tflite_file import INT8
+from edgeopt.models._tflite_file import Quant
+from edgeopt.models._tflite_file import TfliteFile
+from edgeopt.models._tflite_file import read_flatbuffer
 from edgeopt.models._tflite_ops import OPERATORS
 from edgeopt.models._tflite_ops import convert_operator
-from edgeopt.models._tflite_ops import operator_name
 from edgeopt.models._tflite_ops import safe_name as _safe_name
 
 if TYPE_CHECKING:
@@ -66,35 +70,8 @@ SUPPORTED_OPERATORS = tuple(sorted(OPERATORS))
 
 _OPSET = 18
 _IR_VERSION = 10
-#: Bounds checked before anything is allocated (a microcontroller model is far below them).
-MAX_FILE_BYTES = 1 << 30
-MAX_DIMENSION = 1 << 24
-MAX_ELEMENTS = 1 << 28
-MAX_RANK = 6
-#: schema.fbs TensorType -> numpy dtype, for the types a constant may have
-_NUMPY = {0: np.float32, 1: np.float16, 2: np.int32, 4: np.int64, 9: np.int8}
-_FLOAT32, _FLOAT16, _INT32, _INT8 = 0, 1, 2, 9
 _NHWC_TO_NCHW = (0, 3, 1, 2)
 _NCHW_TO_NHWC = (0, 2, 3, 1)
-
-
-def _schema() -> Any:
-    from edgeopt._optional import require
-
-    return require("ai_edge_litert.schema_py_generated", purpose="reading .tflite files")
-
-
-@dataclass(frozen=True)
-class _Quant:
-    """One int8 tensor's quantization: scales and zero points (one, or one per channel)."""
-
-    scale: np.ndarray  # float32
-    zero: np.ndarray  # int64
-    axis: int
-
-    @property
-    def is_per_tensor(self) -> bool:
-        return self.scale.size == 1
 
 
 @dataclass
@@ -134,196 +111,21 @@ def tflite_to_onnx(path: str | Path) -> onnx.ModelProto:
         True
     """
     path = Path(path)
-    model = _read_model(path)
+    model = read_flatbuffer(path)
     return _Importer(model, path).run()
 
 
-def _read_model(path: Path) -> Any:
-    """The flatbuffer as the schema's object tree, after the checks that keep decoding bounded."""
-    schema = _schema()
-    if not path.is_file():
-        raise InputError(f"{path}: model file does not exist.")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise InputError(
-            f"{path}: {size:,} bytes, above the {MAX_FILE_BYTES:,} a .tflite may have."
-        )
-    data = path.read_bytes()
-    if len(data) < 8 or data[4:8] != b"TFL3":
-        raise InputError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier).")
-    try:
-        root = schema.Model.GetRootAs(data, 0)
-        # every vector of tables holds 4-byte offsets, so none can be longer than the file
-        limit = len(data) // 4
-        counts = [root.SubgraphsLength(), root.BuffersLength(), root.OperatorCodesLength()]
-        if root.SubgraphsLength() >= 1:
-            graph = root.Subgraphs(0)
-            counts += [graph.TensorsLength(), graph.OperatorsLength()]
-        if any(count > limit for count in counts):
-            raise InputError(f"{path}: damaged TFLite file (a vector longer than the file).")
-        model = schema.ModelT.InitFromPackedBuf(data, 0)
-    except InputError:
-        raise
-    except Exception as exc:  # flatbuffers raises struct.error, IndexError, ValueError, ...
-        raise InputError(
-            f"{path}: damaged or truncated TFLite file ({type(exc).__name__} while decoding)."
-        ) from None
-    model._edgeopt_bytes = data
-    return model
-
-
-class _Importer:
+class _Importer(TfliteFile):
     """One pass over the subgraph's operators, in the file's order (TFLite's execution order)."""
 
     def __init__(self, model: Any, path: Path) -> None:
-        self.model = model
-        self.path = path
-        self.data: bytes = model._edgeopt_bytes
-        schema = _schema()
-        self.op_names = {
-            value: key for key, value in vars(schema.BuiltinOperator).items() if key.isupper()
-        }
-        self.type_names = {
-            value: key for key, value in vars(schema.TensorType).items() if key.isupper()
-        }
+        super().__init__(model, path)
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
         self.taken: set[str] = set()
         self.values: dict[int, dict[bool, _Value]] = {}  # tensor -> layout (is_nchw) -> value
         self.constant_cache: dict[tuple[Any, ...], str] = {}
-        self.folded: dict[int, np.ndarray] = {}  # constants made by DEQUANTIZE of float16
         self.is_int8 = False
-
-    # -- checks --------------------------------------------------------------------------------
-
-    def fail(self, message: str) -> InputError:
-        return InputError(f"{self.path}: {message}")
-
-    def check_structure(self) -> Any:
-        if not self.model.subgraphs:
-            raise self.fail("the file has no subgraph.")
-        if len(self.model.subgraphs) != 1:
-            raise self.fail(
-                f"the file has {len(self.model.subgraphs)} subgraphs; edgeopt imports models "
-                "with one (control flow and signatures with several are not supported)."
-            )
-        graph = self.model.subgraphs[0]
-        self.tensors = graph.tensors or []
-        self.buffers = self.model.buffers or []
-        self.codes = self.model.operatorCodes or []
-        for position, operator in enumerate(graph.operators or []):
-            operator_name(self, position, operator)  # refuse what is not imported, first
-        self.shapes = [self.check_tensor(index, t) for index, t in enumerate(self.tensors)]
-        inputs = [] if graph.inputs is None else [int(i) for i in graph.inputs]
-        outputs = [] if graph.outputs is None else [int(i) for i in graph.outputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise self.fail(
-                f"the model has {len(inputs)} inputs and {len(outputs)} outputs; edgeopt imports "
-                "models with one of each."
-            )
-        for index in (*inputs, *outputs):
-            self.tensor_index(index, "the graph")
-        return graph
-
-    def tensor_index(self, index: Any, where: str) -> int:
-        index = int(index)
-        if not 0 <= index < len(self.tensors):
-            raise self.fail(f"{where} names tensor {index}, but the file has {len(self.tensors)}.")
-        return index
-
-    def check_tensor(self, index: int, tensor: Any) -> tuple[int, ...]:
-        name = self.label(index, tensor)
-        shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else ()))
-        if len(shape) > MAX_RANK or any(d < 0 or d > MAX_DIMENSION for d in shape):
-            raise self.fail(
-                f"tensor {name} has shape {list(shape)[:8]}, outside what edgeopt reads."
-            )
-        if math.prod(shape) > MAX_ELEMENTS:
-            raise self.fail(
-                f"tensor {name} has {math.prod(shape):,} elements, above {MAX_ELEMENTS:,}."
-            )
-        if tensor.sparsity is not None:
-            raise self.fail(f"tensor {name} is sparse; edgeopt imports dense tensors only.")
-        if not 0 <= tensor.buffer < max(len(self.buffers), 1):
-            raise self.fail(
-                f"tensor {name} names buffer {tensor.buffer}, but the file has {len(self.buffers)}."
-            )
-        quant = tensor.quantization
-        if tensor.type == _INT8:
-            if quant is None or quant.scale is None or len(quant.scale) == 0:
-                raise self.fail(f"int8 tensor {name} has no scale.")
-            scale = np.asarray(quant.scale, dtype=np.float32)
-            if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-                raise self.fail(f"int8 tensor {name} has a zero, negative or non-finite scale.")
-        return shape
-
-    def label(self, index: int, tensor: Any | None = None) -> str:
-        tensor = tensor if tensor is not None else self.tensors[index]
-        return f"{index} ({_safe_name(tensor.name)!r})"
-
-    def quant(self, index: int) -> _Quant | None:
-        """The int8 tensor's quantization (None for other types)."""
-        tensor = self.tensors[index]
-        if tensor.type != _INT8:
-            return None
-        q = tensor.quantization
-        scale = np.asarray(q.scale, dtype=np.float32).ravel()
-        zero = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], dtype=np.int64).ravel()
-        if zero.size == 1 and scale.size > 1:
-            zero = np.zeros(scale.size, np.int64) + zero[0]
-        if zero.size != scale.size or np.any(zero < -128) or np.any(zero > 127):
-            raise self.fail(
-                f"int8 tensor {self.label(index)} has zero points that do not fit its scales or "
-                "int8."
-            )
-        axis = int(q.quantizedDimension or 0)
-        shape = self.shapes[index]
-        if scale.size > 1 and (axis >= len(shape) or shape[axis] != scale.size):
-            # TFLite Micro ignores a bias's axis (person_detect's biases say 3); a scale per
-            # element of a 1-D tensor is per channel along its only axis
-            if len(shape) == 1 and shape[0] == scale.size:
-                axis = 0
-            else:
-                raise self.fail(
-                    f"int8 tensor {self.label(index)} has {scale.size} scales along axis {axis} "
-                    f"of shape {list(shape)}."
-                )
-        return _Quant(scale, zero, axis)
-
-    def constant(self, index: int) -> np.ndarray | None:
-        """A constant tensor's values (None for an activation), its buffer range checked."""
-        if index in self.folded:
-            return self.folded[index]
-        tensor = self.tensors[index]
-        buffer = self.buffers[tensor.buffer] if self.buffers else None
-        raw: bytes | np.ndarray | None = None
-        if buffer is not None and buffer.data is not None and len(buffer.data):
-            raw = np.asarray(buffer.data, dtype=np.uint8)
-        elif buffer is not None and buffer.offset > 1:
-            end = int(buffer.offset) + int(buffer.size)
-            if buffer.size < 0 or end > len(self.data):
-                raise self.fail(
-                    f"tensor {self.label(index)} points outside the file (bytes "
-                    f"{buffer.offset}..{end})."
-                )
-            raw = self.data[int(buffer.offset) : end]
-        if raw is None:
-            return None
-        dtype = _NUMPY.get(int(tensor.type))
-        if dtype is None:
-            kind = self.type_names.get(int(tensor.type), str(tensor.type))
-            raise self.fail(
-                f"constant tensor {self.label(index)} has type {kind}; edgeopt reads float32, "
-                "float16, int8, int32 and int64 constants."
-            )
-        shape = self.shapes[index]
-        expected = math.prod(shape) * np.dtype(dtype).itemsize
-        if len(raw) != expected:
-            raise self.fail(
-                f"tensor {self.label(index)} holds {len(raw):,} bytes, not the {expected:,} its "
-                f"shape {list(shape)} needs."
-            )
-        return np.frombuffer(bytes(raw), dtype=dtype).reshape(shape)
 
     # -- ONNX building -------------------------------------------------------------------------
 
@@ -356,14 +158,14 @@ class _Importer:
             self.constant_cache[key] = name
         return self.constant_cache[key]
 
-    def qdq(self, source: str, quant: _Quant, base: str) -> str:
+    def qdq(self, source: str, quant: Quant, base: str) -> str:
         """``source`` (float) through QuantizeLinear and DequantizeLinear with ``quant``."""
         scale = self.init(np.float32(quant.scale[0]), f"{base}_scale")
         zero = self.init(np.int8(quant.zero[0]), f"{base}_zero_point")
         q = self.node("QuantizeLinear", [source, scale, zero], f"{base}_quantized")
         return self.node("DequantizeLinear", [q, scale, zero], base)
 
-    def dequantized_constant(self, values: np.ndarray, quant: _Quant, axis: int, base: str) -> str:
+    def dequantized_constant(self, values: np.ndarray, quant: Quant, axis: int, base: str) -> str:
         """Integer constant ``values`` read by a DequantizeLinear (per channel along ``axis``)."""
         q = self.init(values, f"{base}_quantized")
         if quant.is_per_tensor:
@@ -449,7 +251,7 @@ class _Importer:
                     "quantizes activations per tensor."
                 )
             result = self.qdq(result, quant, base)
-        elif tensor_type != _FLOAT32:
+        elif tensor_type != FLOAT32:
             kind = self.type_names.get(int(tensor_type), str(tensor_type))
             raise self.fail(
                 f"{op} writes tensor {self.label(index)} of type {kind}; edgeopt imports float32 "
@@ -460,7 +262,7 @@ class _Importer:
         )
         self.values[index] = {is_nchw and len(shape) == 4: _Value(result, layout_shape, is_nchw)}
 
-    def activation(self, result: str, kind: int, quant: _Quant | None, base: str, op: str) -> str:
+    def activation(self, result: str, kind: int, quant: Quant | None, base: str, op: str) -> str:
         """A fused activation (schema.fbs ``ActivationFunctionType``) after ``result``.
 
         On an int8 output it is the clamp TensorFlow Lite Micro applies
@@ -501,7 +303,7 @@ class _Importer:
         hi = self.init(np.float32((q_high - zero) * scale), f"{base}_max")
         return self.node("Clip", [result, lo, hi], f"{base}_clip")
 
-    def reshape(self, source: str, shape: tuple[int, ...], quant: _Quant | None, base: str) -> str:
+    def reshape(self, source: str, shape: tuple[int, ...], quant: Quant | None, base: str) -> str:
         target = self.init(np.asarray(shape, dtype=np.int64), f"{base}_shape")
         out = self.node("Reshape", [source, target], f"{base}_reshaped")
         return self.qdq(out, quant, f"{base}_reshaped") if quant is not None else out
@@ -515,13 +317,13 @@ class _Importer:
         graph = self.check_structure()
         in_index = self.tensor_index(graph.inputs[0], "the graph")
         out_index = self.tensor_index(graph.outputs[0], "the graph")
-        self.is_int8 = any(t.type == _INT8 for t in self.tensors)
+        self.is_int8 = any(t.type == INT8 for t in self.tensors)
         in_name = self.fresh(self.tensors[in_index].name)
         out_name = self.fresh(self.tensors[out_index].name)
         if in_index == out_index or self.constant(in_index) is not None:
             raise self.fail("the graph input is a constant or the output itself.")
         in_type = self.tensors[in_index].type
-        if in_type not in (_FLOAT32, _INT8):
+        if in_type not in (FLOAT32, INT8):
             kind = self.type_names.get(int(in_type), str(in_type))
             raise self.fail(
                 f"the input {self.label(in_index)} has type {kind}; edgeopt imports float32 and "
@@ -542,7 +344,9 @@ class _Importer:
                     raise
                 # a damaged file whose shapes do not fit together (numpy says where)
                 detail = " ".join(str(exc).split())[:120]
-                raise self.fail(f"operator {position} has inputs that do not fit ({detail}).")
+                raise self.fail(
+                    f"operator {position} has inputs that do not fit ({detail})."
+                ) from None
         final = self.read(out_index, is_nchw=False, where="the graph output")
         if self.constant(out_index) is not None:
             raise self.fail("the graph output is a constant.")
