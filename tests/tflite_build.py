@@ -283,3 +283,42 @@ def calibrated_kitchen(samples: np.ndarray) -> tuple[bytes, bytes]:
     # range, so the import must write it (a Clip before the QuantizeLinear)
     ranges["conv"] = (-1.0, 8.0)
     return float_model, kitchen(ranges)
+
+
+def float_io_conv() -> bytes:
+    """An int8 convolution with float input and output, as TFLite's converter writes one with
+    ``inference_input_type=float32``: QUANTIZE, CONV_2D (per-channel weights, RELU), MAX_POOL_2D,
+    DEQUANTIZE."""
+    rng = np.random.default_rng(4)
+    net = Net()
+    x = net.tensor("input", (1, 6, 6, 2))
+    xq = net.tensor("input_int8", (1, 6, 6, 2), kind="INT8", scale=0.02, zero=3)
+    net.op("QUANTIZE", [x], [xq])
+    w_scale = np.array([0.01, 0.02, 0.015], np.float32)
+    w = rng.integers(-127, 128, (3, 3, 3, 2)).astype(np.int8)
+    wt = net.tensor("w", (3, 3, 3, 2), w, kind="INT8", scale=w_scale, axis=0)
+    acc = (np.float32(0.02) * w_scale).astype(np.float32)
+    b = net.tensor("b", (3,), rng.integers(-500, 500, 3).astype(np.int32), kind="INT32", scale=acc)
+    y = net.tensor("conv", (1, 3, 3, 3), kind="INT8", scale=0.03, zero=-20)
+    options = net.options(
+        "Conv2DOptions",
+        padding=0,
+        strideH=2,
+        strideW=2,
+        dilationHFactor=1,
+        dilationWFactor=1,
+        fusedActivationFunction=1,
+    )  # noqa: E501
+    net.op("CONV_2D", [xq, wt, b], [y], options)
+    p = net.tensor("pool", (1, 2, 2, 3), kind="INT8", scale=0.03, zero=-20)
+    net.op(
+        "MAX_POOL_2D",
+        [y],
+        [p],
+        net.options(
+            "Pool2DOptions", padding=0, strideH=2, strideW=2, filterHeight=2, filterWidth=2
+        ),
+    )  # noqa: E501
+    out = net.tensor("output", (1, 2, 2, 3))
+    net.op("DEQUANTIZE", [p], [out])
+    return net.finish([x], [out])

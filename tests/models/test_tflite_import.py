@@ -347,3 +347,22 @@ def test_imported_int8_examples_export_to_c_bit_exact(tmp_path: Path, name: str)
     q = np.stack([x[0] for x in _inputs(name)[:16]]).astype(np.float32)
     parity = check_c(library, (q - zero) * np.float32(scale))
     assert parity.is_exact, parity.tensor_lsb
+
+
+def test_int8_with_float_input_and_output_matches_litert(tmp_path: Path) -> None:
+    """QUANTIZE first and DEQUANTIZE last: the import takes and returns float in the file's
+    NHWC shapes, its int8 convolution (zero point 3 in, -20 out, RELU as the clamp at the
+    output's zero point) equal to LiteRT's on every value, SAME padding at stride 2."""
+    content = tflite_build.float_io_conv()
+    path = tmp_path / "float_io.tflite"
+    path.write_bytes(content)
+    model = tflite_to_onnx(path)
+    assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 2, 2, 3]
+    session = make_exact_session(model)
+    litert = _litert(content, is_reference=True)
+    for x in np.random.default_rng(5).normal(0, 1, (20, 1, 6, 6, 2)).astype(np.float32):
+        litert.set_tensor(litert.get_input_details()[0]["index"], x)
+        litert.invoke()
+        want = litert.get_tensor(litert.get_output_details()[0]["index"])
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        assert np.abs(got - want).max() <= 0.03 * 1.001  # at most one step of the output
