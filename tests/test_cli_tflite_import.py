@@ -80,3 +80,13 @@ def test_a_damaged_tflite_is_one_sentence_and_nothing_is_written(
     assert err.startswith(f"error: {bad}: damaged or truncated TFLite file")
     assert err.count("\n") == 1 and "Traceback" not in err + out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.tflite"]
+
+
+def test_profile_of_a_float_tflite_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _kitchen(tmp_path, is_int8=False)
+    code, out, err = run_cli(["profile", str(model)], capsys, is_out_flat=True)
+    assert code == 0, err
+    assert f"profile of {model}" in out and "Conv" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kitchen.tflite"]

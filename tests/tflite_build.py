@@ -322,3 +322,29 @@ def float_io_conv() -> bytes:
     out = net.tensor("output", (1, 2, 2, 3))
     net.op("DEQUANTIZE", [p], [out])
     return net.finish([x], [out])
+
+
+def float16_weights_conv() -> bytes:
+    """A float model whose convolution weights are stored as float16 and widened by a
+    DEQUANTIZE (TFLite's float16 post-training quantization), VALID padding."""
+    rng = np.random.default_rng(6)
+    net = Net()
+    x = net.tensor("input", (1, 5, 5, 2))
+    w16 = net.tensor(
+        "w16", (4, 3, 3, 2), rng.normal(0, 0.5, (4, 3, 3, 2)).astype(np.float16), kind="FLOAT16"
+    )  # noqa: E501
+    w = net.tensor("w", (4, 3, 3, 2))
+    net.op("DEQUANTIZE", [w16], [w])
+    b = net.tensor("b", (4,), rng.normal(0, 0.1, 4).astype(np.float32))
+    y = net.tensor("output", (1, 3, 3, 4))
+    options = net.options(
+        "Conv2DOptions",
+        padding=1,
+        strideH=1,
+        strideW=1,
+        dilationHFactor=1,
+        dilationWFactor=1,
+        fusedActivationFunction=4,
+    )  # noqa: E501
+    net.op("CONV_2D", [x, w, b], [y], options)
+    return net.finish([x], [y])

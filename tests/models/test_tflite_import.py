@@ -366,3 +366,23 @@ def test_int8_with_float_input_and_output_matches_litert(tmp_path: Path) -> None
         want = litert.get_tensor(litert.get_output_details()[0]["index"])
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
         assert np.abs(got - want).max() <= 0.03 * 1.001  # at most one step of the output
+
+
+def test_float16_weights_are_folded_and_a_fused_tanh_is_left_out_as_litert_does(
+    tmp_path: Path,
+) -> None:
+    """A fused TANH on a convolution is no activation in TFLite's float kernels
+    (CalculateActivationRange clamps only the RELUs): LiteRT's output is the convolution's."""
+    content = tflite_build.float16_weights_conv()
+    path = tmp_path / "fp16.tflite"
+    path.write_bytes(content)
+    model = tflite_to_onnx(path)
+    assert [n.op_type for n in model.graph.node] == ["Transpose", "Conv", "Transpose"]
+    session = make_exact_session(model)
+    litert = _litert(content)
+    for x in np.random.default_rng(7).normal(0, 1, (5, 1, 5, 5, 2)).astype(np.float32):
+        litert.set_tensor(litert.get_input_details()[0]["index"], x)
+        litert.invoke()
+        want = litert.get_tensor(litert.get_output_details()[0]["index"])
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        assert _compare(got, want, False) < 1e-4

@@ -25,7 +25,8 @@ reference kernels compute (``tensorflow/lite/kernels/internal/reference/``, the 
 - ``SAME`` padding is TFLite's (``ComputePaddingHeightWidth``: the smaller half before), a
   fused activation on an int8 output is the clamp to the output's quantized range that
   ``CalculateActivationRangeQuantized`` computes (a ``Relu`` or a ``Clip`` before the
-  ``QuantizeLinear``, which gives that clamp exactly).
+  ``QuantizeLinear``, which gives that clamp exactly); a fused TANH or SIGN_BIT on a float
+  output is no activation, as in TFLite's float kernels (``CalculateActivationRange``).
 
 Rounding differs in one place: TFLite requantizes with a 31-bit fixed-point multiplier
 (``MultiplyByQuantizedMultiplier``), ONNX with the float scale ratio; an output differs from
@@ -125,7 +126,6 @@ class _Importer(TfliteFile):
         self.taken: set[str] = set()
         self.values: dict[int, dict[bool, _Value]] = {}  # tensor -> layout (is_nchw) -> value
         self.constant_cache: dict[tuple[Any, ...], str] = {}
-        self.is_int8 = False
 
     # -- ONNX building -------------------------------------------------------------------------
 
@@ -275,11 +275,14 @@ class _Importer(TfliteFile):
         bounds = {1: (0.0, None), 2: (-1.0, 1.0), 3: (0.0, 6.0)}
         if kind not in bounds:
             name = {4: "TANH", 5: "SIGN_BIT"}.get(kind, str(kind))
-            if kind == 4 and quant is None:
-                return self.node("Tanh", [result], f"{base}_tanh")
+            if kind in (4, 5) and quant is None:
+                # the float kernels of these operators clamp with CalculateActivationRange
+                # (kernels/internal/common.h), which leaves TANH and SIGN_BIT unclamped: LiteRT
+                # computes no activation, so neither does the import
+                return result
             raise self.fail(
-                f"{op} has the fused activation {name} on an int8 output, which TFLite Micro does "
-                "not compute."
+                f"{op} has the fused activation {name} on an int8 output, which TFLite's int8 "
+                "kernels refuse (CalculateActivationRangeQuantized)."
             )
         low, high = bounds[kind]
         if quant is None:
@@ -317,7 +320,6 @@ class _Importer(TfliteFile):
         graph = self.check_structure()
         in_index = self.tensor_index(graph.inputs[0], "the graph")
         out_index = self.tensor_index(graph.outputs[0], "the graph")
-        self.is_int8 = any(t.type == INT8 for t in self.tensors)
         in_name = self.fresh(self.tensors[in_index].name)
         out_name = self.fresh(self.tensors[out_index].name)
         if in_index == out_index or self.constant(in_index) is not None:
