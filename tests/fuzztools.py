@@ -14,6 +14,7 @@ long run, in worker processes with a memory limit).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -28,6 +29,9 @@ import numpy as np
 
 from edgeopt.errors import EdgeoptError
 from edgeopt.errors import InputError
+
+#: the tflite extra is installed (``make test`` installs it): ``.tflite`` files are fuzzed too
+HAS_TFLITE = importlib.util.find_spec("ai_edge_litert") is not None
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,13 @@ def make_seeds(folder: Path) -> dict[str, Path]:
 
     recipe = Recipe(seed=0, steps=(Step(PTQConfig(calibration="minmax")),))
     seeds["yaml-recipe"] = recipe.to_yaml(folder / "recipe.yaml")
+    if HAS_TFLITE:  # the tflite extra: an int8 .tflite of every operator the import tests
+        from collections import defaultdict
+
+        import tflite_build
+
+        seeds["tflite"] = folder / "model.tflite"
+        seeds["tflite"].write_bytes(tflite_build.kitchen(defaultdict(lambda: (-2.0, 2.0))))
     return seeds
 
 
@@ -183,6 +194,17 @@ def kinds(seeds: dict[str, Path]) -> dict[str, Kind]:
             lambda p, s: Target.from_name(str(p)).estimate(layers),
         ),
         "yaml-recipe": Kind("yaml-recipe", seeds["yaml-recipe"], lambda p, s: Recipe.from_yaml(p)),
+        **(
+            {
+                "tflite": Kind(
+                    "tflite",
+                    seeds["tflite"],
+                    lambda p, s: profile(str(p), is_latency_measured=False),
+                )
+            }
+            if "tflite" in seeds
+            else {}
+        ),
     }
 
 

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from fuzztools import HAS_TFLITE
 from fuzztools import MUTATIONS
 from fuzztools import kinds
 from fuzztools import make_seeds
@@ -35,6 +36,7 @@ KINDS = [
     "png",
     "yaml-target",
     "yaml-recipe",
+    *(["tflite"] if HAS_TFLITE else []),
 ]
 EXAMPLES = 12
 SECONDS = 30

@@ -151,7 +151,8 @@ def export_model(
     """Write ``model`` as ``config`` says and measure what was written.
 
     Args:
-        model: an int8 QDQ ``.onnx`` file (fp32 too, for ``is_raw_input``); not modified.
+        model: an int8 QDQ ``.onnx`` file (fp32 too, for ``is_raw_input``), or a ``.tflite``
+            file (its ONNX import, :mod:`edgeopt.models.tflite`); not modified.
         config: the format and its options.
         output: the folder of the C library, or the ``.tflite`` / ``.onnx`` file to write.
         data: a C library is compiled and run on its test split against ONNX Runtime; a
@@ -176,6 +177,14 @@ def export_model(
         >>> done.export.prefix, done.parity is None
         ('model', True)
     """
+    if str(model).lower().endswith(".tflite"):  # exported from its ONNX import
+        from edgeopt.models import load_model
+
+        imported = load_model(str(model)).onnx_path
+        try:
+            return export_model(imported or model, config, output=output, data=data)
+        except InputError as exc:  # name the user's file, not the private import
+            raise InputError(str(exc).replace(str(imported), str(model))) from None
     if config.format == "tflite":
         return _export_tflite(model, config, output=Path(output), data=data)
     if config.weight_type == "uint8":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import tempfile
@@ -402,7 +403,11 @@ def profile(
         # not one written back from the ONNX it was read as.
         is_tflite = isinstance(model, str) and model.lower().endswith(".tflite")
         npu_model = Path(model) if is_tflite and resolved is not None and resolved.npu else None
-        return profile_onnx(handle.onnx_path, npu_model=npu_model, **kwargs)  # type: ignore[arg-type]
+        metrics = profile_onnx(handle.onnx_path, npu_model=npu_model, **kwargs)  # type: ignore[arg-type]
+        if handle.history and handle.history[0].startswith("tflite:"):
+            # an imported .tflite is profiled through its private ONNX: name the user's file
+            metrics = dataclasses.replace(metrics, model=handle.spec)
+        return metrics
     from edgeopt.export.onnx import export_onnx
 
     if dataset is not None:

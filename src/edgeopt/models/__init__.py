@@ -1,8 +1,9 @@
 """Load a model from a spec into a :class:`ModelHandle`, the one type every command takes.
 
-Specs: an ``.onnx`` file (external data beside it is found), a saved ``torch.export`` program
-(``.pt2``), ``package.module:factory`` plus a state-dict file,
-``zoo:NAME?width=&classes=&input=``, or ``torchvision:NAME`` / ``timm:NAME`` (:mod:`.hub`).
+Specs: an ``.onnx`` file (external data beside it is found), a ``.tflite`` file (imported as
+ONNX: :mod:`edgeopt.models.tflite`), a saved ``torch.export`` program (``.pt2``),
+``package.module:factory`` plus a state-dict file, ``zoo:NAME?width=&classes=&input=``, or
+``torchvision:NAME`` / ``timm:NAME`` (:mod:`.hub`).
 """
 
 from __future__ import annotations
@@ -187,6 +188,22 @@ def _load_onnx(spec: str, path: Path, *, is_one_input_required: bool) -> ModelHa
     )
 
 
+def _load_tflite(spec: str, path: Path) -> ModelHandle:
+    """A ``.tflite`` file through its ONNX import (a private temporary file, removed at exit)."""
+    from edgeopt.models.tflite import import_tflite
+
+    model, onnx_path = import_tflite(path)
+    return ModelHandle(
+        name=path.stem,
+        spec=spec,
+        input_shape=onnx_input_shape(model),
+        onnx_path=onnx_path,
+        num_classes=_onnx_num_classes(model),
+        history=(f"tflite:{path.name}",),
+        metadata={p.key: p.value for p in model.metadata_props},
+    )
+
+
 def _load_program(spec: str, path: Path) -> ModelHandle:
     import torch
 
@@ -363,7 +380,8 @@ def load_model(
     """Load a model from any supported spec.
 
     Args:
-        spec: ``path.onnx``, ``path.pt2``, ``package.module:factory[?input=CxHxW]`` or
+        spec: ``path.onnx``, ``path.tflite``, ``path.pt2``,
+            ``package.module:factory[?input=CxHxW]`` or
             ``zoo:NAME[?width=W&classes=K&input=CxHxW&seed=S]`` (``seed`` picks the initial
             weights); a handle is returned unchanged.
         weights: a PyTorch state dict for a factory or zoo model, loaded with
@@ -395,12 +413,14 @@ def _load(
 ) -> ModelHandle:
     weights_path = Path(weights) if weights is not None else None
     lowered = spec.lower().split("?")[0]
-    if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep")):
+    if weights_path is not None and lowered.endswith((".onnx", ".pt2", ".ep", ".tflite")):
         raise InputError(f"{spec}: --weights applies to zoo and module:factory models only.")
     if lowered.endswith(".onnx"):
         handle = _load_onnx(spec, Path(spec), is_one_input_required=is_one_input_required)
     elif lowered.endswith((".pt2", ".ep")):
         handle = _load_program(spec, Path(spec))
+    elif lowered.endswith(".tflite"):
+        handle = _load_tflite(spec, Path(spec))
     elif spec.startswith("zoo:"):
         return _load_zoo(spec, weights_path, data)
     elif spec.partition(":")[0] in ("torchvision", "timm"):
@@ -409,7 +429,7 @@ def _load(
         handle = _load_factory(spec, weights_path)
     else:
         raise InputError(
-            f"{spec!r} is not a model spec: give a .onnx or .pt2 file, zoo:NAME, "
+            f"{spec!r} is not a model spec: give a .onnx, .tflite or .pt2 file, zoo:NAME, "
             "torchvision:NAME, timm:NAME, or package.module:factory."
         )
     if data is not None and handle.input_shape is None:
