@@ -32,6 +32,9 @@ BENCHMARKS_MD = Path(__file__).resolve().parents[2] / "BENCHMARKS.md"
 #: The structure benchmarks/boards.py chose per core and runtime (its JSON records why), and the
 #: profile whose fixed constants a core's fit keeps.
 CHOSEN = {
+    "Cortex-M4 X-CUBE-AI 7.3": "conv+fc | depthwise",
+    "Cortex-M33 X-CUBE-AI 7.3": "shared",
+    "Cortex-M7 X-CUBE-AI 7.3": "shared",
     "Cortex-M4 X-CUBE-AI 9.0": "shared + layers",
     "Cortex-M33 X-CUBE-AI 9.0": "shared + layers",
     "Cortex-M7 X-CUBE-AI 9.0": "shared",

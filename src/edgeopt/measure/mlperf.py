@@ -431,9 +431,37 @@ def _st(version: str, commit: str, folder: str) -> str:
 
 #: Every closed-division result of ST's NUCLEO boards that names its runtime and has both a
 #: performance and an energy median in the stored results repositories (systems JSON of each
-#: round: core, clock, runtime). Rounds v1.0 (X-CUBE-AI 7.3) and v1.1 (8.1) of the U575 and
-#: H7A3 are left out: their stored copies lack some results.txt files.
+#: round: core, clock, runtime). Round v1.1 (X-CUBE-AI 8.1) of the U575 and H7A3 is left out
+#: (its stored copy lacks some results.txt files); the L4R5ZI's v1.1 and v0.5 results are
+#: :data:`PUBLISHED`. In v1.0 the H7A3's IC energy folder is spelled ``ic/enegy``.
 BOARD_RUNS: tuple[BoardRun, ...] = (
+    BoardRun(
+        "NUCLEO-L4R5ZI",
+        "Cortex-M4",
+        120e6,
+        "X-CUBE-AI 7.3",
+        _st("v1.0", "abb8e49aa59f3ad9e8d85ab98ebed0e583358ec3", "NUCLEO_L4R5ZI"),
+        {"kws": 13.323, "vww": 4.339, "ic": 4.407, "ad": 131.950},
+        {"kws": 3371.738, "vww": 10066.628, "ic": 10681.623, "ad": 322.977},
+    ),
+    BoardRun(
+        "NUCLEO-U575ZI-Q",
+        "Cortex-M33",
+        160e6,
+        "X-CUBE-AI 7.3",
+        _st("v1.0", "abb8e49aa59f3ad9e8d85ab98ebed0e583358ec3", "NUCLEO-U575ZI-Q"),
+        {"kws": 22.608, "vww": 7.496, "ic": 7.158, "ad": 206.211},
+        {"kws": 1138.534, "vww": 3364.456, "ic": 3641.998, "ad": 119.113},
+    ),
+    BoardRun(
+        "NUCLEO-H7A3ZI-Q",
+        "Cortex-M7",
+        280e6,
+        "X-CUBE-AI 7.3",
+        _st("v1.0", "abb8e49aa59f3ad9e8d85ab98ebed0e583358ec3", "NUCLEO-H7A3ZI-Q"),
+        {"kws": 59.667, "vww": 19.722, "ic": 18.401, "ad": 547.705},
+        {"kws": 2721.781, "vww": 7978.465, "ic": 8707.284, "ad": 266.486},
+    ),
     BoardRun(
         "NUCLEO-L4R5ZI",
         "Cortex-M4",
