@@ -4,7 +4,7 @@
 
 The four MLPerf Tiny reference models are rebuilt from the zoo and quantized to int8 by our PTQ
 (:func:`edgeopt.measure.mlperf.reference_layers`). The published closed-division results of
-ST's NUCLEO boards (:data:`edgeopt.measure.mlperf.BOARD_RUNS`: NUCLEO-L4R5ZI, NUCLEO-U575ZI-Q
+ST's NUCLEO boards (:data:`edgeopt.measure.boards.BOARD_RUNS`: NUCLEO-L4R5ZI, NUCLEO-U575ZI-Q
 and NUCLEO-H7A3ZI-Q with X-CUBE-AI 9.0 in round v1.2; NUCLEO-L4R5ZI-P, NUCLEO-U575ZI-Q and
 NUCLEO-U385RG-Q with X-CUBE-AI 10.2 in round v1.3) are grouped by core and runtime: a group
 shares one set of cycle constants, fitted on all its boards at their own clocks, while each
@@ -24,14 +24,14 @@ from typing import Any
 
 from benchmarks._common import save_result
 from benchmarks.estimates import _matches
-from edgeopt.measure.mlperf import BOARD_RUNS
+from edgeopt.measure.boards import BOARD_RUNS
+from edgeopt.measure.boards import BoardRun
+from edgeopt.measure.boards import core_runtime_groups
+from edgeopt.measure.boards import fit_boards
+from edgeopt.measure.boards import leave_one_board_out
+from edgeopt.measure.boards import leave_one_model_out
 from edgeopt.measure.mlperf import REFERENCE_MODELS
 from edgeopt.measure.mlperf import STRUCTURES
-from edgeopt.measure.mlperf import BoardRun
-from edgeopt.measure.mlperf import core_runtime_groups
-from edgeopt.measure.mlperf import fit_boards
-from edgeopt.measure.mlperf import leave_one_board_out
-from edgeopt.measure.mlperf import leave_one_model_out
 from edgeopt.measure.mlperf import reference_layers
 from edgeopt.target import Target
 

@@ -13,15 +13,15 @@ import pytest
 from edgeopt.errors import InputError
 from edgeopt.graph import Layer
 from edgeopt.measure import profile
-from edgeopt.measure.mlperf import BOARD_RUNS
+from edgeopt.measure.boards import BOARD_RUNS
+from edgeopt.measure.boards import BoardRun
+from edgeopt.measure.boards import board_peers
+from edgeopt.measure.boards import core_runtime_groups
+from edgeopt.measure.boards import fit_boards
+from edgeopt.measure.boards import leave_one_board_out
+from edgeopt.measure.boards import leave_one_model_out
 from edgeopt.measure.mlperf import REFERENCE_MODELS
 from edgeopt.measure.mlperf import STRUCTURES
-from edgeopt.measure.mlperf import BoardRun
-from edgeopt.measure.mlperf import board_peers
-from edgeopt.measure.mlperf import core_runtime_groups
-from edgeopt.measure.mlperf import fit_boards
-from edgeopt.measure.mlperf import leave_one_board_out
-from edgeopt.measure.mlperf import leave_one_model_out
 from edgeopt.measure.mlperf import reference_layers
 from edgeopt.target import Target
 
