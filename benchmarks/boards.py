@@ -5,10 +5,10 @@
 The four MLPerf Tiny reference models are rebuilt from the zoo and quantized to int8 by our PTQ
 (:func:`edgeopt.measure.mlperf.reference_layers`). The published closed-division results of
 ST's NUCLEO boards (:data:`edgeopt.measure.boards.BOARD_RUNS`: NUCLEO-L4R5ZI, NUCLEO-U575ZI-Q
-and NUCLEO-H7A3ZI-Q with X-CUBE-AI 9.0 in round v1.2; NUCLEO-L4R5ZI-P, NUCLEO-U575ZI-Q and
-NUCLEO-U385RG-Q with X-CUBE-AI 10.2 in round v1.3) are grouped by core and runtime: a group
-shares one set of cycle constants, fitted on all its boards at their own clocks, while each
-board keeps its own measured power. For each group every candidate structure of
+and NUCLEO-H7A3ZI-Q with X-CUBE-AI 7.3 in round v1.0 and 9.0 in round v1.2; NUCLEO-L4R5ZI-P,
+NUCLEO-U575ZI-Q and NUCLEO-U385RG-Q with X-CUBE-AI 10.2 in round v1.3) are grouped by core and
+runtime: a group shares one set of cycle constants, fitted on all its boards at their own
+clocks, while each board keeps its own measured power. For each group every candidate structure of
 :data:`edgeopt.measure.mlperf.STRUCTURES` is scored leave-one-model-out and the one with the
 smallest worst-case latency error kept; then every board is predicted leave-one-board-out (from
 the other boards of its core and runtime, or of its runtime and core class). The board profiles'
