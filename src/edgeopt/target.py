@@ -418,6 +418,8 @@ def _validated_error(value: Any, origin: str) -> dict[str, float]:
     try:
         if not isinstance(value, Mapping) or set(value) != {"latency", "energy", "results"}:
             raise ValueError
+        if any(isinstance(number, bool) for number in value.values()):
+            raise ValueError
         return {str(key): float(number) for key, number in value.items()}
     except (TypeError, ValueError, OverflowError):
         raise InputError(

@@ -189,7 +189,14 @@ def test_the_validated_error_is_in_the_estimate_provenance() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [{"latency": -0.1, "energy": 0.3, "results": 4}, {"latency": 0.3}, "30%", {"latency": "x"}],
+    [
+        {"latency": -0.1, "energy": 0.3, "results": 4},
+        {"latency": 0.3, "energy": float("nan"), "results": 4},
+        {"latency": 0.3, "energy": 0.3, "results": True},
+        {"latency": 0.3},
+        "30%",
+        {"latency": "x"},
+    ],
 )
 def test_a_bad_validated_error_is_one_sentence_naming_the_field(value: object) -> None:
     raw = Target.from_name("nucleo-u575zi-q").to_dict()
