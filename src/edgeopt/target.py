@@ -193,7 +193,7 @@ class Target:
         """The validated error in words: "±30% latency, ±40% energy, validated on 8 results"."""
         error = self.validated_error
         if not error:
-            return "error not validated against published measurements"
+            return "not validated against published measurements"
         return (
             f"±{error['latency']:.0%} latency, ±{error['energy']:.0%} energy, "
             f"validated on {int(error['results'])} published results"

@@ -167,7 +167,7 @@ def estimate_on_target(
     """
     if target.npu is not None:
         estimate, how = _estimate_on_npu(target, layers, model)
-        return estimate, f"{how}; {target.error_label}"
+        return estimate, f"{how}; error {target.error_label}"
     frontend = data.frontend if data is not None else {}
     ops = frontend.get("frontend_ops")
     priced_ops = ops if isinstance(ops, dict) and target.frontend else None
@@ -184,7 +184,7 @@ def estimate_on_target(
     if estimate.uncounted_ops:  # operators of unknown cost priced at their outputs only
         how += f"; a lower bound: unknown cost of {', '.join(estimate.uncounted_ops)}"
     # Every estimate carries the error its profile was validated to (or says it was not).
-    return estimate, f"{how}; {target.error_label}"
+    return estimate, f"{how}; error {target.error_label}"
 
 
 def _estimate_on_npu(target: Target, layers: list[Any], model: Path | None) -> tuple[Any, str]:
