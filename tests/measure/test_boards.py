@@ -187,6 +187,13 @@ def test_the_validated_error_is_in_the_estimate_provenance() -> None:
     assert "error not validated" in unvalidated.provenance["estimate"]
 
 
+def test_the_validated_error_survives_a_round_trip() -> None:
+    target = Target.from_name("nucleo-u575zi-q")
+    again = Target.from_dict(target.to_dict(), origin="round trip")
+    assert again.validated_error == {"latency": 0.25, "energy": 0.25, "results": 8}
+    assert again.error_label == target.error_label
+
+
 @pytest.mark.parametrize(
     "value",
     [
