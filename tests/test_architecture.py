@@ -36,7 +36,8 @@ CORE = ("config.py", "registry.py", "target.py", "metrics.py", "pipeline.py")
 #: into pipeline.py from training.py, which sits below the pipeline).
 #: 1,468 with issue 14's Metrics fields (batch, notes, uncounted_ops) and the target's pricing of
 #: element operations.
-CORE_LINE_BUDGET = 1_500
+#: 1,524 with issue 16's validated error of a profile (its field, check, parsing and label).
+CORE_LINE_BUDGET = 1_530
 
 
 def test_import_edgeopt_loads_no_heavy_or_optional_dependency() -> None:

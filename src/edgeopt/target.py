@@ -150,6 +150,8 @@ class Target:
     is_measured: bool = False
     frontend: Mapping[str, float] = field(default_factory=dict)
     npu: NpuConfig | None = None  # an Ethos-U NPU: Vela gives latency and memory
+    #: Measured out-of-sample error: fractions ``latency`` and ``energy``, count ``results``.
+    validated_error: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # noqa: C901  (one validation per field of a device profile, each naming the field)
         where = f"target {self.name!r}"
@@ -179,6 +181,23 @@ class Target:
             extra = sorted(set(self.frontend) - set(FRONTEND_KEYS))
             if extra:
                 raise InputError(f"{where}: frontend has unknown field {extra[0]!r}.")
+
+        if self.validated_error:
+            for key in ("latency", "energy", "results"):
+                value = self.validated_error.get(key)
+                if isinstance(value, bool) or not 0 < float(value or 0) < math.inf:
+                    raise InputError(f"{where}: validated_error.{key} must be a number above 0.")
+
+    @property
+    def error_label(self) -> str:
+        """The validated error in words: "±30% latency, ±40% energy, validated on 8 results"."""
+        error = self.validated_error
+        if not error:
+            return "not validated against published measurements"
+        return (
+            f"±{error['latency']:.0%} latency, ±{error['energy']:.0%} energy, "
+            f"validated on {int(error['results'])} published results"
+        )
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -241,6 +260,7 @@ class Target:
                 is_measured=bool(raw.get("is_measured", False)),
                 frontend={str(k): float(v) for k, v in (raw.get("frontend") or {}).items()},
                 npu=raw.get("npu"),
+                validated_error=_validated_error(raw.get("validated_error"), origin),
             )
         except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             if isinstance(exc, InputError):
@@ -381,6 +401,7 @@ class Target:
             "is_measured": self.is_measured,
             **({"frontend": dict(self.frontend)} if self.frontend else {}),
             **({"npu": self.npu.to_dict()} if self.npu else {}),
+            **({"validated_error": dict(self.validated_error)} if self.validated_error else {}),
         }
 
 
@@ -388,6 +409,23 @@ def _dtypes(value: Any, origin: str) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         raise InputError(f"{origin}: dtypes must be a list such as [int8, float32].")
     return tuple(str(dtype) for dtype in value)
+
+
+def _validated_error(value: Any, origin: str) -> dict[str, float]:
+    """The ``validated_error`` mapping with numbers, or one sentence naming the field."""
+    if value is None:
+        return {}
+    try:
+        if not isinstance(value, Mapping) or set(value) != {"latency", "energy", "results"}:
+            raise ValueError
+        if any(isinstance(number, bool) for number in value.values()):
+            raise ValueError
+        return {str(key): float(number) for key, number in value.items()}
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(
+            f"{origin}: validated_error must map latency, energy (fractions) and results "
+            "(a count) to numbers."
+        ) from None
 
 
 def list_targets() -> list[str]:

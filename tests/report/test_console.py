@@ -64,7 +64,8 @@ def test_targets_at_80_columns_show_every_name_and_number_whole() -> None:
     # descriptions and runtimes wrap at spaces, every word whole
     text = column(lines, 2)
     for target in profiles:
-        assert f"{target.description} runtime: {target.runtime}" in text
+        assert f"{target.description} runtime: {target.runtime} error: {target.error_label}" in text
+    assert "±25% latency, ±25% energy, validated on 8 published results" in text
 
 
 def _record(trial: int, recipe: Recipe, *, flash_bytes: int, is_feasible: bool) -> dict[str, Any]:

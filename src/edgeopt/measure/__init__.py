@@ -167,7 +167,8 @@ def estimate_on_target(
     pricing ``layers``: :func:`edgeopt.measure.vela.estimate_npu`.
     """
     if target.npu is not None:
-        return _estimate_on_npu(target, layers, model)
+        estimate, how = _estimate_on_npu(target, layers, model)
+        return estimate, f"{how}; error {target.error_label}"
     frontend = data.frontend if data is not None else {}
     ops = frontend.get("frontend_ops")
     priced_ops = ops if isinstance(ops, dict) and target.frontend else None
@@ -183,7 +184,8 @@ def estimate_on_target(
         how += f"; the model only: the {target.name} profile prices no audio front end"
     if estimate.uncounted_ops:  # operators of unknown cost priced at their outputs only
         how += f"; a lower bound: unknown cost of {', '.join(estimate.uncounted_ops)}"
-    return estimate, how
+    # Every estimate carries the error its profile was validated to (or says it was not).
+    return estimate, f"{how}; error {target.error_label}"
 
 
 def _estimate_on_npu(target: Target, layers: list[Any], model: Path | None) -> tuple[Any, str]:

@@ -13,6 +13,8 @@ per-layer costs: each model is dominated by one kind (IC: convolution, AD: fully
 KWS and VWW mix convolution and depthwise in the same proportion (10.8% and 10.7% depthwise
 MACs). So a :class:`Structure` ties constants together (kinds sharing one cost) and fits at most
 two latency constants; the element and per-layer costs stay at the base profile's cited values.
+:mod:`edgeopt.measure.boards` fits the same constants across several boards of one core and
+runtime (:func:`fit_constants` takes each result at its own board's clock).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ __all__ = [
     "Fit",
     "Published",
     "Structure",
+    "fit_constants",
     "fit_profile",
     "leave_one_out",
     "reference_layers",
@@ -272,6 +275,56 @@ def _features(layers: Sequence[Layer], structure: Structure, base: Target) -> tu
     return row, fixed
 
 
+def fit_constants(
+    points: Sequence[tuple[str, float, float]],
+    layers: Mapping[str, Sequence[Layer]],
+    *,
+    base: Target,
+    structure: Structure,
+) -> Target:
+    """``base`` with the int8 latency constants of ``structure`` fitted to ``points``.
+
+    Each point is ``(model, published latency in ms, clock in Hz)``: the published cycles are
+    latency times the clock of the board that ran it, so boards at different clocks with the
+    same core and runtime share one fit (cycles per MAC are a property of core and runtime).
+    Non-negative least squares (``scipy.optimize.nnls``) on relative errors: each row divided
+    by its published cycles, so a 5 ms model weighs as much as a 700 ms one.
+
+    Args:
+        points: the published results fitted on.
+        layers: each model's layers (int8, from :func:`reference_layers`).
+        base: the profile whose clock, power, fixed constants and float32 costs are kept.
+        structure: which constants are fitted.
+
+    Returns:
+        ``base`` with the fitted constants (a group the fit drives to 0 gets
+        :data:`MIN_CYCLES_PER_MAC`).
+    """
+    from scipy.optimize import nnls
+
+    rows, targets = [], []
+    for key, latency_ms, clock_hz in points:
+        row, fixed = _features(layers[key], structure, base)
+        cycles = latency_ms * 1e-3 * clock_hz
+        rows.append(np.asarray(row) / cycles)
+        targets.append((cycles - fixed) / cycles)
+    theta, _ = nnls(np.asarray(rows), np.asarray(targets))
+    cycles_per_mac = {kind: dict(row) for kind, row in base.cycles_per_mac.items()}
+    for value, group in zip(theta, structure.groups, strict=False):
+        for kind in group:
+            # A profile needs a positive cost; a group the fit drives to 0 gets a token one.
+            cycles_per_mac[kind]["int8"] = max(float(value), MIN_CYCLES_PER_MAC)
+    extras = dict(zip(structure.extra, theta[len(structure.groups) :], strict=True))
+    return replace(
+        base,
+        cycles_per_mac=cycles_per_mac,
+        cycles_per_byte=float(extras.get("cycles_per_byte", base.cycles_per_byte)),
+        layer_overhead_cycles=float(
+            extras.get("layer_overhead_cycles", base.layer_overhead_cycles)
+        ),
+    )
+
+
 def fit_profile(
     published: Mapping[str, Published],
     layers: Mapping[str, Sequence[Layer]],
@@ -282,11 +335,9 @@ def fit_profile(
 ) -> Fit:
     """Fit the int8 latency constants of ``structure`` and the active power to published points.
 
-    Latency: non-negative least squares (``scipy.optimize.nnls``) on relative errors, each row
-    divided by its published cycles so a 10 ms model weighs as much as a 700 ms one. Energy: the
-    active power is the mean of the published average powers (energy / latency) of the models
-    fitted on, so latency errors are not hidden in it. Constants outside the structure keep
-    ``base``'s values.
+    Latency: :func:`fit_constants` at ``base``'s clock. Energy: the active power is the mean of the
+    published average powers (energy / latency) of the models fitted on, so latency errors are
+    not hidden in it. Constants outside the structure keep ``base``'s values.
 
     Args:
         published: the published latency and energy per model.
@@ -298,30 +349,9 @@ def fit_profile(
     Returns:
         The fitted profile and its predictions for every model in ``layers``.
     """
-    from scipy.optimize import nnls
-
     keys = list(train_on if train_on is not None else published)
-    rows, targets = [], []
-    for key in keys:
-        row, fixed = _features(layers[key], structure, base)
-        cycles = published[key].latency_ms * 1e-3 * base.clock_hz
-        rows.append(np.asarray(row) / cycles)
-        targets.append((cycles - fixed) / cycles)
-    theta, _ = nnls(np.asarray(rows), np.asarray(targets))
-    cycles_per_mac = {kind: dict(row) for kind, row in base.cycles_per_mac.items()}
-    for value, group in zip(theta, structure.groups, strict=False):
-        for kind in group:
-            # A profile needs a positive cost; a group the fit drives to 0 gets a token one.
-            cycles_per_mac[kind]["int8"] = max(float(value), MIN_CYCLES_PER_MAC)
-    extras = dict(zip(structure.extra, theta[len(structure.groups) :], strict=True))
-    fitted = replace(
-        base,
-        cycles_per_mac=cycles_per_mac,
-        cycles_per_byte=float(extras.get("cycles_per_byte", base.cycles_per_byte)),
-        layer_overhead_cycles=float(
-            extras.get("layer_overhead_cycles", base.layer_overhead_cycles)
-        ),
-    )
+    points = [(key, published[key].latency_ms, base.clock_hz) for key in keys]
+    fitted = fit_constants(points, layers, base=base, structure=structure)
     latency = {key: fitted.estimate(model).latency_ms for key, model in layers.items()}
     power = float(np.mean([published[key].power_mw for key in keys]))
     fitted = replace(fitted, active_power_mw=power)

@@ -84,7 +84,8 @@ def _columns(
 
 
 def render_targets(targets: Sequence[Any], *, console: Console | None = None) -> None:
-    """Print the device profiles: name, device and runtime, clock, flash, RAM and power.
+    """Print the device profiles: name, device, runtime and validated error, clock, flash, RAM
+    and power.
 
     Device and runtime share a column, and the four numbers stack in one, so that the
     descriptions have room at 80 columns."""
@@ -100,6 +101,7 @@ def render_targets(targets: Sequence[Any], *, console: Console | None = None) ->
         )
         device = Text(target.description)
         device.append(f"\nruntime: {target.runtime}", style="dim")
+        device.append(f"\nerror: {target.error_label}", style="dim")
         table.add_row(target.name, device, "\n".join(hardware))
     out.print(table)
 
