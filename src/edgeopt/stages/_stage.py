@@ -95,20 +95,47 @@ class Deferred:
     build: Callable[[ModelHandle, Dataset, Path], Config]
 
 
+#: operators only a quantized graph has
+_QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+    }
+)
+
+
 def load_fp32(handle: ModelHandle, dataset: Dataset | None, scratch: Path) -> tuple[Any, Path]:
     """The fp32 ONNX model a post-training stage starts from, and its file: an ONNX model as
     it is (never modified), a PyTorch model exported into ``scratch``.
 
+    A file that is already quantized (QDQ pairs, QLinear or integer operators: an
+    ``edgeopt quantize`` output, an imported int8 ``.tflite``) is refused: quantizing it again
+    would calibrate quantized values and stack a second rounding on the first.
+
     Raises:
-        InputError: the model's input shape is not the data's.
+        InputError: the model's input shape is not the data's, or it is already quantized.
     """
     import onnx
 
+    from edgeopt.errors import InputError
     from edgeopt.models import onnx_input_shape
     from edgeopt.models import read_onnx
 
     if handle.onnx_path is not None:
         fp32, path = read_onnx(handle.onnx_path), handle.onnx_path
+        quantized = [n for n in fp32.graph.node if n.op_type in _QUANTIZED_OPS]
+        if quantized:
+            kinds = ", ".join(sorted({n.op_type for n in quantized}))
+            raise InputError(
+                f"{handle.spec}: is already quantized ({len(quantized)} {kinds} node(s)); "
+                "quantize its float source (the fp32 .onnx, or the PyTorch model with --weights) "
+                "instead."
+            )
     else:
         from edgeopt.export.onnx import export_onnx
 

@@ -95,6 +95,16 @@ def test_input_onnx_file_is_left_unchanged(cnn_s, tmp_path: Path) -> None:
     assert hashlib.sha256(cnn_s.onnx_path.read_bytes()).hexdigest() == before
 
 
+def test_an_already_quantized_file_is_refused_before_calibration(cnn_s, tmp_path: Path) -> None:
+    """Quantizing a QDQ file again calibrated quantized values (minutes, and a second rounding
+    stacked on the first): one sentence instead, nothing written."""
+    int8 = quantize(str(cnn_s.onnx_path), data=cnn_s.data, output=tmp_path / "q.onnx")
+    again = tmp_path / "again.onnx"
+    with pytest.raises(InputError, match=r"already quantized .*QuantizeLinear.*float source"):
+        quantize(str(int8.model.onnx_path), data=cnn_s.data, output=again)
+    assert not again.exists()
+
+
 def test_output_over_the_input_file_is_refused(cnn_s) -> None:
     with pytest.raises(InputError, match="overwrite the input"):
         quantize(str(cnn_s.onnx_path), data=cnn_s.data, output=cnn_s.onnx_path)
