@@ -7,11 +7,15 @@
    4 pp of the model's accuracy (``runs/demo/search/``: the study, the trials, ``model.onnx``
    with ``recipe.yaml``, ``report.json`` and ``report.html``);
 4. write the chosen model as a C99 library, compile it with gcc, print the flash and RAM of the
-   build and check it against ONNX Runtime on the test split (``runs/demo/c/``).
+   build and check it against ONNX Runtime on the test split (``runs/demo/c/``);
+5. write the same model as a full-int8 ``.tflite`` (``runs/demo/model.tflite``), run it in
+   TensorFlow Lite Micro's interpreter on the test split against edgeopt's exact int8, and
+   print TFLM's measured arena beside the C library's.
 
 Every call is the public API; from the shell the same steps are ``edgeopt train``, ``edgeopt
-profile``, ``edgeopt optimize`` and ``edgeopt export``. Running the demo again resumes the
-search from its study (no trial is repeated). It takes about a minute on two cores.
+profile``, ``edgeopt optimize`` and ``edgeopt export`` (``--format c``, ``--format tflite``).
+Running the demo again resumes the search from its study (no trial is repeated). It takes about
+a minute on two cores.
 """
 
 from __future__ import annotations
@@ -94,6 +98,23 @@ def main(name: str = "demo") -> Path:
             f"C build on this host's gcc: flash {size.flash_bytes:,} B, RAM {size.ram_bytes:,} B "
             "(install gcc-arm-none-eabi for the Cortex-M4 sizes)"
         )
+    console.rule("[bold]5. the same model as a .tflite, run in TensorFlow Lite Micro")
+    from edgeopt.export.tflite import check_tflite
+    from edgeopt.export.tflite import write_tflite
+
+    x_train, x_test = data.arrays("train")[0], data.arrays("test")[0]
+    tflite = write_tflite(search.model_path, run / "model.tflite", calibration=x_train)
+    agreement = check_tflite(tflite, x_test)
+    console.print(
+        f"{tflite.path}: {tflite.size_bytes:,} B, {len(tflite.operators)} operators; in TFLite "
+        f"Micro on the {agreement.samples} test samples: top-1 as edgeopt's exact int8 on "
+        f"{agreement.top1_agreement:.1%}, at most {agreement.max_lsb} LSB apart (TFLM rounds "
+        "its requantization in two fixed-point steps)"
+    )
+    console.print(
+        f"arena: TFLite Micro {tflite.arena_bytes:,} B (measured by its interpreter) beside "
+        f"edgeopt's C {library.arena_bytes:,} B (planned, static)"
+    )
     console.rule("[bold]done")
     console.print(f"wrote everything into {run}/ in {time.perf_counter() - start:.1f} s")
     for path in sorted(run.iterdir()):
