@@ -132,16 +132,7 @@ class LayerConversion(TFLiteGraph):
         return tensor
 
     def convert_Gemm(self, node: Any) -> None:
-        attrs = attributes(node)
-        if (
-            attrs.get("transA", 0)
-            or attrs.get("alpha", 1.0) != 1.0
-            or attrs.get("beta", 1.0) != 1.0
-        ):
-            raise self.fail(
-                f"node {node_label(node)} uses transA, alpha or beta; the TFLite exporter writes "
-                "Gemm as a fully connected layer (y = x W^T + b)."
-            )
+        attrs = self.plain_gemm(node, "TFLite")
         values, scale = self.layer_weights(node, 1)
         self.fully_connected(node, values if attrs.get("transB", 0) else values.T, scale)
 

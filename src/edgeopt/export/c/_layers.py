@@ -299,7 +299,9 @@ class LayerLowering(GraphReader):
             )
         )
 
-    def lower_Gemm(self, node: Any) -> None:
+    def plain_gemm(self, node: Any, exporter: str) -> dict[str, Any]:
+        """A Gemm's attributes, or the refusal of one that is not ``y = x W^T + b`` (the
+        fully connected layer both the C and the TFLite exporter write)."""
         attrs = attributes(node)
         if (
             attrs.get("transA", 0)
@@ -307,9 +309,13 @@ class LayerLowering(GraphReader):
             or attrs.get("beta", 1.0) != 1.0
         ):
             raise self.fail(
-                f"node {node_label(node)} uses transA, alpha or beta; the C exporter supports "
-                "Gemm as a fully connected layer (y = x W^T + b)."
+                f"node {node_label(node)} uses transA, alpha or beta; the {exporter} exporter "
+                "writes Gemm as a fully connected layer (y = x W^T + b)."
             )
+        return attrs
+
+    def lower_Gemm(self, node: Any) -> None:
+        attrs = self.plain_gemm(node, "C")
         x = self.input(node, 0)
         q, w_scale = self.weights(node, 1)
         weights = q if attrs.get("transB", 0) else q.T
