@@ -106,7 +106,10 @@ def test_every_numeric_field_has_a_source(name: str) -> None:
     error = {key for key in fields if key.startswith("validated_error.")}
     fields = fields - error | ({"validated_error"} if error else set())
     core = {key for key in fields if not key.startswith("frontend.") and key != "validated_error"}
-    assert "cycles_per_mac.conv.int8" in fields and len(core) == 14
+    # a profile fitted to a library's kernels (cortex-m4-edgeopt-c) prices some kinds further
+    fitted = ("cycles_per_output.", "cycles_per_channel.", "cycles_per_mac.pointwise.")
+    assert "cycles_per_mac.conv.int8" in fields
+    assert len({key for key in core if not key.startswith(fitted)}) == 14
     assert len(fields - core - {"validated_error"}) in (0, len(FRONTEND_KEYS))  # audio front end
     missing = sorted(fields - set(target.sources))
     assert not missing, f"{name}: no source for {missing}"
@@ -128,8 +131,8 @@ def test_estimate_is_positive_and_grows_with_macs(name: str) -> None:
 @pytest.mark.parametrize("name", CYCLE_TARGETS)
 def test_int8_is_cheaper_than_float32(name: str) -> None:
     target = Target.from_name(name)
-    if "int8" not in target.dtypes:
-        pytest.skip(f"{name} lists no int8")
+    if "int8" not in target.dtypes or "float32" not in target.dtypes:
+        pytest.skip(f"{name} does not run both int8 and float32")
     # Measured on the x86 host, ONNX Runtime's int8 depthwise convolution is slower than float32
     # (and so are its uint8 element-wise ops), so only the standard convolution is compared there.
     kinds = ("conv",) if target.is_measured else MAC_KINDS

@@ -87,6 +87,10 @@ class Layer:
     live_bytes: int = 0  # activation bytes live while this layer runs (filled by memory.py)
     ops: int = 0  # element operations besides the MACs (edgeopt.opcost)
     is_counted: bool = True  # False: operator or shapes unknown, MACs and ops a lower bound
+    #: A 1x1, stride-1, unpadded, ungrouped Conv: a matrix product over channels, which C
+    #: libraries (edgeopt's among them) run with a kernel of its own.
+    is_pointwise: bool = False
+    kernel_elements: int = 1  # a convolution's kernel window (kh * kw); 1 for other layers
 
     @property
     def label(self) -> str:
@@ -473,9 +477,35 @@ def analyse(
                 bytes_moved=in_bytes + out_bytes + param_bytes,
                 ops=cost.ops,
                 is_counted=cost.is_counted,
+                is_pointwise=kind == "conv" and _is_pointwise(node, graph),
+                kernel_elements=_kernel_elements(node, graph),
             )
         )
     return graph, layers
+
+
+def _kernel_elements(node: Any, graph: Graph) -> int:
+    if node.op_type not in CONV_OPS:
+        return 1
+    weight = graph.tensors.get(node.input[CONV_OPS[node.op_type]])
+    return max(math.prod(weight.shape[2:]), 1) if weight is not None else 1
+
+
+def _is_pointwise(node: Any, graph: Graph) -> bool:
+    """Whether a Conv is 1x1, stride 1, unpadded and ungrouped (as the C lowering tests it)."""
+    weight = graph.tensors.get(node.input[1]) if node.op_type == "Conv" else None
+    if weight is None or any(size != 1 for size in weight.shape[2:]):
+        return False
+    attrs = attributes(node)
+    pads = attrs.get("pads", [])
+    strides = attrs.get("strides", [])
+    auto_pad = attrs.get("auto_pad", b"NOTSET")
+    return (
+        attrs.get("group", 1) == 1
+        and all(stride == 1 for stride in strides)
+        and not any(pads)
+        and auto_pad in (b"NOTSET", b"VALID", "NOTSET", "VALID")
+    )
 
 
 def with_live_bytes(layers: list[Layer], live: dict[str, int]) -> list[Layer]:

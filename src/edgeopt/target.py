@@ -5,7 +5,10 @@ we measure on the exported ONNX graph. The model is the one MLPerf Tiny results 
 explained with: each layer costs ``macs * cycles_per_mac[kind][dtype]`` (convolution, depthwise,
 fully connected) plus ``ops * cycles_per_element[dtype]`` (its element operations, counted by
 ``edgeopt.opcost``; a layer without an ``ops`` count: its output elements), plus
-``bytes_moved * cycles_per_byte`` of memory traffic and a fixed ``layer_overhead_cycles``;
+``bytes_moved * cycles_per_byte`` of memory traffic and a fixed ``layer_overhead_cycles``; a
+profile fitted to a library's kernels (:mod:`edgeopt.measure.kernelfit`) may add costs per output
+element (``cycles_per_output``) and per window channel (``cycles_per_channel``: ``macs /
+kernel_elements``) of a MAC layer, and a ``pointwise`` row for 1x1 (``is_pointwise``) convolutions;
 latency is cycles over the clock, energy is latency times the active power. Every constant's
 source is written next to it in the YAML file (``sources``). A layer whose cost is unknown
 (``is_counted`` False) makes the estimate a lower bound, and the estimate says so.
@@ -39,7 +42,9 @@ from edgeopt.errors import InputError
 from edgeopt.npu import NpuConfig
 
 MAC_KINDS = ("conv", "depthwise", "fc")
+POINTWISE = "pointwise"  # the optional row of 1x1 convolutions
 DTYPES = ("int8", "float32")
+_KERNEL_ROWS = ("cycles_per_output", "cycles_per_channel")  # optional, by kind and dtype
 #: Front-end constants: cycles per ``n log2 n`` of a real FFT of ``n`` points, per float
 #: multiply-accumulate (window, power spectrum, mel filters, DCT), per natural log, per frame.
 FRONTEND_KEYS = ("fft_cycles_per_n_log2n", "cycles_per_mac", "cycles_per_log", "cycles_per_frame")
@@ -149,6 +154,8 @@ class Target:
     sources: Mapping[str, str] = field(default_factory=dict)
     is_measured: bool = False
     frontend: Mapping[str, float] = field(default_factory=dict)
+    cycles_per_output: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    cycles_per_channel: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     npu: NpuConfig | None = None  # an Ethos-U NPU: Vela gives latency and memory
     #: Measured out-of-sample error: fractions ``latency`` and ``energy``, count ``results``.
     validated_error: Mapping[str, float] = field(default_factory=dict)
@@ -158,13 +165,19 @@ class Target:
         for key in ("clock_hz", "flash_bytes", "ram_bytes", "active_power_mw"):
             if not 0 < float(getattr(self, key)) < math.inf:
                 raise InputError(f"{where}: {key} must be a finite number above 0.")
-        for kind in MAC_KINDS:
+        for kind in (*MAC_KINDS, *({POINTWISE} & set(self.cycles_per_mac))):
             row = self.cycles_per_mac.get(kind)
             if row is None:
                 raise InputError(f"{where}: cycles_per_mac has no entry for {kind!r}.")
             for dtype in DTYPES:
                 if dtype not in row or not float(row[dtype]) > 0:
                     raise InputError(f"{where}: cycles_per_mac.{kind}.{dtype} must be above 0.")
+        for name in _KERNEL_ROWS:
+            for kind, row in getattr(self, name).items():
+                if kind not in (*MAC_KINDS, POINTWISE) or not all(
+                    dtype in DTYPES and float(value) >= 0 for dtype, value in row.items()
+                ):
+                    raise InputError(f"{where}: {name}.{kind} must map dtypes to 0 or more.")
         for dtype in DTYPES:
             if float(self.cycles_per_element.get(dtype, -1)) < 0:
                 raise InputError(f"{where}: cycles_per_element.{dtype} is missing or negative.")
@@ -247,10 +260,7 @@ class Target:
                 flash_bytes=number("flash_bytes", int),
                 ram_bytes=number("ram_bytes", int),
                 active_power_mw=number("active_power_mw", float),
-                cycles_per_mac={
-                    str(kind): {str(d): float(v) for d, v in row.items()}
-                    for kind, row in raw["cycles_per_mac"].items()
-                },
+                cycles_per_mac=_rows(raw["cycles_per_mac"]),
                 cycles_per_element={str(d): float(v) for d, v in raw["cycles_per_element"].items()},
                 layer_overhead_cycles=number("layer_overhead_cycles", float),
                 cycles_per_byte=number("cycles_per_byte", float, 0.0),
@@ -259,6 +269,8 @@ class Target:
                 sources={str(k): str(v) for k, v in (raw.get("sources") or {}).items()},
                 is_measured=bool(raw.get("is_measured", False)),
                 frontend={str(k): float(v) for k, v in (raw.get("frontend") or {}).items()},
+                cycles_per_output=_rows(raw.get("cycles_per_output")),
+                cycles_per_channel=_rows(raw.get("cycles_per_channel")),
                 npu=raw.get("npu"),
                 validated_error=_validated_error(raw.get("validated_error"), origin),
             )
@@ -300,7 +312,12 @@ class Target:
         ops = getattr(layer, "ops", None)  # a recurrent cell's gates; Softmax's 5 per element
         per_element = self.cycles_per_element[dtype]
         if layer.kind in MAC_KINDS:
-            compute = layer.macs * self.cycles_per_mac[layer.kind][dtype] + (ops or 0) * per_element
+            pointwise = getattr(layer, "is_pointwise", False) and POINTWISE in self.cycles_per_mac
+            kind = POINTWISE if pointwise else layer.kind
+            compute = layer.macs * self.cycles_per_mac[kind][dtype] + (ops or 0) * per_element
+            windows = layer.macs / getattr(layer, "kernel_elements", 1)  # outputs x in channels
+            compute += layer.output_elements * self.cycles_per_output.get(kind, {}).get(dtype, 0)
+            compute += windows * self.cycles_per_channel.get(kind, {}).get(dtype, 0)
         elif layer.kind == "data":  # reshapes and views: no arithmetic
             compute = 0.0
         else:
@@ -400,9 +417,14 @@ class Target:
             "sources": dict(self.sources),
             "is_measured": self.is_measured,
             **({"frontend": dict(self.frontend)} if self.frontend else {}),
+            **{name: _rows(getattr(self, name)) for name in _KERNEL_ROWS if getattr(self, name)},
             **({"npu": self.npu.to_dict()} if self.npu else {}),
             **({"validated_error": dict(self.validated_error)} if self.validated_error else {}),
         }
+
+
+def _rows(value: Any) -> dict[str, dict[str, float]]:  # kind -> dtype -> number
+    return {str(k): {str(d): float(v) for d, v in row.items()} for k, row in (value or {}).items()}
 
 
 def _dtypes(value: Any, origin: str) -> tuple[str, ...]:
