@@ -57,7 +57,9 @@ schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 #: with a margin (see the docstring)
 BOUNDS = {
     "cnn-s": (1, 0.12),
-    "lenet5": (1, 0.05),
+    # 1.4% on Fashion-MNIST (10 outputs x 300 samples); 16.3% without ../shared, on the
+    # fixture's fixed random inputs (4 classes x 52 samples: each differing value weighs more)
+    "lenet5": (1, 0.25),
     "ds-cnn-s": (1, 0.05),
     "resnet8": (2, 0.5),
     "mobilenet-v1": (1, 0.05),
@@ -152,7 +154,11 @@ def test_a_flatten_after_convolutions_keeps_the_onnx_element_order(
     done = write_tflite(lenet5_int8.onnx_path, tmp_path / "lenet.tflite", is_arena_measured=False)
     index = done.operators.index("RESHAPE")
     assert done.operators[index - 1] == "TRANSPOSE"  # NHWC back to NCHW before the vector
-    assert check_tflite(done, lenet5_int8.samples[:20]).max_lsb == 0
+    # a wrong element order scrambles the dense layer's input: many LSB and other top-1s; the
+    # right one leaves only TFLM's rounding (at most 1 LSB, as in the parity test above)
+    parity = check_tflite(done, lenet5_int8.samples[:20])
+    assert parity.max_lsb is not None and parity.max_lsb <= 1
+    assert parity.top1_agreement == 1.0
 
 
 def test_the_arena_is_the_smallest_tflite_micro_runs_in(cnn_s_int8: Any, tmp_path: Path) -> None:
