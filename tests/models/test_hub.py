@@ -93,9 +93,9 @@ def test_cli_trains_and_profiles_a_torchvision_model(
     from sklearn.datasets import load_digits
 
     monkeypatch.chdir(tmp_path)
-    bunch = load_digits()  # 8x8 digits, each pixel a 4x4 block: 1x32x32
-    x = np.kron(bunch.images, np.ones((4, 4))).astype(np.uint8)[:, None]
-    np.savez("digits32.npz", x=x, y=bunch.target)
+    bunch = load_digits()  # 400 8x8 digits, each pixel a 4x4 block: 1x32x32
+    x = np.kron(bunch.images[:400], np.ones((4, 4))).astype(np.uint8)[:, None]
+    np.savez("digits32.npz", x=x, y=bunch.target[:400])
     spec, data = "torchvision:squeezenet1_1", "npz:digits32.npz"
     code, out, err = run_cli(
         ["train", spec, "--data", data, "--epochs", "1", "-o", "sq.onnx"], capsys
