@@ -210,6 +210,37 @@ def test_model_torch_export_cannot_capture_is_refused(digits: Dataset, tmp_path:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_model_ending_in_a_quantized_pool_and_flatten_exports(
+    digits: Dataset, tmp_path: Path
+) -> None:
+    """SqueezeNet's head (a 1x1 convolution to the classes, ReLU, global pool, flatten) ends
+    in a tensor ONNX Runtime's writer quantizes and renames (logits_QuantizeLinear_Input): QAT
+    finds it under the fp32 file's own name (it was 'cannot load the model for calibration')."""
+
+    class PoolHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3, padding=1)
+            self.classes = nn.Conv2d(8, 10, 1)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.classes(torch.relu(self.conv(x))))
+            return torch.flatten(self.pool(x), 1)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        handle = ModelHandle("pool-head", "pool-head", (1, 8, 8), module=PoolHead())
+        outcome = run_qat(handle, QATConfig(epochs=1), digits, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    path = save_onnx(outcome.quantized, tmp_path / "qat.onnx")
+    measured = profile_onnx(path, data=digits, is_latency_measured=False).accuracy
+    assert measured is not None and abs(measured - outcome.accuracy) <= 0.003
+    assert outcome.float_nodes == []
+
+
 def _ort_qdq(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """ONNX Runtime's own scale / zero point and QuantizeLinear -> DequantizeLinear."""
     from onnxruntime.quantization.quant_utils import compute_scale_zp

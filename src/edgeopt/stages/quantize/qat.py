@@ -709,7 +709,17 @@ def _locate(
     )
     groups = _activation_groups(dry_run)
     names = [name for tensors in groups.values() for name in tensors]
-    onnx_values = next(run_batches(prepared, probe, names, batch_size=len(probe))) if names else {}
+    # ONNX Runtime's writer renames a quantized graph output X to X_QuantizeLinear_Input (the
+    # final DequantizeLinear takes the name X): the fp32 file holds that tensor as X.
+    outputs = {o.name for o in prepared.graph.output}
+    in_fp32 = {
+        name: base if base in outputs else name
+        for name in names
+        for base in [name.removesuffix("_QuantizeLinear_Input")]
+    }
+    probed = list(dict.fromkeys(in_fp32.values()))
+    values = next(run_batches(prepared, probe, probed, batch_size=len(probe))) if names else {}
+    onnx_values = {name: values[in_fp32[name]] for name in names}
     torch_values = _node_outputs(float_gm, probe)
     nodes: dict[str, Any] = {}
     missing = set(missing_weights)
