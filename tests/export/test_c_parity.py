@@ -382,8 +382,8 @@ def _upsample_net() -> Any:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             skip = torch.relu(self.stem(x))
             y = torch.cat([self.up(torch.relu(self.down(skip))), skip], dim=1)
-            y = torch.relu(self.merge(y)).mean((2, 3), keepdim=True)
-            return self.fc(torch.flatten(y, 1))
+            # the mean without keepdim, as torchvision's MNASNet and ShuffleNetV2 end
+            return self.fc(torch.relu(self.merge(y)).mean((2, 3)))
 
     return Up()
 
@@ -417,7 +417,7 @@ def test_conv1d_nearest_upsample_and_conv_transpose_match_onnx_runtime(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Conv1d lowers as a convolution of height 1, a nearest Upsample as ONNX Runtime's own
-    row and column choice, ConvTranspose as the integer sum ONNX Runtime computes on the exact
+    row and column choice, a mean over H and W without keepdim as a global pool, ConvTranspose as the integer sum ONNX Runtime computes on the exact
     path (its QDQ ConvTranspose rewritten as a QLinearConv over the zero-inserted input)."""
     import torch
 
@@ -432,6 +432,8 @@ def test_conv1d_nearest_upsample_and_conv_transpose_match_onnx_runtime(
     functions = [step.function for step in export.program.steps]  # type: ignore[union-attr]
     assert function in functions
     _assert_parity(export, net.samples)
+    if case == "upsample":  # x.mean((2, 3)) is a global pool and a free Flatten
+        assert "edgeopt_global_avg_pool" in functions
     if case == "convtranspose":
         assert functions.count("edgeopt_conv_transpose2d") == 2
         arithmetic = check_c(export, net.samples[:2]).arithmetic

@@ -86,8 +86,9 @@ REFUSAL_HINTS = {
     "Pow": _LAYER_NORM.format(what="a power of an activation"),
     "Sub": "subtraction of two activations is not supported; write it as an Add (Add is)",
     "LayerNormalization": _LAYER_NORM.format(what="LayerNorm"),
-    "ReduceMean": "only a mean over H and W is supported; write x.mean((2, 3), keepdim=True) "
-    "or nn.AdaptiveAvgPool2d(1), which become GlobalAveragePool",
+    "ReduceMean": "only a mean over H and W of an NCHW tensor is supported (edgeopt's PTQ "
+    "makes it a global pool); write x.mean((2, 3)) or nn.AdaptiveAvgPool2d(1), and quantize "
+    "with edgeopt quantize",
     "ReduceMax": "use nn.MaxPool2d over the window instead",
     "GlobalMaxPool": "use nn.MaxPool2d with the whole plane as kernel, or nn.AdaptiveAvgPool2d(1)",
     "Erf": "GELU's erf has no int8 kernel; use nn.ReLU, nn.Hardswish or nn.Sigmoid "

@@ -75,11 +75,14 @@ def _opset(model: onnx.ModelProto) -> int:
 
 
 def _global_pool_rewrite(model: onnx.ModelProto) -> None:
-    """Turn ``ReduceMean(axes=H,W, keepdims=1)`` on NCHW tensors into ``GlobalAveragePool``.
+    """Turn ``ReduceMean(axes=H,W)`` on NCHW tensors into ``GlobalAveragePool``.
 
     PyTorch exports ``AdaptiveAvgPool2d(1)`` and ``x.mean((2, 3), keepdim=True)`` as ReduceMean,
     which no int8 kernel covers; the two compute the same thing, and GlobalAveragePool has one.
+    Without ``keepdim`` (``x.mean([2, 3])``, the head of torchvision's MNASNet and ShuffleNetV2)
+    a Flatten after the pool drops the two unit dimensions.
     """
+    import onnx
 
     ranks = {
         v.name: len(v.type.tensor_type.shape.dim)
@@ -87,12 +90,13 @@ def _global_pool_rewrite(model: onnx.ModelProto) -> None:
         if v.type.tensor_type.HasField("shape")
     }
     stored = constants(model)
-    for node in model.graph.node:
+    names = {name for node in model.graph.node for name in node.output}
+    flattens: dict[int, Any] = {}
+    for index, node in enumerate(model.graph.node):
         if node.op_type != "ReduceMean" or ranks.get(node.input[0]) != 4:
             continue
         attrs = attributes(node)
-        if attrs.get("keepdims", 1) != 1:
-            continue
+        keepdims = attrs.get("keepdims", 1) == 1
         if len(node.input) > 1 and node.input[1]:
             axes = stored.get(node.input[1])
             if axes is None:
@@ -105,6 +109,24 @@ def _global_pool_rewrite(model: onnx.ModelProto) -> None:
         del node.input[1:]
         del node.attribute[:]
         node.op_type = "GlobalAveragePool"
+        if not keepdims:
+            flat, pooled = node.output[0], f"{node.output[0]}_pooled"
+            while pooled in names:
+                pooled += "_"
+            names.add(pooled)
+            node.output[0] = pooled
+            flattens[index] = onnx.helper.make_node(
+                "Flatten", [pooled], [flat], name=f"{node.name or flat}_flatten", axis=1
+            )
+    if flattens:
+        nodes = [onnx.NodeProto() for _ in model.graph.node]
+        for copy, node in zip(nodes, model.graph.node, strict=True):
+            copy.CopyFrom(node)
+        del model.graph.node[:]
+        for index, node in enumerate(nodes):
+            model.graph.node.append(node)
+            if index in flattens:
+                model.graph.node.append(flattens[index])
 
 
 #: ``quant_pre_process`` options tried in turn (see :func:`prepare`).
