@@ -19,7 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Every command on twelve user-style models (tests/corpus): about 15 minutes on 2 cores.
+# Every command on nineteen user-style models (tests/corpus): about 25 minutes on 2 cores.
 corpus: $(STAMP)
 	$(PY) -m pytest -q -m corpus tests/corpus
 
