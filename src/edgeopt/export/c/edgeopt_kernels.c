@@ -94,26 +94,105 @@ static int32_t edgeopt_round_float(float value)
     return whole;
 }
 
+static int32_t edgeopt_clz32(uint32_t value)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return value == 0u ? 32 : __builtin_clz(value);
+#else
+    int32_t zeros = 0;
+    if (value == 0u) {
+        return 32;
+    }
+    while ((value & 0x80000000u) == 0u) {
+        value <<= 1;
+        zeros += 1;
+    }
+    return zeros;
+#endif
+}
+
 /* round(acc * multiplier / 2^shift) with the product rounded as float32 arithmetic rounds
  * float(acc) * scale (24 significant bits, ties to even) before rounding to an integer (ties
  * to even): the integer form of ONNX Runtime's requantization, so results match it exactly.
- * The multiplier of a float32 scale has 24 significant bits, so it is exact. */
+ * The multiplier of a float32 scale has 24 significant bits, so it is exact. Defined for
+ * multiplier in [0, 2^31) and shift in [1, 63].
+ *
+ * Written in 32-bit operations for cores without a 64-bit shifter (Cortex-M: a variable 64-bit
+ * shift is a libgcc call): one 32x32->64 multiply (UMULL), then the product is normalized so
+ * its top 32 bits hold the 24 significant bits, the rounding byte below them and, in the rest,
+ * a sticky bit; the rounded significand s (2^23 <= s <= 2^24) times 2^(bits - 24) is the float
+ * product, shifted right by `shift` with ties to even. tests/export/test_c_requantize.py checks
+ * it against the 64-bit form it replaced on millions of inputs. */
 int32_t edgeopt_requantize(int32_t acc, int32_t multiplier, int32_t shift)
 {
-    const uint64_t magnitude = acc < 0 ? (uint64_t)0 - (uint64_t)(int64_t)acc : (uint64_t)acc;
-    const uint64_t product = edgeopt_float_bits(edgeopt_float_bits(magnitude) * (uint64_t)multiplier);
-    const uint64_t value = edgeopt_round_shift_unsigned(product, shift);
-    if (value > (uint64_t)INT32_MAX) {
-        return acc < 0 ? INT32_MIN : INT32_MAX;
+    uint32_t magnitude = acc < 0 ? 0u - (uint32_t)acc : (uint32_t)acc;
+    uint64_t product;
+    uint32_t high, low, top, rest, significand, value;
+    int32_t zeros, bits, right;
+    if (magnitude >= 0x1000000u) { /* float(acc): round to 24 significant bits, ties to even */
+        const int32_t extra = 8 - edgeopt_clz32(magnitude);
+        const uint32_t half = 1u << (extra - 1);
+        const uint32_t remainder = magnitude & ((half << 1) - 1u);
+        uint32_t quotient = magnitude >> extra;
+        if (remainder > half || (remainder == half && (quotient & 1u) != 0u)) {
+            quotient += 1u;
+        }
+        magnitude = quotient << extra; /* at most 2^31 */
+    }
+    product = (uint64_t)magnitude * (uint32_t)multiplier;
+    high = (uint32_t)(product >> 32);
+    low = (uint32_t)product;
+    if (high != 0u) {
+        zeros = edgeopt_clz32(high);
+        bits = 64 - zeros;
+        top = zeros == 0 ? high : (high << zeros) | (low >> (32 - zeros));
+        rest = low << zeros;
+    } else if (low != 0u) {
+        zeros = edgeopt_clz32(low);
+        bits = 32 - zeros;
+        top = low << zeros;
+        rest = 0u;
+    } else {
+        return 0;
+    }
+    /* float(product): the top 24 bits, rounded by the byte below them, ties to even */
+    significand = top >> 8;
+    if ((top & 0xFFu) > 0x80u ||
+        ((top & 0xFFu) == 0x80u && (rest != 0u || (significand & 1u) != 0u))) {
+        significand += 1u;
+    }
+    right = shift + 24 - bits; /* product = significand * 2^(bits - 24) */
+    if (right <= 0) {
+        if (right <= -8 || (significand << -right) > (uint32_t)INT32_MAX) {
+            return acc < 0 ? INT32_MIN : INT32_MAX;
+        }
+        value = significand << -right;
+    } else if (right >= 26) {
+        return 0; /* significand / 2^right <= 2^-2 */
+    } else {
+        const uint32_t half = 1u << (right - 1);
+        const uint32_t remainder = significand & ((half << 1) - 1u);
+        value = significand >> right;
+        if (remainder > half || (remainder == half && (value & 1u) != 0u)) {
+            value += 1u;
+        }
     }
     return acc < 0 ? -(int32_t)value : (int32_t)value;
 }
 
+/* Requantize, add the zero point and clamp; the bounds move instead of the value, so the
+ * sum needs no 64-bit arithmetic (a saturated value plus the zero point would pass int32). */
 static int8_t edgeopt_output(int32_t acc, int32_t multiplier, int32_t shift, int32_t zero_point,
                              int32_t low, int32_t high)
 {
-    return edgeopt_clamp((int64_t)edgeopt_requantize(acc, multiplier, shift) + zero_point, low,
-                         high);
+    const int32_t value = edgeopt_requantize(acc, multiplier, shift);
+    if (value < low - zero_point) {
+        return (int8_t)low;
+    }
+    if (value > high - zero_point) {
+        return (int8_t)high;
+    }
+    return (int8_t)(value + zero_point);
 }
 
 void edgeopt_conv2d(const edgeopt_conv_params *p, const int8_t *in, int8_t *out)
