@@ -1,13 +1,16 @@
 """The fast convolution and dot-product kernels compute the bits the reference loops computed.
 
 ``edgeopt_conv2d`` and ``edgeopt_depthwise_conv2d`` split windows into interior ones (no bounds
-checks, the input zero point folded into the bias) and border ones (their valid rectangle);
-``edgeopt_pointwise_conv2d`` and the fully connected dot product use Arm's DSP extension where
-the compiler has it. The straightforward loops they replaced are kept below as the oracle. A C
-driver compares both on tens of thousands of seeded random layers (general, grouped,
-depthwise and pointwise convolutions with strides, dilations, asymmetric padding, windows
-wholly in the padding, strided 1x1 shortcuts, kernels of over 64 taps, accumulators that wrap, no bias; fully connected rows of any length),
-built with the host gcc and, when the emulator's tools are installed, for the Cortex-M4
+checks, the input zero point folded into the bias) and border ones (their valid rectangle),
+as ``edgeopt_max_pool2d`` does;
+``edgeopt_pointwise_conv2d``, strided 1x1 convolutions and the fully connected dot product use
+Arm's DSP extension where the compiler has it. The straightforward loops they replaced are kept
+below as the oracle. A C driver compares both on tens of thousands of seeded random layers
+(general, grouped, depthwise and pointwise convolutions with strides, dilations, asymmetric
+padding, windows wholly in the padding, strided 1x1 shortcuts, kernels of over 64 taps,
+accumulators that wrap, no bias; fully connected rows of any length and alignment;
+max pools with padding and a requantization table), built with
+the host gcc and, when the emulator's tools are installed, for the Cortex-M4
 (``arm-none-eabi-gcc -O2``, the DSP path) and run on QEMU mps2-an386.
 """
 
@@ -136,6 +139,35 @@ static int32_t old_dot(const edgeopt_fc_params *p, const int8_t *in, int32_t o)
         acc += (uint32_t)((int32_t)in[i] * (int32_t)w[i]);
     }
     return edgeopt_signed(acc);
+}
+
+void old_max_pool2d(const edgeopt_pool_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t plane = p->in_height * p->in_width;
+    int32_t c, oy, ox, ky, kx;
+    for (c = 0; c < p->channels; ++c) {
+        const int8_t *x = in + c * plane;
+        for (oy = 0; oy < p->out_height; ++oy) {
+            const int32_t y0 = oy * p->stride_height - p->pad_top;
+            for (ox = 0; ox < p->out_width; ++ox) {
+                const int32_t x0 = ox * p->stride_width - p->pad_left;
+                int32_t best = -128;
+                for (ky = 0; ky < p->kernel_height; ++ky) {
+                    const int32_t iy = y0 + ky;
+                    if (iy < 0 || iy >= p->in_height) {
+                        continue;
+                    }
+                    for (kx = 0; kx < p->kernel_width; ++kx) {
+                        const int32_t ix = x0 + kx;
+                        if (ix >= 0 && ix < p->in_width && x[iy * p->in_width + ix] > best) {
+                            best = x[iy * p->in_width + ix];
+                        }
+                    }
+                }
+                *out++ = p->table != NULL ? p->table[best + 128] : (int8_t)best;
+            }
+        }
+    }
 }
 
 #ifdef EDGEOPT_BARE /* QEMU mps2-an386: Arm semihosting for the report and the exit */
@@ -326,11 +358,51 @@ static int32_t fc_trial(void)
     return 1;
 }
 
+static int32_t pool_trial(void)
+{
+    edgeopt_pool_params q;
+    static int8_t table[256];
+    int32_t pad_bottom, pad_right, i;
+    memset(&q, 0, sizeof q);
+    q.channels = pick(1, 6);
+    q.in_height = pick(1, 12);
+    q.in_width = pick(1, 12);
+    q.kernel_height = pick(1, 4);
+    q.kernel_width = pick(1, 4);
+    if (next() & 1u) {
+        q.kernel_height = q.kernel_width = q.stride_height = q.stride_width = 2;
+    } else {
+        q.stride_height = pick(1, 3);
+        q.stride_width = pick(1, 3);
+    }
+    q.pad_top = pick(0, q.kernel_height - 1);
+    q.pad_left = pick(0, q.kernel_width - 1);
+    pad_bottom = pick(0, q.kernel_height - 1);
+    pad_right = pick(0, q.kernel_width - 1);
+    if (q.in_height + q.pad_top + pad_bottom < q.kernel_height ||
+        q.in_width + q.pad_left + pad_right < q.kernel_width) {
+        return 0;
+    }
+    q.out_height = (q.in_height + q.pad_top + pad_bottom - q.kernel_height) / q.stride_height + 1;
+    q.out_width = (q.in_width + q.pad_left + pad_right - q.kernel_width) / q.stride_width + 1;
+    for (i = 0; i < 256; ++i) {
+        table[i] = (int8_t)(next() & 0xFFu);
+    }
+    q.table = (next() & 1u) ? table : NULL;
+    fill(input, q.channels * q.in_height * q.in_width);
+    memset(expected, 0x55, sizeof expected);
+    memset(got, 0x55, sizeof got);
+    old_max_pool2d(&q, input, expected);
+    edgeopt_max_pool2d(&q, input, got);
+    return memcmp(expected, got, sizeof got) == 0 ? 1 : -1;
+}
+
 int main(void)
 {
     long trial, checked = 0, failed = 0;
     for (trial = 0; trial < TRIALS; ++trial) {
-        const int32_t result = trial % 5 == 4 ? fc_trial() : conv_trial((int32_t)(trial % 5));
+        const int32_t kind = (int32_t)(trial % 6);
+        const int32_t result = kind == 5 ? pool_trial() : kind == 4 ? fc_trial() : conv_trial(kind);
         checked += result != 0;
         failed += result < 0;
     }
@@ -374,9 +446,7 @@ def test_fast_kernels_equal_the_reference_loops_on_random_layers(tmp_path: Path)
     source.write_text(DRIVER)
     binary = tmp_path / "kernels"
     flags = [*STRICT_FLAGS, "-Wno-unused-function", f"-DTRIALS={TRIALS}L"]
-    subprocess.run(
-        ["gcc", *flags, f"-I{KERNELS}", str(source), "-o", str(binary)], check=True
-    )
+    subprocess.run(["gcc", *flags, f"-I{KERNELS}", str(source), "-o", str(binary)], check=True)
     done = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
     checked, failed = _checked(done.stdout)
     assert (failed, done.returncode) == (0, 0), done.stdout

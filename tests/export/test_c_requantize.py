@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import edgeopt.export.c
+from edgeopt.export.c.check import STRICT_FLAGS
 
 KERNELS = Path(edgeopt.export.c.__file__).parent
 
@@ -159,11 +160,8 @@ def test_requantize_equals_the_64_bit_form_on_millions_of_inputs(tmp_path: Path)
     source = tmp_path / "requantize.c"
     source.write_text(ORACLE)
     binary = tmp_path / "requantize"
-    subprocess.run(
-        ["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-function",
-         "-DROUNDS=3000000L", f"-I{KERNELS}", str(source), "-o", str(binary)],
-        check=True,
-    )
+    flags = [*STRICT_FLAGS, "-Wno-unused-function", "-DROUNDS=3000000L"]
+    subprocess.run(["gcc", *flags, f"-I{KERNELS}", str(source), "-o", str(binary)], check=True)
     result = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout
     assert "failed 0" in result.stdout and "checked 3014553" in result.stdout, result.stdout

@@ -221,10 +221,18 @@ static uint32_t edgeopt_load4(const int8_t *x)
     return word;
 }
 
-/* Bytes 1 and 3 of a word sign-extended into its halves (SXTB16 of the word rotated by 8). */
+/* Bytes 1 and 3 of a word sign-extended into its halves: SXTB16 of the word rotated by 8, one
+ * instruction (ACLE has no rotating form and gcc does not fuse the rotation: written in
+ * assembly as CMSIS-Core's __SXTB16_RORn writes it). */
 static int32_t edgeopt_odd_bytes(uint32_t word)
 {
+#if defined(__GNUC__)
+    int32_t halves;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(halves) : "r"(word));
+    return halves;
+#else
     return __sxtb16((word >> 8) | (word << 24));
+#endif
 }
 #endif
 
@@ -263,6 +271,30 @@ typedef struct {
     int32_t kernel_width;  /* weights between its rows */
 } edgeopt_window;
 
+/* The product of tap i of a kernel row, and a loop over a window's channels and valid rows that
+ * adds one row expression (of xr, wr) per row: at most 8 int8 products, exact in int32. */
+#define EDGEOPT_TAP(i) ((int32_t)xr[i] * (int32_t)wr[i])
+#define EDGEOPT_ROWS(row_sum)                                                                    \
+    for (c = 0; c < channels; ++c) {                                                             \
+        const int8_t *xr = x + c * plane;                                                        \
+        const int8_t *wr = w + c * taps;                                                         \
+        for (r = 0; r < rows; ++r) {                                                             \
+            acc += (uint32_t)(row_sum);                                                          \
+            xr += row_step;                                                                      \
+            wr += kernel_width;                                                                  \
+        }                                                                                        \
+    }
+
+/* Tap (r, k) of a window's rectangle, and a loop over its channels adding one expression of
+ * them per channel. */
+#define EDGEOPT_AT(r, k) ((int32_t)x[(r) * row_step + (k)] * (int32_t)w[(r) * kernel_width + (k)])
+#define EDGEOPT_CHANNELS(sum)                                                                    \
+    for (c = 0; c < channels; ++c) {                                                             \
+        acc += (uint32_t)(sum);                                                                  \
+        x += plane;                                                                              \
+        w += taps;                                                                               \
+    }
+
 /* sum x * w over a window's valid rectangle (x and w point at its first valid tap), modulo
  * 2^32; the caller takes zero_point * sum(w) off. The shapes that dominate run unrolled: a
  * whole 3x3 kernel (nine products per channel on immediate weight offsets), rows of three
@@ -286,32 +318,56 @@ static uint32_t edgeopt_window_dot(const edgeopt_window *g, const int8_t *x, con
             x += plane;
             w += 9;
         }
+    } else if (g->col_step == 1 && rows <= 3 && cols <= 3 && rows + cols == 5) {
+        /* the edges of a 3x3 kernel: 2 rows of 3 taps or 3 rows of 2, straight-line code */
+        if (rows == 2) {
+            EDGEOPT_CHANNELS(EDGEOPT_AT(0, 0) + EDGEOPT_AT(0, 1) + EDGEOPT_AT(0, 2) +
+                             EDGEOPT_AT(1, 0) + EDGEOPT_AT(1, 1) + EDGEOPT_AT(1, 2));
+        } else {
+            EDGEOPT_CHANNELS(EDGEOPT_AT(0, 0) + EDGEOPT_AT(0, 1) + EDGEOPT_AT(1, 0) +
+                             EDGEOPT_AT(1, 1) + EDGEOPT_AT(2, 0) + EDGEOPT_AT(2, 1));
+        }
+    } else if (g->col_step == 1 && rows == 2 && cols == 2) { /* a corner of a 3x3 kernel */
+        EDGEOPT_CHANNELS(EDGEOPT_AT(0, 0) + EDGEOPT_AT(0, 1) + EDGEOPT_AT(1, 0) +
+                         EDGEOPT_AT(1, 1));
     } else if (rows == 1 && cols == 1) {
         for (c = 0; c < channels; ++c) {
             acc += (uint32_t)((int32_t)*x * (int32_t)*w);
             x += plane;
             w += taps;
         }
-    } else if (g->col_step == 1 && cols == 3) {
-        for (c = 0; c < channels; ++c) {
-            const int8_t *xr = x + c * plane;
-            const int8_t *wr = w + c * taps;
-            for (r = 0; r < rows; ++r) {
-                acc += (uint32_t)((int32_t)xr[0] * wr[0] + (int32_t)xr[1] * wr[1] +
-                                  (int32_t)xr[2] * wr[2]);
-                xr += row_step;
-                wr += kernel_width;
-            }
-        }
-    } else if (g->col_step == 1 && cols == 2) {
-        for (c = 0; c < channels; ++c) {
-            const int8_t *xr = x + c * plane;
-            const int8_t *wr = w + c * taps;
-            for (r = 0; r < rows; ++r) {
-                acc += (uint32_t)((int32_t)xr[0] * wr[0] + (int32_t)xr[1] * wr[1]);
-                xr += row_step;
-                wr += kernel_width;
-            }
+    } else if (g->col_step == 1 && cols <= 8) {
+        /* rows of 1..8 adjacent taps (the border rows of a 3x3 kernel, 5x5, 10x4 ...), each
+         * width its own loop so a row is straight-line code */
+        switch (cols) {
+        case 1:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0));
+            break;
+        case 2:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0) + EDGEOPT_TAP(1));
+            break;
+        case 3:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0) + EDGEOPT_TAP(1) + EDGEOPT_TAP(2));
+            break;
+        case 4:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0) + EDGEOPT_TAP(1) + EDGEOPT_TAP(2) + EDGEOPT_TAP(3));
+            break;
+        case 5:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0) + EDGEOPT_TAP(1) + EDGEOPT_TAP(2) + EDGEOPT_TAP(3) +
+                         EDGEOPT_TAP(4));
+            break;
+        case 6:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0) + EDGEOPT_TAP(1) + EDGEOPT_TAP(2) + EDGEOPT_TAP(3) +
+                         EDGEOPT_TAP(4) + EDGEOPT_TAP(5));
+            break;
+        case 7:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0) + EDGEOPT_TAP(1) + EDGEOPT_TAP(2) + EDGEOPT_TAP(3) +
+                         EDGEOPT_TAP(4) + EDGEOPT_TAP(5) + EDGEOPT_TAP(6));
+            break;
+        default:
+            EDGEOPT_ROWS(EDGEOPT_TAP(0) + EDGEOPT_TAP(1) + EDGEOPT_TAP(2) + EDGEOPT_TAP(3) +
+                         EDGEOPT_TAP(4) + EDGEOPT_TAP(5) + EDGEOPT_TAP(6) + EDGEOPT_TAP(7));
+            break;
         }
     } else {
         for (c = 0; c < channels; ++c) {
@@ -329,16 +385,22 @@ static uint32_t edgeopt_window_dot(const edgeopt_window *g, const int8_t *x, con
     return acc;
 }
 
-/* The weights of a window's valid rectangle summed over its channels, from per-tap sums
- * (taps: [kernel_height][kernel_width], first: the rectangle's first tap). */
-static uint32_t edgeopt_rectangle_sum(const uint32_t *tap_sums, const edgeopt_window *g,
-                                      int32_t first)
+/* The weights of a window's valid rectangle (first tap ky0, kx0) summed over its channels, from
+ * the corner sums of the kernel: corner[r][k] = the weights of taps (<= r, <= k), an integral
+ * image (four lookups per rectangle whatever its size); modulo 2^32 like the accumulators. */
+static uint32_t edgeopt_rectangle_sum(const uint32_t *corner, const edgeopt_window *g,
+                                      int32_t ky0, int32_t kx0)
 {
-    uint32_t sum = 0u;
-    int32_t r, k;
-    for (r = 0; r < g->rows; ++r) {
-        for (k = 0; k < g->cols; ++k) {
-            sum += tap_sums[first + r * g->kernel_width + k];
+    const int32_t width = g->kernel_width;
+    const int32_t last_row = (ky0 + g->rows - 1) * width, last_col = kx0 + g->cols - 1;
+    uint32_t sum = corner[last_row + last_col];
+    if (ky0 > 0) {
+        sum -= corner[(ky0 - 1) * width + last_col];
+    }
+    if (kx0 > 0) {
+        sum -= corner[last_row + kx0 - 1];
+        if (ky0 > 0) {
+            sum += corner[(ky0 - 1) * width + kx0 - 1];
         }
     }
     return sum;
@@ -359,7 +421,7 @@ static uint32_t edgeopt_rectangle_weights(const edgeopt_window *g, const int8_t 
     return sum;
 }
 
-/* Kernels up to this many taps keep per-tap weight sums on the stack, so a border window
+/* Kernels up to this many taps keep their corner sums on the stack (256 bytes), so a border window
  * folds its zero point like an interior one; larger kernels sum their rectangle's weights. */
 #define EDGEOPT_MAX_TAPS 64
 
@@ -367,7 +429,7 @@ static uint32_t edgeopt_rectangle_weights(const edgeopt_window *g, const int8_t 
  * window (the zero point folded into `interior`) is nine multiply-adds on three row pointers;
  * a border window sums its valid rectangle through edgeopt_window_dot. */
 static void edgeopt_depthwise_3x3(const edgeopt_conv_params *p, const int8_t *x,
-                                  const int8_t *w, const uint32_t *tap_sums, uint32_t interior,
+                                  const int8_t *w, const uint32_t *corner, uint32_t interior,
                                   int32_t oc, int8_t *out)
 {
     const uint32_t bias = p->bias != NULL ? (uint32_t)p->bias[oc] : 0u;
@@ -406,7 +468,7 @@ static void edgeopt_depthwise_3x3(const edgeopt_conv_params *p, const int8_t *x,
                 g.cols = kx1 - kx0;
                 if (g.rows > 0 && g.cols > 0) {
                     const int32_t first = ky0 * 3 + kx0;
-                    acc = bias - in_zero_point * edgeopt_rectangle_sum(tap_sums, &g, first) +
+                    acc = bias - in_zero_point * edgeopt_rectangle_sum(corner, &g, ky0, kx0) +
                           edgeopt_window_dot(&g, x + (y0 + ky0) * in_width + x0 + kx0,
                                              w + first);
                 }
@@ -438,7 +500,7 @@ static void edgeopt_conv_windows(const edgeopt_conv_params *p, int32_t channels,
     const int32_t out_zero_point = p->out_zero_point;
     const int32_t act_min = p->act_min, act_max = p->act_max, out_width = p->out_width;
     const int32_t taps = kernel_height * kernel_width;
-    uint32_t tap_sums[EDGEOPT_MAX_TAPS];
+    uint32_t corner[EDGEOPT_MAX_TAPS];
     edgeopt_window g;
     uint32_t weight_sum = 0u, interior;
     int32_t c, t, oy, ox, ky0, ky1, kx0, kx1;
@@ -448,14 +510,25 @@ static void edgeopt_conv_windows(const edgeopt_conv_params *p, int32_t channels,
     g.row_step = dilation_height * in_width;
     g.col_step = dilation_width;
     g.kernel_width = kernel_width;
-    if (taps <= EDGEOPT_MAX_TAPS) {
+    if (taps <= EDGEOPT_MAX_TAPS) { /* corner sums: see edgeopt_rectangle_sum */
         for (t = 0; t < taps; ++t) {
-            tap_sums[t] = 0u;
+            const int32_t row = t / kernel_width, col = t % kernel_width;
+            uint32_t sum = 0u;
             for (c = 0; c < channels; ++c) {
-                tap_sums[t] += (uint32_t)(int32_t)w[c * taps + t];
+                sum += (uint32_t)(int32_t)w[c * taps + t];
             }
-            weight_sum += tap_sums[t];
+            if (row > 0) {
+                sum += corner[t - kernel_width];
+            }
+            if (col > 0) {
+                sum += corner[t - 1];
+                if (row > 0) {
+                    sum -= corner[t - kernel_width - 1];
+                }
+            }
+            corner[t] = sum;
         }
+        weight_sum = corner[taps - 1];
     } else {
         for (t = 0; t < channels * taps; ++t) {
             weight_sum += (uint32_t)(int32_t)w[t];
@@ -464,7 +537,7 @@ static void edgeopt_conv_windows(const edgeopt_conv_params *p, int32_t channels,
     interior = bias - in_zero_point * weight_sum;
     if (channels == 1 && kernel_height == 3 && kernel_width == 3 && dilation_height == 1 &&
         dilation_width == 1) {
-        edgeopt_depthwise_3x3(p, x, w, tap_sums, interior, oc, out);
+        edgeopt_depthwise_3x3(p, x, w, corner, interior, oc, out);
         return;
     }
     for (oy = 0; oy < p->out_height; ++oy) {
@@ -483,7 +556,7 @@ static void edgeopt_conv_windows(const edgeopt_conv_params *p, int32_t channels,
                 acc = interior;
                 if (g.rows != kernel_height || g.cols != kernel_width) {
                     acc = bias - in_zero_point * (taps <= EDGEOPT_MAX_TAPS
-                                                      ? edgeopt_rectangle_sum(tap_sums, &g, first)
+                                                      ? edgeopt_rectangle_sum(corner, &g, ky0, kx0)
                                                       : edgeopt_rectangle_weights(&g, w + first));
                 }
                 acc += edgeopt_window_dot(&g, xw, w + first);
@@ -648,6 +721,14 @@ static int32_t edgeopt_dot(const edgeopt_fc_params *p, const int8_t *in, int32_t
     int32_t i = 0;
 #if EDGEOPT_ARM_DSP
     int32_t sum = p->bias[o];
+    for (; i + 8 <= features; i += 8) { /* two words a step: less loop per product */
+        const uint32_t x4 = edgeopt_load4(in + i), w4 = edgeopt_load4(w + i);
+        const uint32_t x8 = edgeopt_load4(in + i + 4), w8 = edgeopt_load4(w + i + 4);
+        sum = __smlad(__sxtb16(x4), __sxtb16(w4), sum);
+        sum = __smlad(edgeopt_odd_bytes(x4), edgeopt_odd_bytes(w4), sum);
+        sum = __smlad(__sxtb16(x8), __sxtb16(w8), sum);
+        sum = __smlad(edgeopt_odd_bytes(x8), edgeopt_odd_bytes(w8), sum);
+    }
     for (; i + 4 <= features; i += 4) {
         const uint32_t x4 = edgeopt_load4(in + i), w4 = edgeopt_load4(w + i);
         sum = __smlad(__sxtb16(x4), __sxtb16(w4), sum);
@@ -680,30 +761,43 @@ void edgeopt_fully_connected_f32(const edgeopt_fc_params *p, const int8_t *in, f
     }
 }
 
+/* Each window's valid taps form a rectangle (edgeopt_valid_taps), so no tap is bounds-checked;
+ * a whole 2x2 window (the common pool) is three comparisons. */
 void edgeopt_max_pool2d(const edgeopt_pool_params *p, const int8_t *in, int8_t *out)
 {
-    const int32_t plane = p->in_height * p->in_width;
-    int32_t c, oy, ox, ky, kx;
+    const int32_t in_height = p->in_height, in_width = p->in_width;
+    const int32_t kernel_height = p->kernel_height, kernel_width = p->kernel_width;
+    const int32_t stride_width = p->stride_width, pad_left = p->pad_left;
+    const int32_t out_width = p->out_width;
+    const int8_t *table = p->table;
+    const int32_t plane = in_height * in_width;
+    int32_t c, oy, ox, ky, kx, ky0, ky1, kx0, kx1;
     for (c = 0; c < p->channels; ++c) {
         const int8_t *x = in + c * plane;
         for (oy = 0; oy < p->out_height; ++oy) {
             const int32_t y0 = oy * p->stride_height - p->pad_top;
-            for (ox = 0; ox < p->out_width; ++ox) {
-                const int32_t x0 = ox * p->stride_width - p->pad_left;
+            edgeopt_valid_taps(y0, 1, kernel_height, in_height, &ky0, &ky1);
+            for (ox = 0; ox < out_width; ++ox) {
+                const int32_t x0 = ox * stride_width - pad_left;
                 int32_t best = -128;
-                for (ky = 0; ky < p->kernel_height; ++ky) {
-                    const int32_t iy = y0 + ky;
-                    if (iy < 0 || iy >= p->in_height) {
-                        continue;
-                    }
-                    for (kx = 0; kx < p->kernel_width; ++kx) {
-                        const int32_t ix = x0 + kx;
-                        if (ix >= 0 && ix < p->in_width && x[iy * p->in_width + ix] > best) {
-                            best = x[iy * p->in_width + ix];
+                edgeopt_valid_taps(x0, 1, kernel_width, in_width, &kx0, &kx1);
+                if (ky1 - ky0 == 2 && kx1 - kx0 == 2) {
+                    const int8_t *r0 = x + (y0 + ky0) * in_width + x0 + kx0;
+                    const int32_t top = r0[0] > r0[1] ? r0[0] : r0[1];
+                    const int32_t bottom =
+                        r0[in_width] > r0[in_width + 1] ? r0[in_width] : r0[in_width + 1];
+                    best = top > bottom ? top : bottom;
+                } else {
+                    for (ky = ky0; ky < ky1; ++ky) {
+                        const int8_t *row = x + (y0 + ky) * in_width + x0;
+                        for (kx = kx0; kx < kx1; ++kx) {
+                            if (row[kx] > best) {
+                                best = row[kx];
+                            }
                         }
                     }
                 }
-                *out++ = p->table != NULL ? p->table[best + 128] : (int8_t)best;
+                *out++ = table != NULL ? table[best + 128] : (int8_t)best;
             }
         }
     }
