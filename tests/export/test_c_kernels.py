@@ -1,17 +1,16 @@
-"""The fast convolution and dot-product kernels compute the bits the reference loops computed.
+"""The fast convolution, dot-product and pooling kernels compute the bits the old loops computed.
 
-``edgeopt_conv2d`` and ``edgeopt_depthwise_conv2d`` split windows into interior ones (no bounds
-checks, the input zero point folded into the bias) and border ones (their valid rectangle),
-as ``edgeopt_max_pool2d`` does;
-``edgeopt_pointwise_conv2d``, strided 1x1 convolutions and the fully connected dot product use
-Arm's DSP extension where the compiler has it. The straightforward loops they replaced are kept
-below as the oracle. A C driver compares both on tens of thousands of seeded random layers
-(general, grouped, depthwise and pointwise convolutions with strides, dilations, asymmetric
-padding, windows wholly in the padding, strided 1x1 shortcuts, kernels of over 64 taps,
-accumulators that wrap, no bias; fully connected rows of any length and alignment;
-max pools with padding and a requantization table), built with
-the host gcc and, when the emulator's tools are installed, for the Cortex-M4
-(``arm-none-eabi-gcc -O2``, the DSP path) and run on QEMU mps2-an386.
+``edgeopt_conv2d``, ``edgeopt_depthwise_conv2d`` and ``edgeopt_max_pool2d`` split windows into
+interior ones (no bounds checks; for the convolutions the input zero point folded into the bias)
+and border ones (their valid rectangle); ``edgeopt_pointwise_conv2d``, strided 1x1 convolutions
+and the fully connected dot product use Arm's DSP extension where the compiler has it. The
+straightforward loops they replaced are kept below as the oracle. A C driver compares both on
+tens of thousands of seeded random layers (general, grouped, depthwise and pointwise
+convolutions with strides, dilations, asymmetric padding, windows wholly in the padding, strided
+1x1 shortcuts, kernels of over 64 taps, accumulators that wrap, no bias; fully connected rows of
+any length and alignment; max pools with padding and a requantization table), built with the
+host gcc and, when the emulator's tools are installed, for the Cortex-M4 (``arm-none-eabi-gcc
+-O2``, the DSP path) and run on QEMU mps2-an386.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-/* edgeopt int8 kernels: portable C99 reference implementations (see edgeopt_kernels.h). */
+/* edgeopt int8 kernels: portable C99, with Arm DSP-extension paths (see edgeopt_kernels.h). */
 #include "edgeopt_kernels.h"
 
 #include <stddef.h>
