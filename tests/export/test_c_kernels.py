@@ -9,8 +9,8 @@ tens of thousands of seeded random layers (general, grouped, depthwise and point
 convolutions with strides, dilations, asymmetric padding, windows wholly in the padding, strided
 1x1 shortcuts, kernels of over 64 taps, accumulators that wrap, no bias; fully connected rows of
 any length and alignment; max pools with padding and a requantization table), built with the
-host gcc and, when the emulator's tools are installed, for the Cortex-M4 (``arm-none-eabi-gcc
--O2``, the DSP path) and run on QEMU mps2-an386.
+host gcc and, when the emulator's tools are installed, for the Cortex-M4, M7 and M33
+(``arm-none-eabi-gcc -O2``, the DSP path) and run on QEMU's MPS2 boards.
 """
 
 from __future__ import annotations
@@ -453,13 +453,16 @@ def test_fast_kernels_equal_the_reference_loops_on_random_layers(tmp_path: Path)
 
 
 @pytest.mark.skipif(not has_cortexm_tools(), reason="needs arm-none-eabi-gcc and qemu-system-arm")
-def test_fast_kernels_equal_the_reference_loops_on_the_emulated_cortex_m4(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", list(CORES))
+def test_fast_kernels_equal_the_reference_loops_on_emulated_cortex_m_cores(
+    name: str, tmp_path: Path
+) -> None:
     from edgeopt.measure._cortexm_image import _linker_script
 
-    core = CORES["cortex-m4"]
+    core = CORES[name]
     (tmp_path / "kernels.c").write_text(DRIVER)
     (tmp_path / "image.ld").write_text(_linker_script(core))
-    assert tuple(core.flags) == CORTEX_M4_FLAGS
+    assert name != "cortex-m4" or tuple(core.flags) == CORTEX_M4_FLAGS
     subprocess.run(
         [
             "arm-none-eabi-gcc", *STRICT_FLAGS, *core.flags, "-Wno-unused-function",
