@@ -8,11 +8,13 @@
  * register (SMLABB, SMLATB, SMLAD) and SXTB16, which sign-extends bytes 0 and 2 of a word into
  * its two halves, the way Arm's CMSIS-NN int8 kernels read four int8 values with one load
  * (arm_nn_read_s8x4 and read_and_pad, https://github.com/ARM-software/CMSIS-NN); intrinsics from
- * ACLE (Arm C Language Extensions, "Data-processing intrinsics": __sxtb16, __smlad, __smlabb,
- * https://arm-software.github.io/acle/main/acle.html). Products of int8 values are exact in
+ * ACLE (Arm C Language Extensions, https://github.com/ARM-software/acle: the "32-bit SIMD
+ * intrinsics" __sxtb16 and __smlad, the "accumulating multiplications" __smlabb and __smlatb,
+ * <arm_acle.h>). Products of int8 values are exact in
  * 16 x 16 bits and the accumulate wraps modulo 2^32 as the portable uint32 accumulators do (on
- * overflow it only sets the Q flag), so both paths compute the same bits. */
-#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32)
+ * overflow it only sets the Q flag), so both paths compute the same bits. Little-endian only:
+ * the pixel each half holds follows the byte order. */
+#if defined(__ARM_FEATURE_DSP) && defined(__ARM_FEATURE_SIMD32) && !defined(__ARM_BIG_ENDIAN)
 #include <arm_acle.h>
 #define EDGEOPT_ARM_DSP 1
 #else
