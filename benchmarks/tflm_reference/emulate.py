@@ -353,10 +353,24 @@ def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path
     return image
 
 
+def _check_output(layer: Layer, x: np.ndarray, output: bytes) -> None:
+    """The emulated build's last layer wrote what the host build of the port writes."""
+    from benchmarks.tflm_reference import build_host_library
+    from benchmarks.tflm_reference import run_host
+
+    size = layer.value("input_height") * layer.value("input_width") * layer.value("input_depth")
+    second = x[size : 2 * size] if layer.value("kind") == ADD else None
+    with tempfile.TemporaryDirectory(prefix="edgeopt-tflmref-host-") as folder:
+        expected = run_host(build_host_library(Path(folder)), layer, x[:size], second)
+    if expected[:OUTPUT_BYTES].tobytes() != output[: len(expected[:OUTPUT_BYTES])]:
+        raise RuntimeError("the emulated TFLM port's output differs from the host build's")
+
+
 def measure_layers(
     layers: list[Layer], *, core: str = "cortex-m4", seed: int = 0, timeout_s: float = 900.0
 ) -> list[int]:
-    """Instructions each layer's TFLM reference kernel executes on the emulated core."""
+    """Instructions each layer's TFLM reference kernel executes on the emulated core; the last
+    layer's first output bytes are checked against the host build of the port."""
     from edgeopt.measure._cortexm_image import parse_output
     from edgeopt.measure.cortexm import _COARSE_DIVIDER
     from edgeopt.measure.cortexm import _WRAP
@@ -404,7 +418,8 @@ def measure_layers(
         )
         console = scratch / "semihosting.txt"
         text = console.read_text(errors="replace") if console.is_file() else ""
-    ((coarse, stamps, _),) = parse_output(text, 1)
+    ((coarse, stamps, output),) = parse_output(text, 1)
+    _check_output(layers[-1], x[0], output)
     ticks = [(stamps[i] - stamps[i + 1]) % _WRAP for i in range(len(stamps) - 1)]
     coarse_ticks = ((coarse[0] - coarse[1]) % _WRAP) * _COARSE_DIVIDER
     if abs(sum(ticks) - coarse_ticks) > 2 * _COARSE_DIVIDER:
