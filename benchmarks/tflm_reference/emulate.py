@@ -2,7 +2,7 @@
 
 :func:`layers_of_export` turns each kernel call of an exported library that TFLite Micro has a
 reference kernel for (convolution, depthwise, 1x1 pointwise, fully connected, average / max
-pooling, add) into the :class:`~benchmarks.tflm_reference.Layer` TFLM would run: the same
+pooling, add) into the :class:`~benchmarks.tflm_reference.port.Layer` TFLM would run: the same
 shapes, strides and fused activation range, the weights transposed to TFLite's layout (OHWI,
 1HWC), the bias with the input zero point unfolded, and edgeopt's multiplier ``m * 2^-s`` as
 TFLM's ``(m, 31 - s)``. Padding is what TFLite's SAME (or VALID) gives for those shapes, as a
@@ -27,18 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.tflm_reference import ADD
-from benchmarks.tflm_reference import AVERAGE_POOL
-from benchmarks.tflm_reference import CONV
-from benchmarks.tflm_reference import DEPTHWISE
-from benchmarks.tflm_reference import FLAGS
-from benchmarks.tflm_reference import FOLDER
-from benchmarks.tflm_reference import FULLY_CONNECTED
-from benchmarks.tflm_reference import INT_FIELDS
-from benchmarks.tflm_reference import MAX_POOL
-from benchmarks.tflm_reference import Layer
-from benchmarks.tflm_reference import add_parameters
-from benchmarks.tflm_reference import same_padding
+from benchmarks.tflm_reference.port import ADD
+from benchmarks.tflm_reference.port import AVERAGE_POOL
+from benchmarks.tflm_reference.port import CONV
+from benchmarks.tflm_reference.port import DEPTHWISE
+from benchmarks.tflm_reference.port import FLAGS
+from benchmarks.tflm_reference.port import FOLDER
+from benchmarks.tflm_reference.port import FULLY_CONNECTED
+from benchmarks.tflm_reference.port import INT_FIELDS
+from benchmarks.tflm_reference.port import MAX_POOL
+from benchmarks.tflm_reference.port import Layer
+from benchmarks.tflm_reference.port import add_parameters
+from benchmarks.tflm_reference.port import same_padding
 
 #: edgeopt kernel -> layer kind of the comparison; kernels not listed are "other".
 KINDS = {
@@ -355,8 +355,8 @@ def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path
 
 def _check_output(layer: Layer, x: np.ndarray, output: bytes) -> None:
     """The emulated build's last layer wrote what the host build of the port writes."""
-    from benchmarks.tflm_reference import build_host_library
-    from benchmarks.tflm_reference import run_host
+    from benchmarks.tflm_reference.port import build_host_library
+    from benchmarks.tflm_reference.port import run_host
 
     size = layer.value("input_height") * layer.value("input_width") * layer.value("input_depth")
     second = x[size : 2 * size] if layer.value("kind") == ADD else None

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import tflm_reference as tr  # noqa: E402
+from benchmarks.tflm_reference import port as tr  # noqa: E402
 
 schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
