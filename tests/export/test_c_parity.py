@@ -417,8 +417,9 @@ def test_conv1d_nearest_upsample_and_conv_transpose_match_onnx_runtime(
     case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Conv1d lowers as a convolution of height 1, a nearest Upsample as ONNX Runtime's own
-    row and column choice, a mean over H and W without keepdim as a global pool, ConvTranspose as the integer sum ONNX Runtime computes on the exact
-    path (its QDQ ConvTranspose rewritten as a QLinearConv over the zero-inserted input)."""
+    row and column choice, a mean over H and W without keepdim as a global pool, ConvTranspose
+    as the integer sum ONNX Runtime computes on the exact path (its QDQ ConvTranspose rewritten
+    as a QLinearConv over the zero-inserted input)."""
     import torch
 
     torch.manual_seed(0)
