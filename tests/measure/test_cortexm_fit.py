@@ -1,8 +1,10 @@
-"""The cost model of edgeopt's C kernels fitted to the emulator (profile ``cortex-m4-edgeopt-c``).
+"""The cost model of edgeopt's C kernels fitted to the emulator (profiles ``cortex-m4-edgeopt-c``,
+``cortex-m7-edgeopt-c``, ``cortex-m33-edgeopt-c``: one instruction fit, each core's assumed
+cycles per instruction).
 
-The emulated tests count held-out zoo models on QEMU's Cortex-M4 and hold ``profile``'s estimate
-on the profile within 10% of the count per inference; they skip with the reason where
-arm-none-eabi-gcc (with newlib), qemu-system-arm or gcc is missing.
+The emulated tests count held-out zoo models on QEMU's Cortex-M4, M7 and M33 and hold
+``profile``'s estimate on each core's profile within 10% of the count per inference; they skip
+with the reason where arm-none-eabi-gcc (with newlib), qemu-system-arm or gcc is missing.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from onnx import helper
 from edgeopt.graph import analyse
 from edgeopt.measure import profile_onnx
 from edgeopt.measure.cortexm import _M4_CPI
+from edgeopt.measure.cortexm import CORES
 from edgeopt.measure.cortexm import has_cortexm_tools
 from edgeopt.measure.kernelfit import CONSTANTS
 from edgeopt.measure.kernelfit import LayerCount
@@ -29,6 +32,8 @@ from edgeopt.measure.kernelfit import predict
 from edgeopt.target import Target
 
 PROFILE = "cortex-m4-edgeopt-c"
+#: Every core with an edgeopt-c profile: the M4's instruction fit x the core's assumed CPI.
+CORE_PROFILES = {core: f"{core}-edgeopt-c" for core in ("cortex-m4", "cortex-m7", "cortex-m33")}
 RESULTS = Path(__file__).parents[2] / "benchmarks" / "results" / "cortexm_fit.json"
 #: Models the profile was not fitted on (benchmarks/cortexm_fit.py HELD_OUT).
 HELD_OUT = ("zoo:resnet8?input=3x32x32&classes=10", "zoo:ad-autoencoder?input=640")
@@ -51,12 +56,16 @@ def _value(target: Target, name: str) -> float:
     return float(value)
 
 
-def test_profile_holds_the_benchmark_fit_times_the_m4_cpi() -> None:
+@pytest.mark.parametrize("core", sorted(CORE_PROFILES))
+def test_profile_holds_the_benchmark_fit_times_the_cores_cpi(core: str) -> None:
     fitted = json.loads(RESULTS.read_text())["instructions_per_unit"]
-    target = Target.from_name(PROFILE)
+    target = Target.from_name(CORE_PROFILES[core])
+    cpi = CORES[core].cpi
+    assert core != "cortex-m4" or cpi == _M4_CPI
     for name in CONSTANTS:
-        assert _value(target, name) == pytest.approx(fitted[name] * _M4_CPI, rel=0.01, abs=1e-3)
+        assert _value(target, name) == pytest.approx(fitted[name] * cpi, rel=0.01, abs=1e-3)
         assert "benchmarks/cortexm_fit.py" in target.sources[name]
+        assert f"{cpi} cycles per instruction" in target.sources[name]
 
 
 def test_held_out_models_are_not_among_those_fitted() -> None:
@@ -108,16 +117,20 @@ def test_analyse_marks_pointwise_convolutions_and_their_kernel() -> None:
 
 @needs_arm
 @pytest.mark.slow
+@pytest.mark.parametrize("core", sorted(CORE_PROFILES))
 @pytest.mark.parametrize("spec", HELD_OUT)
-def test_profile_predicts_a_held_out_model_within_10_percent(spec: str, tmp_path: Path) -> None:
-    model = measure_model(spec, tmp_path)
-    target = Target.from_name(PROFILE)
+def test_profile_predicts_a_held_out_model_within_10_percent(
+    spec: str, core: str, tmp_path: Path
+) -> None:
+    model = measure_model(spec, tmp_path, core=core)
+    target = Target.from_name(CORE_PROFILES[core])
+    cpi = CORES[core].cpi
     estimate = profile_onnx(model.onnx_path, target=target, is_latency_measured=False).estimate
     assert estimate is not None and not estimate.uncounted_ops
     measured = model.run.instructions_per_inference
-    assert estimate.cycles / _M4_CPI == pytest.approx(measured, rel=0.10)
+    assert estimate.cycles / cpi == pytest.approx(measured, rel=0.10)
     for count in model.counts:
         assert count.layer.is_pointwise == (count.function == "edgeopt_pointwise_conv2d")
         cycles = target.layer_cycles(count.layer)
         if count.layer.macs and count.instructions >= LAYER_SHARE * measured:
-            assert cycles / _M4_CPI == pytest.approx(count.instructions, rel=LAYER_BOUND), count
+            assert cycles / cpi == pytest.approx(count.instructions, rel=LAYER_BOUND), count
