@@ -2,11 +2,12 @@
 
 The yardstick for what a profile says about a microcontroller we cannot run: the MLPerf Tiny
 closed-division results of the NUCLEO-L4R5ZI board (Arm Cortex-M4F, 120 MHz), with two
-runtimes: the reference TensorFlow Lite Micro kernels (v0.5) and ST X-CUBE-AI 8.1 (v1.1). The
-four reference models are rebuilt from the zoo, exported, quantized to int8 with our PTQ and
-read as layers (:func:`reference_layers`); :func:`fit_profile` fits the estimator's constants to
-the published latencies and energies by non-negative least squares on relative errors, and
-:func:`leave_one_out` predicts each model from a fit on the other three.
+runtimes: TensorFlow Lite Micro 2.3.1 built with CMSIS-NN kernels (the v0.5 reference
+submission) and ST X-CUBE-AI 8.1 (v1.1). The four reference models are rebuilt from the zoo,
+exported, quantized to int8 with our PTQ and read as layers (:func:`reference_layers`);
+:func:`fit_profile` fits the estimator's constants to the published latencies and energies by
+non-negative least squares on relative errors, and :func:`leave_one_out` predicts each model
+from a fit on the other three.
 
 Four points cannot pin down a cycles-per-MAC for each of three op kinds plus memory, element and
 per-layer costs: each model is dominated by one kind (IC: convolution, AD: fully connected) and
