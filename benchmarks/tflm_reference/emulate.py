@@ -304,6 +304,7 @@ def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path
     from edgeopt.measure._cortexm_image import _linker_script
     from edgeopt.measure._cortexm_image import _run
     from edgeopt.measure._cortexm_image import _write_samples
+    from edgeopt.measure._cortexm_image import timer_defines
     from edgeopt.measure.cortexm import ARM_GCC
 
     compiler = shutil.which(ARM_GCC)
@@ -329,8 +330,7 @@ def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path
         f"-DEDGEOPT_LAYERS={len(layers)}",
         f"-DEDGEOPT_SAMPLES={len(x)}",
         "-DEDGEOPT_SAMPLE_T=int8_t",
-        f"-DEDGEOPT_TIMER_BASE={core.timer_base:#x}u",
-        f"-DEDGEOPT_DUALTIMER_BASE={core.dualtimer_base:#x}u",
+        *timer_defines(core),
     ]
     cc = [compiler, *FLAGS, *core.flags, "-I", str(FOLDER), "-I", str(scratch)]
     jobs = [

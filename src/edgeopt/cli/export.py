@@ -66,7 +66,7 @@ def export(
         typer.Option(
             "--measure",
             help="count the C library's instructions on emulated cores (QEMU -icount), per "
-            "layer and per inference: cortex-m4, cortex-m7, cortex-m33 (a comma list)",
+            "layer and per inference: cortex-m4, cortex-m7, cortex-m33, cortex-m55 (a comma list)",
         ),
     ] = None,
 ) -> None:

@@ -43,25 +43,43 @@ def _write_samples(path: Path, x: np.ndarray, sample_type: str) -> None:
 
 
 def _linker_script(core: CortexMCore) -> str:
-    return f"""/* edgeopt Cortex-M image for QEMU {core.machine}: code and constants in the first
- * 4 MiB SSRAM, data, arena and stack in the second. */
-MEMORY
-{{
-    CODE (rx) : ORIGIN = {core.code_origin:#010x}, LENGTH = {_MIB4:#x}
-    RAM (rwx) : ORIGIN = {core.ram_origin:#010x}, LENGTH = {_MIB4:#x}
-}}
-ENTRY(edgeopt_reset)
-SECTIONS
-{{
-    .text :
-    {{
+    if core.vector_origin is None:
+        vectors_memory = ""
+        vectors = """    .text :
+    {
         LONG(ORIGIN(RAM) + LENGTH(RAM))
         KEEP(*(.vectors))
         *(.text*)
         *(.rodata*)
         . = ALIGN(4);
-    }} > CODE
-    .ARM.exidx : {{ *(.ARM.exidx*) }} > CODE
+    } > CODE
+"""
+    else:
+        # the core reads its vector table where the image does not fit: the table alone there
+        vectors_memory = f"    VECTORS (rx) : ORIGIN = {core.vector_origin:#010x}, LENGTH = 0x400\n"
+        vectors = """    .vectors :
+    {
+        LONG(ORIGIN(RAM) + LENGTH(RAM))
+        KEEP(*(.vectors))
+    } > VECTORS
+    .text :
+    {
+        *(.text*)
+        *(.rodata*)
+        . = ALIGN(4);
+    } > CODE
+"""
+    return f"""/* edgeopt Cortex-M image for QEMU {core.machine}: code and constants in 4 MiB, data,
+ * arena and stack in another 4 MiB. */
+MEMORY
+{{
+{vectors_memory}    CODE (rx) : ORIGIN = {core.code_origin:#010x}, LENGTH = {_MIB4:#x}
+    RAM (rwx) : ORIGIN = {core.ram_origin:#010x}, LENGTH = {_MIB4:#x}
+}}
+ENTRY(edgeopt_reset)
+SECTIONS
+{{
+{vectors}    .ARM.exidx : {{ *(.ARM.exidx*) }} > CODE
     .data : {{ *(.data*) . = ALIGN(4); }} > RAM
     .bss (NOLOAD) :
     {{
@@ -81,8 +99,21 @@ def _hook_header(core: CortexMCore) -> str:
         "#include <stdint.h>\n"
         "extern volatile uint32_t edgeopt_stamps[];\n"
         "#define EDGEOPT_LAYER_END(step) (edgeopt_stamps[(step) + 1] = "
-        f"*(volatile uint32_t *){core.timer_base + 4:#x}u)\n"
+        f"*(volatile uint32_t *){core.timer_value_address:#x}u)\n"
     )
+
+
+def timer_defines(core: CortexMCore) -> list[str]:
+    """The harness's defines for the core's counters (a CMSDK timer and dual timer, or the
+    SSE-300 System Counter)."""
+    if core.has_system_counter:
+        return ["-DEDGEOPT_SYSTEM_COUNTER=1", f"-DEDGEOPT_COUNTER_BASE={core.timer_base:#x}u"]
+    assert core.dualtimer_base is not None
+    return [
+        "-DEDGEOPT_SYSTEM_COUNTER=0",
+        f"-DEDGEOPT_TIMER_BASE={core.timer_base:#x}u",
+        f"-DEDGEOPT_DUALTIMER_BASE={core.dualtimer_base:#x}u",
+    ]
 
 
 def _run(command: list[str], *, cwd: Path, what: str) -> None:
@@ -117,8 +148,7 @@ def build_image(
         f"-DEDGEOPT_LAYERS={len(export.program.steps)}",
         f"-DEDGEOPT_SAMPLES={len(x)}",
         f"-DEDGEOPT_SAMPLE_T={sample_type}",
-        f"-DEDGEOPT_TIMER_BASE={core.timer_base:#x}u",
-        f"-DEDGEOPT_DUALTIMER_BASE={core.dualtimer_base:#x}u",
+        *timer_defines(core),
     ]
     if not export.has_raw_input:
         defines.append(f"-DEDGEOPT_QUANTIZE={p}_quantize_input")

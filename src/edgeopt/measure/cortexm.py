@@ -2,7 +2,7 @@
 
 No microcontroller is on hand, so the library :func:`~edgeopt.export.c.export_c` wrote is built
 with ``arm-none-eabi-gcc`` for the core (the flags of a real build, hard-float ABI) into a
-bare-metal image for one of QEMU's MPS2 boards, and run under ``qemu-system-arm -icount``:
+bare-metal image for one of QEMU's MPS2 / MPS3 boards, and run under ``qemu-system-arm -icount``:
 
 - ``-icount shift=N`` makes QEMU's virtual clock advance 2^N ns per guest instruction executed,
   and nothing else (``sleep=off``), so a device clocked from it counts instructions
@@ -12,11 +12,15 @@ bare-metal image for one of QEMU's MPS2 boards, and run under ``qemu-system-arm 
   hw/timer/cmsdk-apb-timer.c); QEMU models it with ``SYSCLK_FRQ`` 25 MHz on mps2-an386 / an500
   (hw/arm/mps2.c; Arm AN386 and AN500 application notes) and 20 MHz on mps2-an505
   (hw/arm/mps2-tz.c; Arm AN505), at 0x40000000 (AN386, AN500) and its Secure alias 0x50000000
-  (AN505, where the core starts Secure). At shift 7 one instruction is 128 ns, 3.2 (or 2.56)
-  timer ticks, so a tick difference rounds to a whole number of instructions (a count of
-  ticks is off by less than one tick, under half an instruction). Where in its instruction a
-  timer read lands depends on how QEMU split the code into translation blocks, so a reading
-  can be one instruction early or late: the resolution is one instruction per reading.
+  (AN505, where the core starts Secure). The SSE-300 of mps3-an547 (Cortex-M55) has no CMSDK
+  timer on its main clock; there the count is its System Counter's (a 64-bit count up at
+  MAINCLK, 32 MHz; hw/timer/sse-counter.c, hw/arm/armsse.c; Arm Corstone SSE-300 TRM, 101773),
+  printed negated so that every board's values count down. At shift 7 one instruction is
+  128 ns, 3.2 (2.56, 4.096) ticks, so a tick difference rounds to a whole number of
+  instructions (a count of ticks is off by less than one tick, under half an instruction).
+  Where in its instruction a timer read lands depends on how QEMU split the code into
+  translation blocks, so a reading can be one instruction early or late: the resolution is one
+  instruction per reading.
   Shift 0 (the default) gave one tick per 40 instructions.
 - What QEMU does not model: the cycle counter DWT_CYCCNT (reads 0 in QEMU 7.2), caches, wait
   states and pipelines, so it counts instructions, never cycles. Time on a target is an
@@ -28,8 +32,8 @@ bare-metal image for one of QEMU's MPS2 boards, and run under ``qemu-system-arm 
   seven timestamps added 18 instructions in all, on each core). The harness reads the timer
   before the call and after the return: the inference is the difference of those two, and the
   layers plus the return sum to it within a reading's resolution. A second counter (dual
-  timer 1 at clock / 256) checks that no interval wrapped timer 0's 32 bits (2^32 ticks: 1.3
-  billion instructions).
+  timer 1 at clock / 256; on the M55 bits 8 to 39 of the System Counter) checks that no
+  interval wrapped timer 0's 32 bits (2^32 ticks: 1.3 billion instructions, 1.0 on the M55).
 - Outputs go out by Arm semihosting and are compared with the host build of the same library
   (:func:`~edgeopt.export.c.run_c`) byte for byte; a difference raises :class:`CBuildError`.
 
@@ -110,15 +114,25 @@ class CortexMCore:
     name: str
     machine: str  # qemu-system-arm -M
     flags: tuple[str, ...]  # arm-none-eabi-gcc
-    timer_hz: int  # the CMSDK timers' clock on that board, as QEMU models it
-    timer_base: int  # CMSDK APB timer 0
-    dualtimer_base: int  # CMSDK APB dual timer
-    code_origin: int  # 4 MiB of SSRAM the image is loaded into
-    ram_origin: int  # 4 MiB of SSRAM for data, arena and stack
+    timer_hz: int  # the clock of the counter read, as QEMU models it on that board
+    timer_base: int  # CMSDK APB timer 0, or the SSE-300 System Counter's control frame
+    dualtimer_base: int | None  # CMSDK APB dual timer; None with the System Counter
+    code_origin: int  # 4 MiB of memory the code and constants are loaded into
+    ram_origin: int  # 4 MiB of SRAM for data, arena and stack
     cpi: float  # estimated cycles per instruction
     cpi_basis: str  # the source in a few words
     cpi_source: str
     target: str | None  # the target profile whose clock gives a time, if any
+    #: Where the core reads its reset vector table when that is not code_origin (a tightly
+    #: coupled memory too small for the image).
+    vector_origin: int | None = None
+    #: The counter read is the SSE-300 System Counter (64 bits, counting up), not a CMSDK timer.
+    has_system_counter: bool = False
+
+    @property
+    def timer_value_address(self) -> int:
+        """The register the harness reads: CMSDK VALUE (+0x4) or the counter's CNTCV_LO (+0x8)."""
+        return self.timer_base + (0x8 if self.has_system_counter else 0x4)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -133,7 +147,8 @@ class CortexMCore:
         }
 
 
-#: The cores measured: Cortex-M4F (mps2-an386), Cortex-M7 (mps2-an500), Cortex-M33 (mps2-an505).
+#: The cores measured: Cortex-M4F (mps2-an386), Cortex-M7 (mps2-an500), Cortex-M33 (mps2-an505),
+#: Cortex-M55 (mps3-an547).
 CORES: dict[str, CortexMCore] = {
     "cortex-m4": CortexMCore(
         name="cortex-m4",
@@ -186,6 +201,35 @@ CORES: dict[str, CortexMCore] = {
             "instruction mix; unverified on hardware"
         ),
         target=None,
+    ),
+    # QEMU mps3-an547 (hw/arm/mps2-tz.c, mps3tz_an547_class_init; hw/arm/armsse.c, the SSE-300;
+    # Arm AN547 and the Corstone SSE-300 TRM, Arm 101773): the M55 starts Secure with its vector
+    # table at 0x0 (init-svtor 0, the 512 KiB ITCM), too small for an image, so the table sits
+    # there and the code in the QSPI flash's Secure alias 0x38000000 (8 MiB, ROM to the core);
+    # data in the SSE-300's 4 MiB SRAM, Secure alias 0x31000000. The SSE-300 has no CMSDK timer
+    # on its main clock (timers 0-3 are System Timers, the only CMSDK timer runs at 32 kHz): the
+    # count is the System Counter's, control frame 0x58100000 (Secure only), CNTCV counting up
+    # at MAINCLK, SYSCLK 32 MHz on an547 (1 instruction = 4.096 ticks at shift 7).
+    "cortex-m55": CortexMCore(
+        name="cortex-m55",
+        machine="mps3-an547",
+        flags=("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"),
+        timer_hz=32_000_000,
+        timer_base=0x58100000,
+        dualtimer_base=None,
+        code_origin=0x38000000,
+        ram_origin=0x31000000,
+        cpi=round(_M4_CPI * 3.40 / 4.2, 2),
+        cpi_basis="the Cortex-M4 figure x CoreMark/MHz 3.40 / 4.2",
+        cpi_source=(
+            "the Cortex-M4 figure scaled by CoreMark/MHz, Cortex-M4 3.40 / Cortex-M55 4.2 "
+            "(Arm's self-reported Cortex-M55 figure as WikiChip's Cortex-M55 page lists it, not "
+            "re-checked on Arm's page here); assumes the same instruction mix (MVE vector code "
+            "would change it); unverified on hardware"
+        ),
+        target=None,
+        vector_origin=0x00000000,
+        has_system_counter=True,
     ),
 }
 

@@ -1,33 +1,47 @@
 /* edgeopt Cortex-M instruction-count harness (not part of an exported library).
  *
- * A bare-metal image for QEMU's MPS2 boards (mps2-an386 Cortex-M4, mps2-an500 Cortex-M7,
- * mps2-an505 Cortex-M33): vector table, reset handler, then every baked-in sample through the
- * model, with the CMSDK APB timer 0 read before the call, after each layer (the library's
- * EDGEOPT_LAYER_END hook, see edgeopt_cortexm_hook.h) and after the return. Under
- * `qemu-system-arm -icount shift=N` the timer counts virtual time, which advances 2^N ns per
- * executed instruction, so timer ticks convert exactly to instructions executed. Results go out
- * through Arm semihosting (SYS_WRITE0 lines, then SYS_EXIT). Written by
- * edgeopt.measure.cortexm, compiled with
+ * A bare-metal image for QEMU's MPS2/MPS3 boards (mps2-an386 Cortex-M4, mps2-an500 Cortex-M7,
+ * mps2-an505 Cortex-M33, mps3-an547 Cortex-M55): vector table, reset handler, then every
+ * baked-in sample through the model, with the fine counter (CMSDK APB timer 0; on the SSE-300
+ * of mps3-an547, which has no CMSDK timer on its main clock, the System Counter) read before
+ * the call, after each layer (the library's EDGEOPT_LAYER_END hook, see
+ * edgeopt_cortexm_hook.h) and after the return. Under `qemu-system-arm -icount shift=N` the
+ * counter counts virtual time, which advances 2^N ns per executed instruction, so its ticks
+ * convert exactly to instructions executed. Results go out through Arm semihosting (SYS_WRITE0
+ * lines, then SYS_EXIT). Written by edgeopt.measure.cortexm, compiled with
  *   -include PREFIX.h -DEDGEOPT_RUN=PREFIX_run -DEDGEOPT_INPUT_T=... -DEDGEOPT_OUTPUT_T=...
  *   -DEDGEOPT_INPUT_SIZE=... -DEDGEOPT_OUTPUT_SIZE=... -DEDGEOPT_INPUT_IS_RAW=...
- *   -DEDGEOPT_LAYERS=... -DEDGEOPT_TIMER_BASE=... -DEDGEOPT_DUALTIMER_BASE=...
+ *   -DEDGEOPT_LAYERS=... -DEDGEOPT_SYSTEM_COUNTER=0 -DEDGEOPT_TIMER_BASE=...
+ *   -DEDGEOPT_DUALTIMER_BASE=... (or -DEDGEOPT_SYSTEM_COUNTER=1 -DEDGEOPT_COUNTER_BASE=...)
  *   -DEDGEOPT_SAMPLES=... -DEDGEOPT_SAMPLE_T=float (raw input: the input type) and, unless the
  *   input is raw, -DEDGEOPT_QUANTIZE=PREFIX_quantize_input; the samples come from
  *   edgeopt_samples.c.
  *
- * Output lines: "S i" per sample, "C c0 c1" the coarse counter (dual timer 1, clock / 256)
- * before and after, "L t0 t1 ... tN+1" the fine timer values, "O hex" the output bytes;
- * "E" at the end. A fault prints "F n" and exits with an error.
+ * Output lines: "S i" per sample, "C c0 c1" the coarse counter (clock / 256) before and after,
+ * "L t0 t1 ... tN+1" the fine counter's values, "O hex" the output bytes; "E" at the end. Both
+ * are printed counting down (the System Counter's values negated). A fault prints "F n" and
+ * exits with an error.
  */
 #include <stddef.h>
 #include <stdint.h>
 
+#if EDGEOPT_SYSTEM_COUNTER
+/* SSE-300 System Counter, control frame (Arm 101773, Corstone SSE-300 TRM; QEMU's
+ * hw/timer/sse-counter.c): CNTCR (bit 0 enable), CNTCV a 64-bit count up at MAINCLK. */
+#define COUNTER_CNTCR (*(volatile uint32_t *)(EDGEOPT_COUNTER_BASE + 0x0u))
+#define COUNTER_LO (*(volatile uint32_t *)(EDGEOPT_COUNTER_BASE + 0x8u))
+#define COUNTER_HI (*(volatile uint32_t *)(EDGEOPT_COUNTER_BASE + 0xcu))
+#define TIMER_VALUE COUNTER_LO
+#define DOWNWARD(value) (0u - (value))
+#else
 #define TIMER_CTRL (*(volatile uint32_t *)(EDGEOPT_TIMER_BASE + 0x0u))
 #define TIMER_VALUE (*(volatile uint32_t *)(EDGEOPT_TIMER_BASE + 0x4u))
 #define TIMER_RELOAD (*(volatile uint32_t *)(EDGEOPT_TIMER_BASE + 0x8u))
 #define DUAL_LOAD (*(volatile uint32_t *)(EDGEOPT_DUALTIMER_BASE + 0x0u))
 #define DUAL_VALUE (*(volatile uint32_t *)(EDGEOPT_DUALTIMER_BASE + 0x4u))
 #define DUAL_CONTROL (*(volatile uint32_t *)(EDGEOPT_DUALTIMER_BASE + 0x8u))
+#define DOWNWARD(value) (value)
+#endif
 #define CPACR (*(volatile uint32_t *)0xE000ED88u)
 
 extern const EDGEOPT_SAMPLE_T edgeopt_samples[EDGEOPT_SAMPLES][EDGEOPT_INPUT_SIZE];
@@ -105,6 +119,22 @@ static void put_bytes(const void *data, size_t bytes)
     }
 }
 
+/* The coarse count, clock / 256. */
+static uint32_t coarse_value(void)
+{
+#if EDGEOPT_SYSTEM_COUNTER
+    /* bits 8..39 of the 64-bit count; the high word read again if the low one wrapped */
+    uint32_t high, low;
+    do {
+        high = COUNTER_HI;
+        low = COUNTER_LO;
+    } while (high != COUNTER_HI);
+    return (high << 24) | (low >> 8);
+#else
+    return DUAL_VALUE;
+#endif
+}
+
 static void run_samples(void)
 {
     uint32_t s, i;
@@ -116,23 +146,23 @@ static void run_samples(void)
         const EDGEOPT_INPUT_T *input = quantized;
         EDGEOPT_QUANTIZE(edgeopt_samples[s], quantized);
 #endif
-        coarse_before = DUAL_VALUE;
+        coarse_before = coarse_value();
         edgeopt_stamps[0] = TIMER_VALUE;
         if (EDGEOPT_RUN(input, output) != 0) {
             leave(3u);
         }
         edgeopt_stamps[EDGEOPT_LAYERS + 1] = TIMER_VALUE;
-        coarse_after = DUAL_VALUE;
+        coarse_after = coarse_value();
         put_char('S');
         put_number(s);
         put_char('\n');
         put_char('C');
-        put_number(coarse_before);
-        put_number(coarse_after);
+        put_number(DOWNWARD(coarse_before));
+        put_number(DOWNWARD(coarse_after));
         put_char('\n');
         put_char('L');
         for (i = 0; i < EDGEOPT_LAYERS + 2; i++) {
-            put_number(edgeopt_stamps[i]);
+            put_number(DOWNWARD(edgeopt_stamps[i]));
         }
         put_char('\n');
         put_char('O');
@@ -146,6 +176,13 @@ int main(void);
 
 int main(void)
 {
+#if EDGEOPT_SYSTEM_COUNTER
+    /* count from 0, unscaled: one step per MAINCLK tick */
+    COUNTER_CNTCR = 0u;
+    COUNTER_LO = 0u;
+    COUNTER_HI = 0u;
+    COUNTER_CNTCR = 1u;
+#else
     /* CMSDK APB timer (Cortex-M System Design Kit TRM, Arm DDI 0479): count down from
      * 2^32 - 1 and wrap. */
     TIMER_RELOAD = 0xFFFFFFFFu;
@@ -156,6 +193,7 @@ int main(void)
      * from a short interval. */
     DUAL_LOAD = 0xFFFFFFFFu;
     DUAL_CONTROL = 0x80u | (2u << 2) | 0x02u;
+#endif
     run_samples();
     write_text("E\n");
     leave(0u);
@@ -174,7 +212,8 @@ void edgeopt_reset(void)
     for (p = &edgeopt_bss_start; p < &edgeopt_bss_end; p++) {
         *p = 0u;
     }
-    /* Full access to the FPU (coprocessors 10 and 11) before any float instruction. */
+    /* Full access to the FPU (coprocessors 10 and 11; on the M55 also MVE) before any float or
+     * vector instruction. */
     CPACR |= 0xFu << 20;
     __asm__ volatile("dsb\n\tisb" ::: "memory");
     (void)main();

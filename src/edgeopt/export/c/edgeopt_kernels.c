@@ -4,7 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 
-/* Arm's DSP extension (Cortex-M4, M7, M33 ...): 16-bit multiply-accumulates on halves of a
+/* Arm's DSP extension (Cortex-M4, M7, M33, M55 ...): 16-bit multiply-accumulates on halves of a
  * register (SMLABB, SMLATB, SMLAD) and SXTB16, which sign-extends bytes 0 and 2 of a word into
  * its two halves, the way Arm's CMSIS-NN int8 kernels read four int8 values with one load
  * (arm_nn_read_s8x4 and read_and_pad, https://github.com/ARM-software/CMSIS-NN); intrinsics from

@@ -16,7 +16,7 @@
  *
  * Speed without changing a bit: convolution windows inside the input skip the bounds checks and
  * take the input zero point off once (bias - zero_point * sum(weights), modulo 2^32 as every
- * accumulator); where the compiler defines __ARM_FEATURE_DSP (Cortex-M4, M7, M33) the 1x1 and
+ * accumulator); where the compiler defines __ARM_FEATURE_DSP (Cortex-M4, M7, M33, M55) the 1x1 and
  * fully connected dot products use SXTB16 / SMLAD (Arm ACLE intrinsics, the approach of Arm's
  * CMSIS-NN), elsewhere portable C computes the same bits. A general convolution keeps 256 bytes
  * of per-kernel weight sums on the stack: its deepest call takes about 740 bytes of stack on a
