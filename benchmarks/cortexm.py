@@ -8,11 +8,11 @@ MobileNetV1 0.25 at 3x96x96, IC ResNet-8 3x32x32, AD autoencoder 640) as
 PTQ with minmax calibration on Gaussian samples: the counts do not depend on the weights'
 values), exports each as a C library and runs it with
 :func:`edgeopt.measure.cortexm.measure_cortexm` on the emulated Cortex-M4 (QEMU mps2-an386),
-Cortex-M7 (mps2-an500) and Cortex-M33 (mps2-an505) under ``-icount shift=7``, on two seeded
-random inputs, outputs checked byte for byte against the host build. Instructions are measured
-(emulated); cycles and milliseconds are estimates (instructions x the core's cycles per
-instruction / the target profile's clock). Needs Debian's gcc-arm-none-eabi,
-libnewlib-arm-none-eabi and qemu-system-arm.
+Cortex-M7 (mps2-an500), Cortex-M33 (mps2-an505) and Cortex-M55 (mps3-an547) under
+``-icount shift=7``, on two seeded random inputs, outputs checked byte for byte against the
+host build. Instructions are measured (emulated); cycles and milliseconds are estimates
+(instructions x the core's cycles per instruction / the target profile's clock). Needs
+Debian's gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm.
 Results: ``benchmarks/results/cortexm.json``.
 """
 
