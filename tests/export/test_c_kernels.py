@@ -9,8 +9,8 @@ tens of thousands of seeded random layers (general, grouped, depthwise and point
 convolutions with strides, dilations, asymmetric padding, windows wholly in the padding, strided
 1x1 shortcuts, kernels of over 64 taps, accumulators that wrap, no bias; fully connected rows of
 any length and alignment; max pools with padding and a requantization table), built with the
-host gcc and, when the emulator's tools are installed, for the Cortex-M4, M7 and M33
-(``arm-none-eabi-gcc -O2``, the DSP path) and run on QEMU's MPS2 boards.
+host gcc and, when the emulator's tools are installed, for the Cortex-M4, M7, M33 and M55
+(``arm-none-eabi-gcc -O2``, the DSP path) and run on QEMU's MPS2 boards and the MPS3 AN547.
 """
 
 from __future__ import annotations
