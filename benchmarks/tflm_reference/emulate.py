@@ -377,6 +377,7 @@ def measure_layers(
     from edgeopt.measure.cortexm import ICOUNT_SHIFT
     from edgeopt.measure.cortexm import QEMU
     from edgeopt.measure.cortexm import _instructions
+    from edgeopt.measure.cortexm import qemu_command
     from edgeopt.measure.cortexm import require_cortexm_tools
 
     (chosen,) = require_cortexm_tools([core])
@@ -390,24 +391,7 @@ def measure_layers(
     with tempfile.TemporaryDirectory(prefix="edgeopt-tflmref-") as folder:
         scratch = Path(folder)
         image = _build(layers, chosen, x, scratch)
-        command = [
-            qemu,
-            "-M",
-            chosen.machine,
-            "-nographic",
-            "-monitor",
-            "none",
-            "-serial",
-            "none",
-            "-chardev",
-            "file,id=edgeopt,path=semihosting.txt",
-            "-semihosting-config",
-            "enable=on,target=native,chardev=edgeopt",
-            "-icount",
-            f"shift={ICOUNT_SHIFT},sleep=off",
-            "-kernel",
-            str(image),
-        ]
+        command = qemu_command(qemu, chosen, image, ICOUNT_SHIFT)
         subprocess.run(
             command,
             capture_output=True,

@@ -417,6 +417,30 @@ def _instructions(ticks: int, core: CortexMCore, shift: int) -> int:
     return round(ticks * (1e9 / core.timer_hz) / (1 << shift))
 
 
+def qemu_command(qemu: str, core: CortexMCore, image: Path, icount_shift: int) -> list[str]:
+    """The QEMU command line that runs a bare-metal ``image`` on ``core``'s board, counting
+    instructions (``-icount``), with semihosting's console written to ``semihosting.txt`` in the
+    working folder (QEMU sends it to stdout or stderr depending on what they are)."""
+    return [
+        qemu,
+        "-M",
+        core.machine,
+        "-nographic",
+        "-monitor",
+        "none",
+        "-serial",
+        "none",
+        "-chardev",
+        "file,id=edgeopt,path=semihosting.txt",
+        "-semihosting-config",
+        "enable=on,target=native,chardev=edgeopt",
+        "-icount",
+        f"shift={icount_shift},sleep=off",
+        "-kernel",
+        str(image),
+    ]
+
+
 def measure_cortexm(
     export: CExport,
     inputs: np.ndarray,
@@ -487,26 +511,7 @@ def measure_cortexm(
     with tempfile.TemporaryDirectory(prefix="edgeopt-cortexm-") as folder:
         scratch = Path(folder)
         image = build_image(export, chosen, x, scratch, compiler)
-        command = [
-            qemu,
-            "-M",
-            chosen.machine,
-            "-nographic",
-            "-monitor",
-            "none",
-            "-serial",
-            "none",
-            # semihosting's console to a file: QEMU sends it to stdout or stderr depending
-            # on what they are
-            "-chardev",
-            "file,id=edgeopt,path=semihosting.txt",
-            "-semihosting-config",
-            "enable=on,target=native,chardev=edgeopt",
-            "-icount",
-            f"shift={icount_shift},sleep=off",
-            "-kernel",
-            str(image),
-        ]
+        command = qemu_command(qemu, chosen, image, icount_shift)
         try:
             done = subprocess.run(
                 command,
