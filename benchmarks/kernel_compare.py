@@ -11,8 +11,9 @@ exports edgeopt's C library and counts, on the same emulated Cortex-M4 (QEMU mps
 - measured (instructions, emulated): edgeopt's own library,
   :func:`edgeopt.measure.cortexm.measure_cortexm` on two seeded random inputs, per layer;
 - measured (instructions, emulated): TFLite Micro's reference int8 kernels
-  (``benchmarks/tflm_reference``, a C port checked byte for byte against TFLite Micro's
-  interpreter by ``tests/measure/test_tflm_reference.py``) on the same layers: the same
+  (``benchmarks/tflm_reference``, edgeopt's own C implementation of their arithmetic and loop
+  structure, written from the documented behaviour and checked byte for byte against TFLite
+  Micro's interpreter by ``tests/measure/test_tflm_reference.py``) on the same layers: the same
   shapes, strides, fused activation and weights (TFLite's layouts), one seeded random input;
   per layer, :mod:`benchmarks.tflm_reference.emulate`. The count covers the kernel and the
   building of its shapes and params, not TFLM's interpreter (tensor lookups, the invoke loop).
@@ -151,9 +152,9 @@ def compare_model(benchmark: str, folder: Path) -> dict[str, Any]:
 def tflm_counts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The TFLM reference counts per model and kind (for ``/tmp/tflm_ref_counts.json``)."""
     return {
-        "method": "measured (instructions, emulated): TFLM reference int8 kernels ported to C "
-        "(benchmarks/tflm_reference), arm-none-eabi-gcc -O2 Cortex-M4F, QEMU mps2-an386 "
-        "-icount shift=7, the timer read after each layer",
+        "method": "measured (instructions, emulated): TFLM reference int8 kernels as "
+        "implemented in C in benchmarks/tflm_reference, arm-none-eabi-gcc -O2 Cortex-M4F, "
+        "QEMU mps2-an386 -icount shift=7, the timer read after each layer",
         "models": {
             row["benchmark"]: {
                 "total_instructions": row["tflm_reference_instructions"],

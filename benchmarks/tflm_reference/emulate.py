@@ -1,4 +1,4 @@
-"""The layers of an edgeopt C library run through the TFLM reference port on an emulated core.
+"""The layers of an edgeopt C library run through the TFLM reference kernels on an emulated core.
 
 :func:`layers_of_export` turns each kernel call of an exported library that TFLite Micro has a
 reference kernel for (convolution, depthwise, 1x1 pointwise, fully connected, average / max
@@ -252,7 +252,7 @@ def model_source(layers: list[Layer]) -> tuple[str, int]:
     """The C file that runs ``layers`` one after another, and the input size it reads."""
     parts = [
         "/* Written by benchmarks/tflm_reference/emulate.py: the layers of one model through the\n"
-        " * TFLM reference port, the timer read after each (EDGEOPT_LAYER_END). */\n",
+        " * TFLM reference kernels, the timer read after each (EDGEOPT_LAYER_END). */\n",
         '#include "tflm_model.h"\n#include "tflm_reference.h"\n\n',
     ]
     entries = []
@@ -354,7 +354,7 @@ def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path
 
 
 def _check_output(layer: Layer, x: np.ndarray, output: bytes) -> None:
-    """The emulated build's last layer wrote what the host build of the port writes."""
+    """The emulated build's last layer wrote what the host build of the kernels writes."""
     from benchmarks.tflm_reference.port import build_host_library
     from benchmarks.tflm_reference.port import run_host
 
@@ -363,14 +363,14 @@ def _check_output(layer: Layer, x: np.ndarray, output: bytes) -> None:
     with tempfile.TemporaryDirectory(prefix="edgeopt-tflmref-host-") as folder:
         expected = run_host(build_host_library(Path(folder)), layer, x[:size], second)
     if expected[:OUTPUT_BYTES].tobytes() != output[: len(expected[:OUTPUT_BYTES])]:
-        raise RuntimeError("the emulated TFLM port's output differs from the host build's")
+        raise RuntimeError("the emulated TFLM reference output differs from the host build's")
 
 
 def measure_layers(
     layers: list[Layer], *, core: str = "cortex-m4", seed: int = 0, timeout_s: float = 900.0
 ) -> list[int]:
     """Instructions each layer's TFLM reference kernel executes on the emulated core; the last
-    layer's first output bytes are checked against the host build of the port."""
+    layer's first output bytes are checked against the host build of the kernels."""
     from edgeopt.measure._cortexm_image import parse_output
     from edgeopt.measure.cortexm import _COARSE_DIVIDER
     from edgeopt.measure.cortexm import _WRAP

@@ -1,6 +1,9 @@
 """TensorFlow Lite Micro's reference int8 kernels in C (``tflm_reference.c``), for measuring.
 
-The port is the measuring stick of ``benchmarks/kernel_compare.py``: the same layers as edgeopt's
+``tflm_reference.c`` is edgeopt's own implementation of those kernels' integer arithmetic and
+loop structure, written from their documented behaviour (the TFLite 8-bit quantization
+specification; Jacob et al. 2018, https://arxiv.org/abs/1712.05877); it contains no TFLM source.
+It is the measuring stick of ``benchmarks/kernel_compare.py``: the same layers as edgeopt's
 C library, run through TFLM's reference kernels on the same emulated core. This module holds the
 Python side: the C layer descriptor (``tflm_layer`` in ``tflm_reference.h``) as a ctypes
 structure, the host build (a shared library ``tests/measure/test_tflm_reference.py`` checks
@@ -165,7 +168,7 @@ def add_parameters(scale1: float, scale2: float, scale_out: float) -> dict[str, 
 
 
 def build_host_library(folder: Path, compiler: str = "gcc") -> Path:
-    """Compile the port as a shared library for the host."""
+    """Compile ``tflm_reference.c`` as a shared library for the host."""
     library = folder / "libtflm_reference.so"
     command = [compiler, *FLAGS, "-shared", "-fPIC", str(SOURCE), "-o", str(library)]
     subprocess.run(command, check=True, capture_output=True, text=True)

@@ -1,10 +1,11 @@
-"""The C port of TFLite Micro's reference int8 kernels (benchmarks/tflm_reference) computes what
-TFLite Micro computes, byte for byte.
+"""edgeopt's C implementation of TFLite Micro's reference int8 kernels (benchmarks/tflm_reference,
+written from the documented behaviour, no TFLM source) computes what TFLite Micro computes, byte
+for byte.
 
 Each case writes a one-operator int8 ``.tflite`` file with the schema's object API, runs it in
 TFLite Micro's Python interpreter (which runs these same reference kernels), reads the file back,
 turns its own scales and zero points into the kernels' integer parameters as TFLM's Prepare
-functions do, and runs the port built with the host gcc on the same input.
+functions do, and runs the C implementation built with the host gcc on the same input.
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def _padding(options: Any, size: int, filter_size: int, stride: int) -> int:
 
 
 def layer_of(buffer: bytes) -> tr.Layer:
-    """The port's layer from the file's operator, shapes, scales and zero points, with the
+    """The C layer from the file's operator, shapes, scales and zero points, with the
     integer parameters TFLM's Prepare functions compute from them."""
     model = schema.ModelT.InitFromPackedBuf(buffer, 0)
     graph = model.subgraphs[0]
@@ -428,7 +429,7 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_tflm_reference_port_equals_tflite_micro(case: str, library: Path) -> None:
+def test_tflm_reference_equals_tflite_micro(case: str, library: Path) -> None:
     rng = np.random.default_rng(sorted(CASES).index(case))
     buffer = CASES[case](rng)
     layer = layer_of(buffer)
