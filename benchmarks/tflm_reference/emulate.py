@@ -21,7 +21,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -299,12 +298,9 @@ def model_source(layers: list[Layer]) -> tuple[str, int]:
 
 
 def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path:
-    from edgeopt.measure._cortexm_image import HARNESS
-    from edgeopt.measure._cortexm_image import _hook_header
-    from edgeopt.measure._cortexm_image import _linker_script
-    from edgeopt.measure._cortexm_image import _run
-    from edgeopt.measure._cortexm_image import _write_samples
+    from edgeopt.measure._cortexm_image import compile_and_link
     from edgeopt.measure._cortexm_image import timer_defines
+    from edgeopt.measure._cortexm_image import write_harness
     from edgeopt.measure.cortexm import ARM_GCC
 
     compiler = shutil.which(ARM_GCC)
@@ -315,11 +311,7 @@ def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path
         "#include <stddef.h>\n#include <stdint.h>\n"
         "int tflm_model_run(const int8_t *input, int8_t *output);\n"
     )
-    _write_samples(scratch / "edgeopt_samples.c", x, "int8_t")
-    (scratch / "edgeopt_cortexm_hook.h").write_text(_hook_header(core))
-    (scratch / "edgeopt.ld").write_text(_linker_script(core))
-    harness = scratch / HARNESS
-    harness.write_text(resources.files("edgeopt.export.c").joinpath(HARNESS).read_text())
+    harness = write_harness(scratch, core, x, "int8_t")
     defines = [
         "-DEDGEOPT_RUN=tflm_model_run",
         "-DEDGEOPT_INPUT_IS_RAW=1",
@@ -342,13 +334,7 @@ def _build(layers: list[Layer], core: Any, x: np.ndarray, scratch: Path) -> Path
         ([str(scratch / "edgeopt_samples.c")], "samples.o"),
         ([str(harness), "-include", str(scratch / "tflm_model.h"), *defines], "harness.o"),
     ]
-    objects = []
-    for arguments, name in jobs:
-        _run([*cc, "-c", *arguments, "-o", str(scratch / name)], cwd=scratch, what=compiler)
-        objects.append(str(scratch / name))
-    image = scratch / "image.elf"
-    link = [compiler, *core.flags, "-nostartfiles", "--specs=nosys.specs", "-T", "edgeopt.ld"]
-    _run([*link, *objects, "-o", str(image)], cwd=scratch, what=f"{compiler} (link)")
+    image = compile_and_link(cc, jobs, core, scratch)
     assert input_size <= x.shape[1]
     return image
 

@@ -133,11 +133,7 @@ def build_image(
     assert export.program is not None
     p, u = export.prefix, export.prefix.upper()
     sample_type = f"{export.input_type}_t" if export.has_raw_input else "float"
-    _write_samples(scratch / "edgeopt_samples.c", x, sample_type)
-    (scratch / "edgeopt_cortexm_hook.h").write_text(_hook_header(core))
-    (scratch / "edgeopt.ld").write_text(_linker_script(core))
-    harness = scratch / HARNESS
-    harness.write_text(resources.files("edgeopt.export.c").joinpath(HARNESS).read_text())
+    harness = write_harness(scratch, core, x, sample_type)
     defines = [
         f"-DEDGEOPT_RUN={p}_run",
         f"-DEDGEOPT_INPUT_IS_RAW={u}_INPUT_IS_RAW",
@@ -154,7 +150,6 @@ def build_image(
         defines.append(f"-DEDGEOPT_QUANTIZE={p}_quantize_input")
     out = export.out_dir.resolve()
     cc = [compiler, *STRICT_FLAGS, *core.flags, "-I", str(out)]
-    objects = []
     jobs = [
         ([str(out / f"{p}.c"), "-include", str(scratch / "edgeopt_cortexm_hook.h")], f"{p}.o"),
         ([str(out / f"{p}_weights.c")], "weights.o"),
@@ -162,6 +157,29 @@ def build_image(
         ([str(scratch / "edgeopt_samples.c")], "samples.o"),
         ([str(harness), "-include", str(out / f"{p}.h"), *defines], "harness.o"),
     ]
+    return compile_and_link(cc, jobs, core, scratch)
+
+
+def write_harness(scratch: Path, core: CortexMCore, x: np.ndarray, sample_type: str) -> Path:
+    """Write what every bare-metal image for ``core`` needs beside the code it measures into
+    ``scratch``: the samples ``x`` as a C array of ``sample_type``, the layer-timestamp hook
+    header, the linker script and the harness (``edgeopt_cortexm.c``); the harness's path."""
+    _write_samples(scratch / "edgeopt_samples.c", x, sample_type)
+    (scratch / "edgeopt_cortexm_hook.h").write_text(_hook_header(core))
+    (scratch / "edgeopt.ld").write_text(_linker_script(core))
+    harness = scratch / HARNESS
+    harness.write_text(resources.files("edgeopt.export.c").joinpath(HARNESS).read_text())
+    return harness
+
+
+def compile_and_link(
+    cc: list[str], jobs: list[tuple[list[str], str]], core: CortexMCore, scratch: Path
+) -> Path:
+    """Compile each ``(arguments, object name)`` job with the command ``cc`` (compiler first)
+    in ``scratch`` and link the objects with the linker script :func:`write_harness` wrote into
+    ``scratch/image.elf``; a failing step is a :class:`CBuildError` naming it."""
+    compiler = cc[0]
+    objects = []
     for arguments, name in jobs:
         _run([*cc, "-c", *arguments, "-o", str(scratch / name)], cwd=scratch, what=compiler)
         objects.append(str(scratch / name))
